@@ -1,0 +1,129 @@
+#!/bin/sh
+# "make check" for the man pages.
+# SPDX-License-Identifier: MIT OR Apache-2.0
+#
+# - every page renders without a single warning: mandoc -Tlint -W warning and
+#   groff -ww, whichever are installed (skipped, exit 77, if neither is);
+# - every .TH names "emma $PACKAGE_VERSION", so the pages follow configure.ac;
+# - every alias page is exactly one ".so man3/<page>" line naming a real page;
+# - every exported symbol in lib/libemma.map is documented: emma_* functions
+#   in emma_alloc.3's NAME with an alias page each, the others in the
+#   SYNOPSIS of emma_malloc.3;
+# - every emma page named in a cross-reference exists.
+# The EXAMPLES programs are compiled and run as separate tests (Makefile.am).
+#
+# Environment: srcdir (set by automake), top_srcdir, PACKAGE_VERSION.
+set -u
+srcdir=${srcdir:-.}
+top_srcdir=${top_srcdir:-$srcdir/..}
+map=$top_srcdir/lib/libemma.map
+fail=0
+
+problem() {
+	echo "FAIL: $*"
+	fail=1
+}
+
+have() {
+	command -v "$1" >/dev/null 2>&1
+}
+
+pages=$(cd "$srcdir" && ls -- *.1 *.3 *.7 2>/dev/null)
+[ -n "$pages" ] || { echo "no man pages in $srcdir"; exit 99; }
+
+real_pages=
+for p in $pages; do
+	f=$srcdir/$p
+	first=$(sed -n 1p "$f")
+	case $first in
+	.so\ *)
+		[ "$(wc -l <"$f")" -eq 1 ] || problem "$p: an alias page must be one .so line"
+		target=${first#.so }
+		tfile=$srcdir/$(basename "$target")
+		case $target in
+		man[1-9]/*.[1-9]) ;;
+		*) problem "$p: .so target '$target' is not of the form manN/page.N" ;;
+		esac
+		[ -f "$tfile" ] || problem "$p: .so target $target does not exist"
+		[ "${target%%/*}" = "man${target##*.}" ] || problem "$p: .so target $target is in the wrong section directory"
+		continue
+		;;
+	esac
+	real_pages="$real_pages $p"
+	th=$(grep '^\.TH ' "$f")
+	case $th in
+	*"\"emma ${PACKAGE_VERSION:-}\""*) ;;
+	*) problem "$p: .TH does not name \"emma ${PACKAGE_VERSION:-?}\": $th" ;;
+	esac
+	sect=$(printf '%s\n' "$th" | awk '{print $3}')
+	[ "$sect" = "${p##*.}" ] || problem "$p: .TH section $sect does not match the file name"
+done
+
+# Documented interface == exported interface.
+if [ -f "$map" ]; then
+	syms=$(sed -n 's/^[[:space:]]*\([a-z_][a-z0-9_]*\);[[:space:]]*$/\1/p' "$map")
+	[ -n "$syms" ] || problem "no symbols found in $map"
+	name_emma=$(sed -n '/^\.SH NAME/,/^\.SH/p' "$srcdir/emma_alloc.3")
+	synopsis_malloc=$(sed -n '/^\.SH SYNOPSIS/,/^\.SH/p' "$srcdir/emma_malloc.3")
+	for s in $syms; do
+		case $s in
+		emma_*)
+			printf '%s\n' "$name_emma" | grep -q "\\<$s\\>" ||
+				problem "$s is exported but not in the NAME section of emma_alloc.3"
+			[ "$s" = emma_alloc ] || [ -f "$srcdir/$s.3" ] ||
+				problem "$s is exported but has no alias page $s.3"
+			grep -q "^\.SS $s()\$" "$srcdir/emma_alloc.3" ||
+				problem "$s is exported but has no .SS $s() in emma_alloc.3"
+			;;
+		*)
+			printf '%s\n' "$synopsis_malloc" | grep -q "[ *]$s(" ||
+				problem "$s is exported but not in the SYNOPSIS of emma_malloc.3"
+			;;
+		esac
+	done
+else
+	echo "note: $map not found, symbol coverage not checked"
+fi
+
+# Cross-references to emma's own pages must resolve.
+for p in $real_pages; do
+	refs=$(grep -o '^\.BR emma[a-z_\\-]* ([1-9])' "$srcdir/$p" |
+		sed 's/^\.BR //; s/\\-/-/g; s/ (\([1-9]\))$/.\1/')
+	for r in $refs; do
+		[ -f "$srcdir/$r" ] || problem "$p refers to $r, which does not exist"
+	done
+done
+
+# Lint.
+linted=0
+for p in $real_pages; do
+	f=$srcdir/$p
+	if have mandoc; then
+		out=$(mandoc -Tlint -W warning "$f" 2>&1)
+		[ -z "$out" ] || problem "mandoc -Tlint -W warning $p:
+$out"
+		linted=1
+	fi
+	if have groff; then
+		# -t: the pages with a table say so in their first line ('\" t).
+		out=$(LC_ALL=C groff -t -ww -man -z "$f" 2>&1)
+		[ -z "$out" ] || problem "groff -ww -man $p:
+$out"
+		# The page must also render in a standard 80-column terminal
+		# without the formatter complaining about lines it cannot break.
+		out=$(LC_ALL=C groff -t -ww -man -Tutf8 -rLL=78n "$f" 2>&1 >/dev/null)
+		[ -z "$out" ] || problem "groff -Tutf8 $p:
+$out"
+		linted=1
+	fi
+done
+
+if [ "$fail" -ne 0 ]; then
+	exit 1
+fi
+if [ "$linted" -eq 0 ]; then
+	echo "SKIP: neither mandoc nor groff is installed; pages not linted"
+	exit 77
+fi
+echo "ok: $(echo "$real_pages" | wc -w) pages lint clean, $(echo "$pages" | wc -w) pages in all"
+exit 0
