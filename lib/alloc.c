@@ -1,0 +1,199 @@
+/* The generic allocation paths behind the inline fast paths of
+ * emma_internal.h: finding or making a page with a free block, freeing from
+ * other threads, realloc, calloc, trim.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "emma_internal.h"
+
+/* gcc may still emit calls to memcpy/memset for plain loops; these use the
+ * string instructions directly, which modern x86 cores run at full speed. */
+void mem_copy(void *dst, const void *src, size_t n)
+{
+    __asm__ volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+
+void mem_zero(void *dst, size_t n)
+{
+    __asm__ volatile("rep stosb" : "+D"(dst), "+c"(n) : "a"(0) : "memory");
+}
+
+/* Take a block of class c from h: from the first page in the class queue
+ * that has one (moving exhausted pages out of the queue as we pass them),
+ * else from a fresh page. */
+static void *alloc_class(heap_t *h, unsigned c)
+{
+    page_t *page = h->bins[c].first;
+    while (page) {
+        if (page->free)
+            return page_pop(page);
+        if (page->local_free) {
+            page->free = page->local_free;
+            page->local_free = NULL;
+            return page_pop(page);
+        }
+        if (page->capacity < page->reserved) {
+            page_extend(page);
+            return page_pop(page);
+        }
+        page_t *next = page->next;
+        bin_remove(h, page);
+        page->in_full = 1;
+        page = next;
+    }
+    page = segment_page_alloc(h, class_kind(c));
+    if (!page)
+        return NULL;
+    page_init(page, c);
+    page_extend(page);
+    bin_push_front(h, page);
+    return page_pop(page);
+}
+
+void *alloc_generic(heap_t *h, size_t size, size_t align)
+{
+    if (config_tls && unlikely(h == &heap_empty)) {
+        h = heap_acquire_for_thread();
+        if (!h) {
+            os_set_errno(EMMA_ENOMEM);
+            return NULL;
+        }
+    }
+    void *p;
+    if (unlikely(size > MAX_REQUEST)) {
+        p = NULL;
+    } else if (size > LARGE_MAX || align > LARGE_MAX) {
+        p = huge_alloc(size, align);
+    } else {
+        h->busy = 1;
+        heap_collect_remote(h);
+        p = alloc_class(h, class_for(size, align));
+        h->busy = 0;
+    }
+    if (unlikely(!p))
+        os_set_errno(EMMA_ENOMEM);
+    return p;
+}
+
+void *alloc_aligned(heap_t *h, size_t size, size_t align)
+{
+    return alloc_generic(h, size, align);
+}
+
+/* Everything free() does not do inline: huge blocks, other threads' blocks,
+ * and (without TLS) taking the owner heap's lock. */
+void free_generic(void *p)
+{
+    segment_t *seg = segment_of(p);
+    if (seg->kind == KIND_HUGE) {
+        huge_free(seg);
+        return;
+    }
+    page_t *page = page_of(seg, p);
+#if EMMA_CONFIG_TLS
+    heap_t *h = tls_heap;
+    if (seg->heap == h) {
+        heap_free_local(h, page, p);
+        return;
+    }
+#else
+    heap_t *h = seg->heap;
+    if (heap_trylock(h)) {
+        heap_free_local(h, page, p);
+        heap_unlock(h);
+        return;
+    }
+#endif
+    page_free_remote(seg, page, (block_t *)p);
+}
+
+size_t usable_size(const void *p)
+{
+    segment_t *seg = segment_of(p);
+    if (seg->kind == KIND_HUGE)
+        return huge_usable(seg, p);
+    return page_of(seg, p)->block_size;
+}
+
+static void *alloc_any(size_t size, size_t align)
+{
+    heap_t *h = heap_get();
+    if (!config_tls && !h) {
+        os_set_errno(EMMA_ENOMEM);
+        return NULL;
+    }
+    void *p = align <= MIN_ALIGN ? heap_alloc(h, size) : alloc_generic(h, size, align);
+    heap_put(h);
+    return p;
+}
+
+void *alloc_zeroed(size_t size, size_t align)
+{
+    if (size > LARGE_MAX || align > LARGE_MAX) {
+        void *p = size > MAX_REQUEST ? NULL : huge_alloc(size, align);
+        if (!p)
+            os_set_errno(EMMA_ENOMEM);
+        return p; /* fresh mappings are zero: touch nothing */
+    }
+    void *p = alloc_any(size, align);
+    if (p)
+        mem_zero(p, size);
+    return p;
+}
+
+/* Resize p (already validated) to new_size bytes aligned to align. */
+void *realloc_block(void *p, size_t new_size, size_t align, const char *func)
+{
+    (void)func;
+    if (new_size > MAX_REQUEST) {
+        os_set_errno(EMMA_ENOMEM);
+        return NULL;
+    }
+    segment_t *seg = segment_of(p);
+    bool want_huge = new_size > LARGE_MAX || align > LARGE_MAX;
+    size_t old_usable;
+    if (seg->kind == KIND_HUGE) {
+        if (want_huge) {
+            void *q = huge_realloc(seg, p, new_size);
+            if (!q)
+                os_set_errno(EMMA_ENOMEM);
+            return q;
+        }
+        old_usable = huge_usable(seg, p);
+    } else {
+        page_t *page = page_of(seg, p);
+        if (!want_huge && class_for(new_size, align) == page->class_idx)
+            return p;
+        old_usable = page->block_size;
+    }
+    void *q = alloc_any(new_size, align);
+    if (!q)
+        return NULL;
+    mem_copy(q, p, old_usable < new_size ? old_usable : new_size);
+    if (config_checks)
+        check_mark_free(p);
+    free_generic(p);
+    return q;
+}
+
+static void trim_heap(heap_t *h)
+{
+    h->busy = 1;
+    heap_collect_remote(h);
+    heap_release_empty_pages(h);
+    heap_purge(h);
+    h->busy = 0;
+}
+
+void trim_current(void)
+{
+#if EMMA_CONFIG_TLS
+    if (tls_heap != &heap_empty)
+        trim_heap(tls_heap);
+#else
+    for (heap_t *h = heap_registry_first(); h; h = h->next_heap) {
+        if (heap_trylock(h)) {
+            trim_heap(h);
+            heap_unlock(h);
+        }
+    }
+#endif
+}

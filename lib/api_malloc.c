@@ -1,0 +1,141 @@
+/* The malloc-compatible API, with glibc's documented semantics.  Kept in
+ * its own object so a program that embeds libemma.a for the emma_* API
+ * alone does not replace its malloc.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "emma_internal.h"
+
+#define EMMA_API __attribute__((visibility("default")))
+
+/* Our own prototypes: <stdlib.h> belongs to libc. */
+EMMA_API void *malloc(size_t size);
+EMMA_API void free(void *ptr);
+EMMA_API void *calloc(size_t n, size_t size);
+EMMA_API void *realloc(void *ptr, size_t size);
+EMMA_API void *reallocarray(void *ptr, size_t n, size_t size);
+EMMA_API void *aligned_alloc(size_t align, size_t size);
+EMMA_API int posix_memalign(void **memptr, size_t align, size_t size);
+EMMA_API void *memalign(size_t align, size_t size);
+EMMA_API void *valloc(size_t size);
+EMMA_API void *pvalloc(size_t size);
+EMMA_API size_t malloc_usable_size(void *ptr);
+EMMA_API void free_sized(void *ptr, size_t size);
+EMMA_API void free_aligned_sized(void *ptr, size_t align, size_t size);
+
+static inline bool is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+static inline bool mul_overflows(size_t a, size_t b, size_t *out)
+{
+    return __builtin_mul_overflow(a, b, out);
+}
+
+EMMA_API void *malloc(size_t size) { return alloc_block(size, MIN_ALIGN); }
+
+EMMA_API void free(void *ptr)
+{
+    if (likely(ptr != NULL))
+        free_block(ptr, "free");
+}
+
+EMMA_API void *calloc(size_t n, size_t size)
+{
+    size_t total;
+    if (unlikely(mul_overflows(n, size, &total))) {
+        os_set_errno(EMMA_ENOMEM);
+        return NULL;
+    }
+    return alloc_zeroed(total, MIN_ALIGN);
+}
+
+EMMA_API void *realloc(void *ptr, size_t size)
+{
+    if (!ptr)
+        return alloc_block(size, MIN_ALIGN);
+    if (config_checks)
+        check_pointer(ptr, "realloc");
+    if (size == 0) {
+        free_block(ptr, "realloc");
+        return NULL;
+    }
+    return realloc_block(ptr, size, MIN_ALIGN, "realloc");
+}
+
+EMMA_API void *reallocarray(void *ptr, size_t n, size_t size)
+{
+    size_t total;
+    if (unlikely(mul_overflows(n, size, &total))) {
+        os_set_errno(EMMA_ENOMEM);
+        return NULL;
+    }
+    return realloc(ptr, total);
+}
+
+EMMA_API void *aligned_alloc(size_t align, size_t size)
+{
+    if (unlikely(!is_pow2(align))) {
+        os_set_errno(EMMA_EINVAL);
+        return NULL;
+    }
+    return alloc_block(size, align);
+}
+
+EMMA_API int posix_memalign(void **memptr, size_t align, size_t size)
+{
+    if (!is_pow2(align) || align % sizeof(void *) != 0)
+        return EMMA_EINVAL;
+    void *p = alloc_block(size, align);
+    if (!p)
+        return EMMA_ENOMEM;
+    *memptr = p;
+    return 0;
+}
+
+/* glibc rounds an alignment that is not a power of two up to one. */
+EMMA_API void *memalign(size_t align, size_t size)
+{
+    if (align > (SIZE_MAX >> 1) + 1) {
+        os_set_errno(EMMA_EINVAL);
+        return NULL;
+    }
+    if (!is_pow2(align))
+        align = align < MIN_ALIGN ? MIN_ALIGN : (size_t)1 << (log2_floor(align) + 1);
+    return alloc_block(size, align);
+}
+
+EMMA_API void *valloc(size_t size) { return alloc_block(size, OS_PAGE_SIZE); }
+
+EMMA_API void *pvalloc(size_t size)
+{
+    size_t rounded = (size + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1);
+    if (rounded < size) {
+        os_set_errno(EMMA_ENOMEM);
+        return NULL;
+    }
+    return alloc_block(rounded ? rounded : OS_PAGE_SIZE, OS_PAGE_SIZE);
+}
+
+EMMA_API size_t malloc_usable_size(void *ptr)
+{
+    if (!ptr)
+        return 0;
+    if (config_checks)
+        check_pointer(ptr, "malloc_usable_size");
+    return usable_size(ptr);
+}
+
+EMMA_API void free_sized(void *ptr, size_t size)
+{
+    if (!ptr)
+        return;
+    if (config_checks)
+        check_layout(ptr, size, MIN_ALIGN, "free_sized");
+    free_block(ptr, "free_sized");
+}
+
+EMMA_API void free_aligned_sized(void *ptr, size_t align, size_t size)
+{
+    if (!ptr)
+        return;
+    if (config_checks)
+        check_layout(ptr, size, align, "free_aligned_sized");
+    free_block(ptr, "free_aligned_sized");
+}

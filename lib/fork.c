@@ -1,0 +1,73 @@
+/* Noticing that we are the child of a fork(), without pthread_atfork.
+ *
+ * One page is mapped with MADV_WIPEONFORK: the kernel hands a forked child
+ * that page filled with zeros, while the parent (and vfork/CLONE_VM
+ * children, which share memory) keep seeing the value we stored.  So a load
+ * tells a child apart from its parent, and no syscall is needed.  On
+ * kernels without MADV_WIPEONFORK (before 4.14) we fall back to comparing
+ * getpid() with the pid recorded at start-up, which is right for fork but
+ * would misfire in a vfork child (those must only exec anyway).
+ *
+ * What the child does about it is the caller's business (heap.c): heaps of
+ * threads that did not survive the fork are never adopted, because their
+ * owners may have been in the middle of updating them.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "emma_internal.h"
+
+#define FORK_STATE_OK 2u        /* parent, or child already recovered */
+#define FORK_STATE_RECOVERING 1u
+#define FORK_STATE_CHILD 0u     /* what the wiped page reads in a child */
+
+static _Atomic(_Atomic uint32_t *) wipe_word;
+static _Atomic int32_t recorded_pid;
+
+static int32_t os_getpid(void) { return (int32_t)sys_call1(SYS_getpid, 0); }
+
+void fork_init(void)
+{
+    if (atomic_load_explicit(&wipe_word, memory_order_acquire))
+        return;
+    atomic_store(&recorded_pid, os_getpid());
+    uint32_t *page = os_map(OS_PAGE_SIZE);
+    if (!page)
+        return;
+    if (sys_failed(sys_call3(SYS_madvise, (long)page, (long)OS_PAGE_SIZE, EMMA_MADV_WIPEONFORK))) {
+        os_unmap(page, OS_PAGE_SIZE);
+        return; /* getpid fallback */
+    }
+    _Atomic uint32_t *w = (_Atomic uint32_t *)page;
+    atomic_store(w, FORK_STATE_OK);
+    _Atomic uint32_t *expected = NULL;
+    if (!atomic_compare_exchange_strong(&wipe_word, &expected, w))
+        os_unmap(page, OS_PAGE_SIZE);
+}
+
+bool fork_detected(void)
+{
+    _Atomic uint32_t *w = atomic_load_explicit(&wipe_word, memory_order_acquire);
+    if (w)
+        return atomic_load_explicit(w, memory_order_acquire) != FORK_STATE_OK;
+    int32_t pid = atomic_load(&recorded_pid);
+    return pid != 0 && pid != os_getpid();
+}
+
+/* Run recover() once in this child; other threads of the child that notice
+ * the fork meanwhile wait until it is done. */
+void fork_recover(void (*recover)(void))
+{
+    _Atomic uint32_t *w = atomic_load_explicit(&wipe_word, memory_order_acquire);
+    if (!w) {
+        int32_t pid = atomic_load(&recorded_pid), now = os_getpid();
+        if (pid != now && atomic_compare_exchange_strong(&recorded_pid, &pid, now))
+            recover();
+        return;
+    }
+    uint32_t expected = FORK_STATE_CHILD;
+    if (atomic_compare_exchange_strong(w, &expected, FORK_STATE_RECOVERING)) {
+        recover();
+        atomic_store_explicit(w, FORK_STATE_OK, memory_order_release);
+        return;
+    }
+    while (atomic_load_explicit(w, memory_order_acquire) == FORK_STATE_RECOVERING)
+        os_yield();
+}

@@ -1,0 +1,218 @@
+/* Heaps: creating them, and handing one to each thread.
+ *
+ * With TLS, a thread's first allocation finds it a heap: a heap whose owner
+ * thread has died is adopted, otherwise a new one is made.  Liveness is
+ * asked of the kernel without libc: each heap's owner word holds its
+ * owner's TID, which is exactly the form of a locked PI futex, so
+ * FUTEX_TRYLOCK_PI on it fails with ESRCH once that thread is gone (and
+ * EDEADLK when the TID has been recycled for the very thread asking).
+ * Where PI futexes are missing (ENOSYS) or forbidden (EPERM, or a seccomp
+ * filter, which could kill us for trying) heaps are simply not reused.
+ *
+ * A heap is never adopted while `busy` says its owner died inside a slow
+ * path, or once `poisoned` (it belonged to a thread that did not survive a
+ * fork): such heaps might be half-updated, and leaking them beats
+ * corrupting memory.
+ *
+ * Without TLS the same heaps are shared: each has a spin lock, a thread
+ * try-locks them starting from one picked by its stack address, and never
+ * waits for one particular heap, so a lock left held by a dead thread (or
+ * by a thread that vanished in a fork) only takes that heap out of use.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "emma_internal.h"
+
+#define PR_SECCOMP_FILTER 2
+
+page_t empty_page;
+
+heap_t heap_empty = {
+    .direct = {[0 ... DIRECT_COUNT - 1] = &empty_page},
+};
+
+static _Atomic(heap_t *) heaps; /* registry, push-only */
+
+heap_t *heap_registry_first(void) { return atomic_load_explicit(&heaps, memory_order_acquire); }
+
+void heap_reset(heap_t *h)
+{
+    for (size_t i = 0; i < DIRECT_COUNT; i++)
+        h->direct[i] = &empty_page;
+}
+
+static void heap_register(heap_t *h)
+{
+    heap_t *head = atomic_load_explicit(&heaps, memory_order_relaxed);
+    do {
+        h->next_heap = head;
+    } while (!atomic_compare_exchange_weak_explicit(&heaps, &head, h, memory_order_release,
+                                                    memory_order_relaxed));
+}
+
+heap_t *heap_new(void)
+{
+    heap_t *h = os_map((sizeof(heap_t) + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1));
+    if (!h)
+        return NULL;
+    heap_reset(h);
+    return h;
+}
+
+#if EMMA_CONFIG_TLS
+
+__thread heap_t *tls_heap __attribute__((tls_model("initial-exec"))) = &heap_empty;
+
+#define FUTEX_TID_MASK 0x3fffffffu
+static _Atomic int pi_usable = -1; /* -1 unknown, 0 no, 1 yes */
+
+static bool pi_futex_usable(void)
+{
+    int u = atomic_load_explicit(&pi_usable, memory_order_relaxed);
+    if (u < 0) {
+        long mode = sys_call2(SYS_prctl, EMMA_PR_GET_SECCOMP, 0);
+        u = (mode == PR_SECCOMP_FILTER || mode == 1) ? 0 : 1;
+        atomic_store(&pi_usable, u);
+    }
+    return u == 1;
+}
+
+/* Try to take over h, owned (per its word) by some thread: true if that
+ * thread is dead and the heap is now ours. */
+static bool heap_try_adopt(heap_t *h, uint32_t tid)
+{
+    uint32_t w = atomic_load_explicit(&h->owner, memory_order_acquire);
+    if (w == 0) {
+        return atomic_compare_exchange_strong(&h->owner, &w, tid);
+    }
+    if (!pi_futex_usable())
+        return false;
+    long r = sys_call4(SYS_futex, (long)&h->owner, EMMA_FUTEX_TRYLOCK_PI, 0, 0);
+    if (r == 0)
+        return atomic_load(&h->owner) == tid ? true : false; /* word was free */
+    if (r == -EMMA_EDEADLK) {
+        atomic_store(&h->owner, tid); /* our TID was the dead owner's */
+        return true;
+    }
+    if (r == -EMMA_ENOSYS || r == -EMMA_EPERM || r == -EMMA_EINVAL) {
+        atomic_store(&pi_usable, 0);
+        return false;
+    }
+    if (r != -EMMA_ESRCH)
+        return false; /* alive (EAGAIN/EBUSY) or unknown */
+    /* The kernel may have set FUTEX_WAITERS before finding the owner dead:
+     * compare TID bits only, and let exactly one taker win. */
+    uint32_t now = atomic_load(&h->owner);
+    if ((now & FUTEX_TID_MASK) != (w & FUTEX_TID_MASK))
+        return false;
+    return atomic_compare_exchange_strong(&h->owner, &now, tid);
+}
+
+/* In a fork child: every heap owned at fork time is poisoned; only the
+ * forking thread survives, and it keeps using its heap through its TLS
+ * pointer (poison only forbids adoption). */
+static void poison_owned_heaps(void)
+{
+    for (heap_t *h = heap_registry_first(); h; h = h->next_heap)
+        if (atomic_load(&h->owner) != 0)
+            atomic_store(&h->poisoned, 1);
+}
+
+heap_t *heap_acquire_for_thread(void)
+{
+    fork_init();
+    if (fork_detected())
+        fork_recover(poison_owned_heaps);
+    uint32_t tid = os_gettid();
+    for (heap_t *h = heap_registry_first(); h; h = h->next_heap) {
+        if (atomic_load(&h->poisoned))
+            continue;
+        if (!heap_try_adopt(h, tid))
+            continue;
+        if (h->busy) {  /* died mid-update: leak it, never touch it */
+            atomic_store(&h->poisoned, 1);
+            continue;
+        }
+        tls_heap = h;
+        return h;
+    }
+    heap_t *h = heap_new();
+    if (!h)
+        return NULL;
+    atomic_store(&h->owner, tid);
+    heap_register(h);
+    tls_heap = h;
+    return h;
+}
+
+heap_t *heap_lock_any(void) { return tls_heap; }
+bool heap_trylock(heap_t *h) { return spin_trylock(&h->lock); }
+void heap_unlock(heap_t *h) { spin_unlock(&h->lock); }
+
+#else /* !EMMA_CONFIG_TLS */
+
+#define HEAP_SLOTS 256
+#define HEAP_SOFT_LIMIT 64
+#define STUCK_ROUNDS 2000
+
+static _Atomic(heap_t *) slots[HEAP_SLOTS];
+static _Atomic unsigned slot_count;
+static _Atomic unsigned slot_limit = HEAP_SOFT_LIMIT;
+
+heap_t *heap_acquire_for_thread(void) { return NULL; }
+
+bool heap_trylock(heap_t *h) { return spin_trylock(&h->lock); }
+void heap_unlock(heap_t *h) { spin_unlock(&h->lock); }
+
+static heap_t *heap_add_locked(void)
+{
+    unsigned n = atomic_load(&slot_count);
+    while (n < atomic_load(&slot_limit) && n < HEAP_SLOTS) {
+        if (atomic_compare_exchange_weak(&slot_count, &n, n + 1)) {
+            heap_t *h = heap_new();
+            if (!h)
+                return NULL;
+            atomic_store(&h->lock, 1);
+            heap_register(h);
+            atomic_store_explicit(&slots[n], h, memory_order_release);
+            return h;
+        }
+    }
+    return NULL;
+}
+
+static unsigned start_slot(void)
+{
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+    return (unsigned)((sp >> 16) * 0x9e3779b1u >> 8);
+}
+
+/* Try-lock the heaps round robin.  When every heap stays busy for long we
+ * assume some locks will never be released (their holders died, or did not
+ * survive a fork) and allow one more heap, so nobody waits forever. */
+heap_t *heap_lock_any(void)
+{
+    unsigned start = start_slot();
+    for (unsigned round = 0;; round++) {
+        unsigned n = atomic_load_explicit(&slot_count, memory_order_acquire);
+        for (unsigned i = 0; i < n; i++) {
+            heap_t *h = atomic_load_explicit(&slots[(start + i) % n], memory_order_acquire);
+            if (h && spin_trylock(&h->lock))
+                return h;
+        }
+        heap_t *h = heap_add_locked();
+        if (h)
+            return h;
+        if (round >= STUCK_ROUNDS && atomic_load(&slot_limit) < HEAP_SLOTS) {
+            atomic_fetch_add(&slot_limit, 1);
+            round = 0;
+            continue;
+        }
+        if (n == 0 && atomic_load(&slot_count) >= HEAP_SLOTS)
+            return NULL;
+        if (round > 16)
+            os_yield();
+        else
+            __builtin_ia32_pause();
+    }
+}
+
+#endif

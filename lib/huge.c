@@ -1,0 +1,94 @@
+/* Huge blocks (> 1 MiB, or alignment > 1 MiB): one mapping each, with a
+ * one-page header at its 4 MiB aligned start so free() finds it by masking
+ * like any other block.  The block starts one OS page in (or at the
+ * alignment asked for); an alignment above 4 MiB puts the block exactly
+ * 4 MiB above the header.  realloc moves pages with mremap, never copies.
+ * Any thread may free a huge block: it is unmapped on the spot.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "emma_internal.h"
+
+static size_t round_pages(size_t n) { return (n + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1); }
+
+/* Offset of the block from the header for a given alignment. */
+static size_t huge_offset(size_t align)
+{
+    if (align <= OS_PAGE_SIZE)
+        return OS_PAGE_SIZE;
+    return align < SEGMENT_SIZE ? align : SEGMENT_SIZE;
+}
+
+static void huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map_align)
+{
+    seg->heap = NULL;
+    seg->kind = KIND_HUGE;
+    seg->page_shift = 62;
+    seg->page_count = 1;
+    seg->used_pages = 1;
+    seg->free_mask = seg->dirty_mask = 0;
+    seg->map_size = map_size;
+    seg->cookie = (uintptr_t)seg ^ os_secret();
+    seg->next = seg->prev = NULL;
+    page_t *page = &seg->pages[0];
+    page->in_use = 1;
+    page->class_idx = CLASS_HUGE;
+    page->start = (uint8_t *)seg + offset;
+    page->used = 1;
+    page->block_size = 0; /* see huge_usable */
+    page->reserved = log2_floor(map_align); /* kept by realloc */
+    page->free = page->local_free = NULL;
+    registry_mark(seg, map_size, true);
+}
+
+void *huge_alloc(size_t size, size_t align)
+{
+    if (size > MAX_REQUEST || align > MAX_REQUEST / 2)
+        return NULL;
+    size_t offset = huge_offset(align);
+    size_t map_size = offset + round_pages(size == 0 ? 1 : size);
+    /* The header must be 4 MiB aligned and the block `align` aligned. */
+    size_t map_align = align > SEGMENT_SIZE ? align : SEGMENT_SIZE;
+    size_t header_pos = align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
+    segment_t *seg = os_map_aligned(map_size, map_align, header_pos, NULL);
+    if (!seg)
+        return NULL;
+    huge_init(seg, map_size, offset, map_align);
+    return seg->pages[0].start;
+}
+
+void huge_free(segment_t *seg)
+{
+    size_t size = seg->map_size;
+    registry_clear(seg, size);
+    os_unmap(seg, size);
+}
+
+size_t huge_usable(segment_t *seg, const void *p)
+{
+    return (size_t)((uint8_t *)seg + seg->map_size - (const uint8_t *)p);
+}
+
+/* Grow or shrink in place or by moving page tables.  NULL when the kernel
+ * refuses, with the block untouched. */
+void *huge_realloc(segment_t *seg, void *p, size_t new_size)
+{
+    size_t offset = (size_t)((uint8_t *)p - (uint8_t *)seg);
+    if (new_size > MAX_REQUEST - offset)
+        return NULL;
+    size_t old_map = seg->map_size;
+    size_t new_map = offset + round_pages(new_size);
+    if (new_map == old_map)
+        return p;
+    registry_clear(seg, old_map);
+    size_t map_align = (size_t)1 << seg->pages[0].reserved;
+    size_t header_pos = map_align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
+    segment_t *moved = os_remap(seg, old_map, new_map, map_align, header_pos);
+    if (!moved) {
+        registry_mark(seg, old_map, true);
+        return NULL;
+    }
+    moved->map_size = new_map;
+    moved->cookie = (uintptr_t)moved ^ os_secret();
+    moved->pages[0].start = (uint8_t *)moved + offset;
+    registry_mark(moved, new_map, true);
+    return moved->pages[0].start;
+}

@@ -1,0 +1,25 @@
+/* Spin locks for the few places that need mutual exclusion (heaps without
+ * TLS).  Callers never wait on one particular lock for long: a heap whose
+ * lock is stuck (its holder died or vanished in a fork) is simply skipped.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "emma_internal.h"
+
+bool spin_trylock(_Atomic uint32_t *l)
+{
+    uint32_t expected = 0;
+    return atomic_load_explicit(l, memory_order_relaxed) == 0 &&
+           atomic_compare_exchange_strong_explicit(l, &expected, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
+void spin_lock(_Atomic uint32_t *l)
+{
+    for (unsigned spins = 0; !spin_trylock(l); spins++) {
+        if (spins < 64)
+            __builtin_ia32_pause();
+        else
+            os_yield();
+    }
+}
+
+void spin_unlock(_Atomic uint32_t *l) { atomic_store_explicit(l, 0, memory_order_release); }

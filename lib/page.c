@@ -1,0 +1,210 @@
+/* Pages: carving blocks, the per-class page queues of a heap, and the
+ * three free lists (owner's, local frees, other threads' frees).
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "emma_internal.h"
+
+/* Sizes <= DIRECT_MAX map to direct[] slots lo..hi of class c. */
+static void direct_update(heap_t *h, unsigned c)
+{
+    size_t size = class_size(c);
+    if (size > DIRECT_MAX)
+        return;
+    page_t *page = h->bins[c].first ? h->bins[c].first : &empty_page;
+    size_t lo = c == 1 ? 0 : class_size(c - 1) / 16 + 1;
+    for (size_t i = lo; i <= size / 16; i++)
+        h->direct[i] = page;
+}
+
+void bin_push_front(heap_t *h, page_t *page)
+{
+    page_queue_t *q = &h->bins[page->class_idx];
+    page->prev = NULL;
+    page->next = q->first;
+    if (q->first)
+        q->first->prev = page;
+    else
+        q->last = page;
+    q->first = page;
+    direct_update(h, page->class_idx);
+}
+
+void bin_push_back(heap_t *h, page_t *page)
+{
+    page_queue_t *q = &h->bins[page->class_idx];
+    page->next = NULL;
+    page->prev = q->last;
+    if (q->last)
+        q->last->next = page;
+    else
+        q->first = page;
+    q->last = page;
+    if (q->first == page)
+        direct_update(h, page->class_idx);
+}
+
+void bin_remove(heap_t *h, page_t *page)
+{
+    page_queue_t *q = &h->bins[page->class_idx];
+    bool was_first = q->first == page;
+    if (page->prev)
+        page->prev->next = page->next;
+    else
+        q->first = page->next;
+    if (page->next)
+        page->next->prev = page->prev;
+    else
+        q->last = page->prev;
+    page->next = page->prev = NULL;
+    if (was_first)
+        direct_update(h, page->class_idx);
+}
+
+void page_init(page_t *page, unsigned c)
+{
+    segment_t *seg = segment_of_page(page);
+    size_t bsize = class_size(c);
+    uintptr_t area = (uintptr_t)seg + ((uintptr_t)page->page_idx << seg->page_shift);
+    uintptr_t end = area + ((uintptr_t)1 << seg->page_shift);
+    if (page->page_idx == 0)
+        area += segment_header_size(seg->kind);
+    /* Every block is aligned to its class's natural alignment: aligned
+     * requests are served by picking a suitable class (class_for). */
+    size_t a = class_align(c) < MIN_ALIGN ? MIN_ALIGN : class_align(c);
+    area = (area + a - 1) & ~(uintptr_t)(a - 1);
+    page->class_idx = (uint8_t)c;
+    page->block_size = (uint32_t)bsize;
+    page->start = (uint8_t *)area;
+    page->reserved = (uint32_t)((end - area) / bsize);
+    page->capacity = 0;
+    page->free = NULL;
+    page->local_free = NULL;
+    atomic_store_explicit(&page->thread_free, NULL, memory_order_relaxed);
+    page->used = 0;
+    page->in_full = 0;
+    page->in_use = 1;
+    page->next = page->prev = NULL;
+}
+
+/* Carve more blocks onto the free list: about one OS page worth at a time,
+ * so a fresh page costs no more memory than is asked of it. */
+void page_extend(page_t *page)
+{
+    uint32_t left = page->reserved - page->capacity;
+    uint32_t n = (uint32_t)(OS_PAGE_SIZE / page->block_size);
+    if (n == 0)
+        n = 1;
+    if (page->capacity == 0 && n < 4)
+        n = 4; /* avoid a slow-path trip per block for mid sizes */
+    if (n > left)
+        n = left;
+    uint8_t *first = page->start + (size_t)page->capacity * page->block_size;
+    uint8_t *p = first;
+    for (uint32_t i = 1; i < n; i++) {
+        block_t *b = (block_t *)p;
+        p += page->block_size;
+        b->next = (block_t *)p;
+        if (config_checks)
+            ((uintptr_t *)b)[1] = FREED_TAG ^ (uintptr_t)b;
+    }
+    ((block_t *)p)->next = page->free;
+    if (config_checks)
+        ((uintptr_t *)p)[1] = FREED_TAG ^ (uintptr_t)p;
+    page->free = (block_t *)first;
+    page->capacity += n;
+}
+
+/* A page becomes completely free: keep it if it is the only page of its
+ * class (the next allocation would want it straight back), else give it
+ * back to its segment. */
+static void page_retire(heap_t *h, page_t *page)
+{
+    page_queue_t *q = &h->bins[page->class_idx];
+    if (page->in_full) {
+        page->in_full = 0;
+        bin_push_back(h, page);
+    }
+    if (q->first == page && q->last == page)
+        return;
+    bin_remove(h, page);
+    segment_page_release(h, page);
+}
+
+void page_free_local_slow(heap_t *h, page_t *page)
+{
+    uint8_t was_busy = h->busy;
+    h->busy = 1;
+    if (page->used == 0) {
+        page_retire(h, page);
+    } else if (page->in_full) {
+        page->in_full = 0;
+        bin_push_back(h, page);
+    }
+    h->busy = was_busy;
+}
+
+/* Lock-free push of a block freed by a thread that does not own the page.
+ * The first block to arrive also pushes the page onto its heap's
+ * remote_pages stack; a page is on that stack exactly while its
+ * thread_free list is non-empty, and only the owner empties both, with
+ * exchanges, so neither stack can suffer ABA. */
+void page_free_remote(segment_t *seg, page_t *page, block_t *b)
+{
+    block_t *old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
+    do {
+        b->next = old;
+    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, b,
+                                                    memory_order_release, memory_order_relaxed));
+    if (old != NULL)
+        return;
+    heap_t *owner = seg->heap; /* stable: our block pins the page */
+    page_t *head = atomic_load_explicit(&owner->remote_pages, memory_order_relaxed);
+    do {
+        page->remote_next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&owner->remote_pages, &head, page,
+                                                    memory_order_release, memory_order_relaxed));
+}
+
+static void page_collect_thread_free(heap_t *h, page_t *page)
+{
+    block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
+    if (!list)
+        return;
+    uint32_t n = 1;
+    block_t *tail = list;
+    while (tail->next) {
+        tail = tail->next;
+        n++;
+    }
+    tail->next = page->local_free;
+    page->local_free = list;
+    page->used -= n;
+    page_free_local_slow(h, page);
+}
+
+void heap_collect_remote(heap_t *h)
+{
+    if (atomic_load_explicit(&h->remote_pages, memory_order_relaxed) == NULL)
+        return;
+    page_t *page = atomic_exchange_explicit(&h->remote_pages, NULL, memory_order_acquire);
+    while (page) {
+        page_t *next = page->remote_next; /* read before the page can be re-pushed */
+        page_collect_thread_free(h, page);
+        page = next;
+    }
+}
+
+/* For trim: give every completely free page back to its segment. */
+void heap_release_empty_pages(heap_t *h)
+{
+    for (unsigned c = 1; c < CLASS_COUNT; c++) {
+        page_t *page = h->bins[c].first;
+        while (page) {
+            page_t *next = page->next;
+            if (page->used == 0) {
+                bin_remove(h, page);
+                segment_page_release(h, page);
+            }
+            page = next;
+        }
+    }
+}
