@@ -35,8 +35,7 @@ static void *alloc_class(heap_t *h, unsigned c)
             return page_pop(page);
         }
         page_t *next = page->next;
-        bin_remove(h, page);
-        page->in_full = 1;
+        page_mark_full(h, page);
         page = next;
     }
     page = segment_page_alloc(h, class_kind(c));

@@ -133,6 +133,7 @@ struct heap;
 typedef struct page {
     block_t *free;               /* allocation list (fast path) */
     uint32_t used;               /* blocks out, including unseen remote frees */
+    uint32_t slow_mark;          /* a local free taking `used` here needs the slow path */
     uint8_t in_full;             /* no free block: not in its bin */
     uint8_t in_use;              /* assigned to a size class */
     uint8_t class_idx;
@@ -144,7 +145,6 @@ typedef struct page {
     uint32_t block_size;
     uint32_t capacity;           /* blocks carved out so far */
     uint32_t reserved;           /* blocks that fit */
-    uint32_t pad_;
     struct page *next, *prev;    /* bin queue */
 } page_t;
 
@@ -180,6 +180,11 @@ typedef struct heap {
     _Atomic uint8_t poisoned;            /* never adopt (state unknown) */
     struct heap *next_heap;              /* registry of all heaps */
 } heap_t;
+
+/* slow_mark values: 0 = the page just emptied; HELD = never (the page is
+ * the only one of its class and stays even when empty); for a page out of
+ * its queue because it was full, used - 1: its first local free. */
+#define SLOW_MARK_HELD UINT32_MAX
 
 #define PURGE_THRESHOLD ((size_t)4 << 20)
 
@@ -240,6 +245,7 @@ EMMA_HIDDEN void bin_push_front(heap_t *h, page_t *page);
 EMMA_HIDDEN void bin_push_back(heap_t *h, page_t *page);
 EMMA_HIDDEN void bin_remove(heap_t *h, page_t *page);
 EMMA_HIDDEN void page_free_local_slow(heap_t *h, page_t *page);
+EMMA_HIDDEN void page_mark_full(heap_t *h, page_t *page);
 EMMA_HIDDEN void heap_collect_remote(heap_t *h);
 EMMA_HIDDEN void page_free_remote(segment_t *seg, page_t *page, block_t *b);
 EMMA_HIDDEN void heap_release_empty_pages(heap_t *h);
@@ -326,7 +332,7 @@ static inline void heap_free_local(heap_t *h, page_t *page, void *p)
     block_t *b = (block_t *)p;
     b->next = page->local_free;
     page->local_free = b;
-    if (unlikely(--page->used == 0 || page->in_full))
+    if (unlikely(--page->used == page->slow_mark))
         page_free_local_slow(h, page);
 }
 

@@ -31,6 +31,8 @@ void bin_push_front(heap_t *h, page_t *page)
 void bin_push_back(heap_t *h, page_t *page)
 {
     page_queue_t *q = &h->bins[page->class_idx];
+    if (q->first && q->first->slow_mark == SLOW_MARK_HELD)
+        q->first->slow_mark = 0; /* no longer alone: may be released */
     page->next = NULL;
     page->prev = q->last;
     if (q->last)
@@ -80,6 +82,7 @@ void page_init(page_t *page, unsigned c)
     page->local_free = NULL;
     atomic_store_explicit(&page->thread_free, NULL, memory_order_relaxed);
     page->used = 0;
+    page->slow_mark = 0;
     page->in_full = 0;
     page->in_use = 1;
     page->next = page->prev = NULL;
@@ -119,26 +122,32 @@ void page_extend(page_t *page)
 static void page_retire(heap_t *h, page_t *page)
 {
     page_queue_t *q = &h->bins[page->class_idx];
-    if (page->in_full) {
-        page->in_full = 0;
-        bin_push_back(h, page);
-    }
-    if (q->first == page && q->last == page)
+    if (q->first == page && q->last == page) {
+        page->slow_mark = SLOW_MARK_HELD;
         return;
+    }
     bin_remove(h, page);
     segment_page_release(h, page);
+}
+
+void page_mark_full(heap_t *h, page_t *page)
+{
+    bin_remove(h, page);
+    page->in_full = 1;
+    page->slow_mark = page->used - 1;
 }
 
 void page_free_local_slow(heap_t *h, page_t *page)
 {
     uint8_t was_busy = h->busy;
     h->busy = 1;
-    if (page->used == 0) {
-        page_retire(h, page);
-    } else if (page->in_full) {
+    if (page->in_full) {
         page->in_full = 0;
+        page->slow_mark = 0;
         bin_push_back(h, page);
     }
+    if (page->used == 0)
+        page_retire(h, page);
     h->busy = was_busy;
 }
 
