@@ -1,0 +1,144 @@
+/* Helpers shared by emma's benchmark programs.
+ *
+ * Every program takes its parameters as positional arguments (so the
+ * harness can shrink them in quick mode), and prints on stdout lines of the
+ * form "key value", at least "ops N": the number of operations it performed,
+ * which the harness uses for instructions-per-operation.  Objects carry a
+ * tag in their first bytes that is checked before they are freed, so an
+ * allocator that hands out overlapping blocks makes the program fail (exit
+ * status 2) instead of producing a fast, wrong result.
+ *
+ * SPDX-License-Identifier: MIT OR Apache-2.0
+ */
+#ifndef EMMA_BENCH_H
+#define EMMA_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BENCH_PAGE 4096u
+
+/* xorshift64*: small, fast, good enough to pick sizes and slots. */
+static inline uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static inline uint64_t rng_seed(uint64_t n)
+{
+    /* splitmix64 step, so that seeds 1, 2, 3... give unrelated streams */
+    uint64_t z = n + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return z ? z : 1;
+}
+
+/* Uniform in [lo, hi] (inclusive). */
+static inline size_t rng_range(uint64_t *s, size_t lo, size_t hi)
+{
+    if (hi <= lo)
+        return lo;
+    return lo + (size_t)(rng_next(s) % (uint64_t)(hi - lo + 1));
+}
+
+/* Log-uniform in [lo, hi]: every power-of-two band is equally likely. */
+static inline size_t rng_logrange(uint64_t *s, size_t lo, size_t hi)
+{
+    if (hi <= lo)
+        return lo;
+    int blo = 63 - __builtin_clzll((unsigned long long)lo);
+    int bhi = 63 - __builtin_clzll((unsigned long long)hi);
+    int b = blo + (int)(rng_next(s) % (uint64_t)(bhi - blo + 1));
+    size_t base = (size_t)1 << b;
+    size_t top = (base << 1) - 1;
+    if (base < lo)
+        base = lo;
+    if (top > hi)
+        top = hi;
+    return rng_range(s, base, top);
+}
+
+static inline long arg_long(int argc, char **argv, int i, long def)
+{
+    if (i < argc && argv[i][0] != '\0') {
+        char *end;
+        long v = strtol(argv[i], &end, 0);
+        if (*end == '\0')
+            return v;
+        fprintf(stderr, "%s: bad numeric argument '%s'\n", argv[0], argv[i]);
+        exit(64);
+    }
+    return def;
+}
+
+static inline void bench_fail(const char *prog, const char *what)
+{
+    fprintf(stderr, "%s: FAILED: %s\n", prog, what);
+    fflush(stderr);
+    exit(2);
+}
+
+/* Tag of an object: depends on its address and its size, so reuse of a
+ * live block, or a block too small for its size, is detected. */
+static inline uint64_t obj_tag(const void *p, size_t size)
+{
+    return ((uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ULL) ^ (uint64_t)size;
+}
+
+/* Write the tag at the start (and a byte at the end and in every page in
+ * between, as a program initialising its object would). */
+static inline void obj_fill(void *p, size_t size)
+{
+    unsigned char *c = (unsigned char *)p;
+    if (size >= sizeof(uint64_t)) {
+        uint64_t t = obj_tag(p, size);
+        memcpy(c, &t, sizeof t);
+    } else if (size > 0) {
+        c[0] = (unsigned char)size;
+    }
+    for (size_t off = BENCH_PAGE; off < size; off += BENCH_PAGE)
+        c[off] = (unsigned char)off;
+    if (size > 0)
+        c[size - 1] = (unsigned char)size;
+}
+
+static inline int obj_check(const void *p, size_t size)
+{
+    const unsigned char *c = (const unsigned char *)p;
+    if (size >= sizeof(uint64_t)) {
+        uint64_t t;
+        memcpy(&t, c, sizeof t);
+        if (t != obj_tag(p, size))
+            return 0;
+    } else if (size > 0 && c[0] != (unsigned char)size) {
+        return 0;
+    }
+    return size == 0 || c[size - 1] == (unsigned char)size;
+}
+
+static inline void *bench_malloc(const char *prog, size_t size)
+{
+    void *p = malloc(size);
+    if (p == NULL)
+        bench_fail(prog, "malloc returned NULL");
+    if (((uintptr_t)p & 15u) != 0 && size >= 16)
+        bench_fail(prog, "malloc result not 16-byte aligned");
+    return p;
+}
+
+static inline void report_ops(unsigned long long ops)
+{
+    printf("ops %llu\n", ops);
+    fflush(stdout);
+}
+
+#endif /* EMMA_BENCH_H */
