@@ -1,0 +1,353 @@
+/* --enable-boundary-checks: every misuse listed in doc/CONTRACT.md writes
+ * exactly one documented line to stderr and kills the process with SIGABRT.
+ * SPDX-License-Identifier: MIT OR Apache-2.0
+ *
+ * Each misuse runs in a child forked by expect_abort(), whose stderr is a
+ * pipe: the parent compares the complete output with the expected line and
+ * checks the signal.  Only built when EMMA_CHECKS is true.
+ */
+#define _GNU_SOURCE 1
+#include "config.h"
+#include "testutil.h"
+
+#include <emma.h>
+#include <malloc.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#if !EMMA_CONFIG_CHECKS
+#error "test_checks needs --enable-boundary-checks"
+#endif
+
+void free_sized(void *ptr, size_t size);
+void free_aligned_sized(void *ptr, size_t alignment, size_t size);
+
+static const char NOT_EMMA[] = "pointer was not allocated by emma";
+static const char DOUBLE[] = "double free";
+static const char INTERIOR[] = "interior or misaligned pointer";
+static const char BAD_SIZE[] = "size does not match the allocation";
+static const char BAD_ALIGN[] = "alignment does not match the allocation";
+static const char NOT_POW2[] = "alignment is not a power of two";
+
+/* The documented line: "emma: <function>: <problem> (<pointer in hex>)\n",
+ * the pointer written like printf's %p ("0x" and lowercase hex digits). */
+static void expected_line(char *buf, size_t n, const char *func,
+                          const char *problem, uintptr_t value)
+{
+    snprintf(buf, n, "emma: %s: %s (0x%lx)\n", func, problem,
+             (unsigned long)value);
+}
+
+typedef void (*misuse_fn)(void);
+
+/* Run fn in a child with stderr on a pipe; require SIGABRT and exactly the
+ * expected output. */
+static void expect_abort_line(misuse_fn fn, const char *func,
+                              const char *problem, uintptr_t value,
+                              const char *what)
+{
+    char want[512], got[4096];
+    int pfd[2];
+    size_t len = 0;
+    int status;
+
+    expected_line(want, sizeof want, func, problem, value);
+    ck_assert_int_eq(pipe(pfd), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core); /* no core dumps */
+        close(pfd[0]);
+        dup2(pfd[1], 2);
+        close(pfd[1]);
+        alarm(30);
+        fn();
+        _exit(0); /* not reached if the misuse was caught */
+    }
+    close(pfd[1]);
+    for (;;) {
+        ssize_t r = read(pfd[0], got + len, sizeof got - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        if (len == sizeof got - 1)
+            break;
+    }
+    got[len] = '\0';
+    close(pfd[0]);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+                  "%s: child %s %d, want SIGABRT; stderr: \"%s\"", what,
+                  WIFSIGNALED(status) ? "killed by signal" : "exited with",
+                  WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
+                  got);
+    ck_assert_msg(strcmp(got, want) == 0,
+                  "%s: stderr is \"%s\", want \"%s\"", what, got, want);
+}
+
+static char stack_anchor_dummy; /* a static (non-heap) object */
+
+/* ------------------------------------------------------------------ */
+/* Pointers the misuses pass.  They are computed in the parent before the
+ * fork (the child inherits the same memory), so the expected text is
+ * known without talking to the child. */
+
+static void *stack_ptr;       /* address on the parent's stack */
+static void *mmap_ptr;        /* glibc/kernel memory, not emma's */
+static unsigned char *small;  /* a live malloc(64) block */
+static unsigned char *medium; /* a live malloc(20000) block */
+static unsigned char *large;  /* a live malloc(300000) block */
+static unsigned char *huge;   /* a live malloc(3 MiB) block */
+static unsigned char *freed;  /* a malloc(48) block, already freed */
+static unsigned char *freed_med; /* a malloc(30000) block, already freed */
+static unsigned char *ealn;   /* emma_alloc(100, 4096) */
+static unsigned char *e64;    /* emma_alloc(64, 16) */
+static unsigned char *ehuge;  /* emma_alloc(3 MiB, 16) */
+
+static void setup(void)
+{
+    stack_ptr = &stack_anchor_dummy; /* tests set a real stack address */
+    mmap_ptr = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert(mmap_ptr != MAP_FAILED);
+    small = malloc(64);
+    medium = malloc(20000);
+    large = malloc(300000);
+    huge = malloc(3 << 20);
+    freed = malloc(48);
+    free(freed);
+    freed_med = malloc(30000);
+    free(freed_med);
+    ealn = emma_alloc(100, 4096);
+    e64 = emma_alloc(64, 16);
+    ehuge = emma_alloc(3 << 20, 16);
+    ck_assert(small && medium && large && huge && ealn && e64 && ehuge);
+}
+
+/* Foreign pointers ------------------------------------------------- */
+static void m_free_stack(void) { free(stack_ptr); }
+static void m_free_mmap(void) { free(mmap_ptr); }
+static void m_free_static(void) { free(&stack_anchor_dummy); }
+static void m_realloc_stack(void) { (void)!realloc(stack_ptr, 100); }
+static void m_free_sized_mmap(void) { free_sized(mmap_ptr, 64); }
+static void m_free_aligned_sized_mmap(void) { free_aligned_sized(mmap_ptr, 64, 64); }
+static void m_usable_mmap(void) { (void)!malloc_usable_size(mmap_ptr); }
+static void m_emma_dealloc_stack(void) { emma_dealloc(stack_ptr, 64, 16); }
+static void m_emma_realloc_mmap(void) { (void)!emma_realloc(mmap_ptr, 64, 16, 128); }
+static void m_emma_free_mmap(void) { emma_free(mmap_ptr); }
+static void m_emma_usable_stack(void) { (void)!emma_usable_size(stack_ptr); }
+
+START_TEST(t_foreign)
+{
+    int on_stack;
+    setup();
+    stack_ptr = &on_stack;
+    expect_abort_line(m_free_stack, "free", NOT_EMMA, (uintptr_t)stack_ptr, "free(stack)");
+    expect_abort_line(m_free_mmap, "free", NOT_EMMA, (uintptr_t)mmap_ptr, "free(mmap)");
+    expect_abort_line(m_free_static, "free", NOT_EMMA, (uintptr_t)&stack_anchor_dummy, "free(static)");
+    expect_abort_line(m_realloc_stack, "realloc", NOT_EMMA, (uintptr_t)stack_ptr, "realloc(stack)");
+    expect_abort_line(m_free_sized_mmap, "free_sized", NOT_EMMA, (uintptr_t)mmap_ptr, "free_sized(mmap)");
+    expect_abort_line(m_free_aligned_sized_mmap, "free_aligned_sized", NOT_EMMA, (uintptr_t)mmap_ptr, "free_aligned_sized(mmap)");
+    expect_abort_line(m_usable_mmap, "malloc_usable_size", NOT_EMMA, (uintptr_t)mmap_ptr, "malloc_usable_size(mmap)");
+    expect_abort_line(m_emma_dealloc_stack, "emma_dealloc", NOT_EMMA, (uintptr_t)stack_ptr, "emma_dealloc(stack)");
+    expect_abort_line(m_emma_realloc_mmap, "emma_realloc", NOT_EMMA, (uintptr_t)mmap_ptr, "emma_realloc(mmap)");
+    expect_abort_line(m_emma_free_mmap, "emma_free", NOT_EMMA, (uintptr_t)mmap_ptr, "emma_free(mmap)");
+    expect_abort_line(m_emma_usable_stack, "emma_usable_size", NOT_EMMA, (uintptr_t)stack_ptr, "emma_usable_size(stack)");
+}
+END_TEST
+
+/* Double frees ----------------------------------------------------- */
+static void m_double_free(void) { free(freed); }
+static void m_double_free_med(void) { free(freed_med); }
+static void m_double_free_sized(void) { free_sized(freed, 48); }
+static void m_double_emma_free(void) { emma_free(freed); }
+static void m_double_emma_dealloc(void) { emma_dealloc(freed, 48, 16); }
+static void *fresh_b;
+static void m_double_emma_fresh(void)
+{
+    emma_dealloc(fresh_b, 200, 64);
+    emma_dealloc(fresh_b, 200, 64);
+}
+
+START_TEST(t_double_free)
+{
+    setup();
+    expect_abort_line(m_double_free, "free", DOUBLE, (uintptr_t)freed, "free twice (small)");
+    expect_abort_line(m_double_free_med, "free", DOUBLE, (uintptr_t)freed_med, "free twice (medium)");
+    expect_abort_line(m_double_free_sized, "free_sized", DOUBLE, (uintptr_t)freed, "free_sized twice");
+    expect_abort_line(m_double_emma_free, "emma_free", DOUBLE, (uintptr_t)freed, "emma_free twice");
+    expect_abort_line(m_double_emma_dealloc, "emma_dealloc", DOUBLE, (uintptr_t)freed, "emma_dealloc twice");
+    fresh_b = emma_alloc(200, 64);
+    ck_assert_ptr_nonnull(fresh_b);
+    expect_abort_line(m_double_emma_fresh, "emma_dealloc", DOUBLE, (uintptr_t)fresh_b, "emma_dealloc twice (fresh)");
+}
+END_TEST
+
+/* Interior and misaligned pointers --------------------------------- */
+static void m_interior_small(void) { free(small + 16); }
+static void m_misaligned_small(void) { free(small + 1); }
+static void m_interior_medium(void) { free(medium + 4096); }
+static void m_interior_large(void) { free(large + 65536); }
+static void m_interior_huge(void) { free(huge + 8192); }
+static void m_misaligned_huge(void) { free(huge + 8); }
+static void m_interior_realloc(void) { (void)!realloc(small + 32, 10); }
+static void m_interior_usable(void) { (void)!malloc_usable_size(medium + 48); }
+static void m_interior_emma_dealloc(void) { emma_dealloc(e64 + 16, 48, 16); }
+static void m_interior_emma_free(void) { emma_free(ealn + 64); }
+static void m_interior_emma_usable(void) { (void)!emma_usable_size(ehuge + 4096); }
+
+START_TEST(t_interior)
+{
+    setup();
+    expect_abort_line(m_interior_small, "free", INTERIOR, (uintptr_t)(small + 16), "free(small+16)");
+    expect_abort_line(m_misaligned_small, "free", INTERIOR, (uintptr_t)(small + 1), "free(small+1)");
+    expect_abort_line(m_interior_medium, "free", INTERIOR, (uintptr_t)(medium + 4096), "free(medium+4096)");
+    expect_abort_line(m_interior_large, "free", INTERIOR, (uintptr_t)(large + 65536), "free(large+65536)");
+    expect_abort_line(m_interior_huge, "free", INTERIOR, (uintptr_t)(huge + 8192), "free(huge+8192)");
+    expect_abort_line(m_misaligned_huge, "free", INTERIOR, (uintptr_t)(huge + 8), "free(huge+8)");
+    expect_abort_line(m_interior_realloc, "realloc", INTERIOR, (uintptr_t)(small + 32), "realloc(small+32)");
+    expect_abort_line(m_interior_usable, "malloc_usable_size", INTERIOR, (uintptr_t)(medium + 48), "malloc_usable_size(medium+48)");
+    expect_abort_line(m_interior_emma_dealloc, "emma_dealloc", INTERIOR, (uintptr_t)(e64 + 16), "emma_dealloc(e64+16)");
+    expect_abort_line(m_interior_emma_free, "emma_free", INTERIOR, (uintptr_t)(ealn + 64), "emma_free(ealn+64)");
+    expect_abort_line(m_interior_emma_usable, "emma_usable_size", INTERIOR, (uintptr_t)(ehuge + 4096), "emma_usable_size(ehuge+4096)");
+}
+END_TEST
+
+/* Size and alignment mismatches ------------------------------------ */
+static void m_dealloc_wrong_size(void) { emma_dealloc(e64, 4096, 16); }
+static void m_dealloc_wrong_size_small(void) { emma_dealloc(e64, 8, 16); }
+static void m_dealloc_wrong_size_huge(void) { emma_dealloc(ehuge, 9 << 20, 16); }
+static void m_realloc_wrong_size(void) { (void)!emma_realloc(e64, 3000, 16, 5000); }
+static void m_free_sized_wrong(void) { free_sized(small, 5000); }
+static void m_dealloc_wrong_align(void) { emma_dealloc(ealn, 100, 16); }
+static void m_dealloc_wrong_align_big(void) { emma_dealloc(e64, 64, 1 << 20); }
+static void m_free_aligned_sized_wrong(void) { free_aligned_sized(ealn, 16, 100); }
+
+START_TEST(t_mismatch)
+{
+    setup();
+    expect_abort_line(m_dealloc_wrong_size, "emma_dealloc", BAD_SIZE, (uintptr_t)e64, "emma_dealloc(64-byte block, 4096)");
+    expect_abort_line(m_dealloc_wrong_size_small, "emma_dealloc", BAD_SIZE, (uintptr_t)e64, "emma_dealloc(64-byte block, 8)");
+    expect_abort_line(m_dealloc_wrong_size_huge, "emma_dealloc", BAD_SIZE, (uintptr_t)ehuge, "emma_dealloc(3 MiB block, 9 MiB)");
+    expect_abort_line(m_realloc_wrong_size, "emma_realloc", BAD_SIZE, (uintptr_t)e64, "emma_realloc(64-byte block, old 3000)");
+    expect_abort_line(m_free_sized_wrong, "free_sized", BAD_SIZE, (uintptr_t)small, "free_sized(64-byte block, 5000)");
+    expect_abort_line(m_dealloc_wrong_align, "emma_dealloc", BAD_ALIGN, (uintptr_t)ealn, "emma_dealloc(4096-aligned block, align 16)");
+    if ((uintptr_t)e64 & ((1 << 20) - 1)) /* not 1 MiB aligned by chance */
+        expect_abort_line(m_dealloc_wrong_align_big, "emma_dealloc", BAD_ALIGN, (uintptr_t)e64, "emma_dealloc(16-aligned block, align 1 MiB)");
+    expect_abort_line(m_free_aligned_sized_wrong, "free_aligned_sized", BAD_ALIGN, (uintptr_t)ealn, "free_aligned_sized(4096-aligned block, align 16)");
+}
+END_TEST
+
+/* Bad alignments at allocation ------------------------------------- */
+static void m_alloc_align3(void) { (void)!emma_alloc(64, 3); }
+static void m_alloc_align24(void) { (void)!emma_alloc(64, 24); }
+static void m_alloc_align0(void) { (void)!emma_alloc(64, 0); }
+static void m_alloc_zeroed_align48(void) { (void)!emma_alloc_zeroed(64, 48); }
+
+START_TEST(t_alloc_bad_alignment)
+{
+    /* no pointer yet: the line shows a null pointer */
+    expect_abort_line(m_alloc_align3, "emma_alloc", NOT_POW2, 0, "emma_alloc(64, 3)");
+    expect_abort_line(m_alloc_align24, "emma_alloc", NOT_POW2, 0, "emma_alloc(64, 24)");
+    expect_abort_line(m_alloc_align0, "emma_alloc", NOT_POW2, 0, "emma_alloc(64, 0)");
+    expect_abort_line(m_alloc_zeroed_align48, "emma_alloc_zeroed", NOT_POW2, 0, "emma_alloc_zeroed(64, 48)");
+}
+END_TEST
+
+/* The malloc API keeps its standard error returns with checks on. */
+START_TEST(t_malloc_api_errors_not_fatal)
+{
+    void *p = (void *)0x1234;
+    ck_assert_int_eq(posix_memalign(&p, 3, 64), EINVAL);
+    ck_assert_int_eq(posix_memalign(&p, 24, 64), EINVAL);
+    ck_assert_int_eq(posix_memalign(&p, 4, 64), EINVAL);
+    ck_assert(p == (void *)0x1234);
+    errno = 0;
+    ck_assert_ptr_null(aligned_alloc(24, 64));
+    ck_assert_int_eq(errno, EINVAL);
+    /* memalign rounds such an alignment up, as glibc does */
+    p = memalign(3, 64);
+    ck_assert_ptr_nonnull(p);
+    ck_assert(((uintptr_t)p & 3) == 0);
+    free(p);
+}
+END_TEST
+
+/* Correct use never trips a check: sizes anywhere in the block's class,
+ * the exact alignment, usable sizes, any free function. */
+START_TEST(t_correct_use_passes)
+{
+    for (size_t s = 0; s < 70000; s += (s < 2048 ? 1 : 97)) {
+        void *p = malloc(s);
+        ck_assert_ptr_nonnull(p);
+        ck_assert(malloc_usable_size(p) >= s);
+        free_sized(p, s);
+        for (int sh = 0; sh <= 13; sh += 3) {
+            size_t a = (size_t)1 << sh;
+            p = emma_alloc(s, a);
+            ck_assert_ptr_nonnull(p);
+            ck_assert(emma_usable_size(p) >= s);
+            void *q = emma_realloc(p, s, a, s + 100);
+            ck_assert_ptr_nonnull(q);
+            emma_dealloc(q, s + 100, a);
+            p = aligned_alloc(a, s);
+            ck_assert_ptr_nonnull(p);
+            free_aligned_sized(p, a, s);
+        }
+    }
+    void *h = emma_alloc(5 << 20, 1 << 21);
+    ck_assert_ptr_nonnull(h);
+    h = emma_realloc(h, 5 << 20, 1 << 21, 7 << 20);
+    ck_assert_ptr_nonnull(h);
+    emma_dealloc(h, 7 << 20, 1 << 21);
+}
+END_TEST
+
+/* The same, through Check's own signal expectation. */
+START_TEST(t_raise_double_free)
+{
+    void *p = malloc(40);
+    free(p);
+    free(p);
+}
+END_TEST
+
+START_TEST(t_raise_foreign)
+{
+    long x[4];
+    free(&x[2]);
+}
+END_TEST
+
+static Suite *checks_suite(void)
+{
+    Suite *s = suite_create("checks");
+    TCase *t = tcase_create("misuse");
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, t_foreign);
+    tcase_add_test(t, t_double_free);
+    tcase_add_test(t, t_interior);
+    tcase_add_test(t, t_mismatch);
+    tcase_add_test(t, t_alloc_bad_alignment);
+    tcase_add_test(t, t_malloc_api_errors_not_fatal);
+    tcase_add_test(t, t_correct_use_passes);
+    suite_add_tcase(s, t);
+    /* Check's own signal expectation, on top of our harness */
+    TCase *r = tcase_create("raise");
+    tcase_add_test_raise_signal(r, t_raise_double_free, SIGABRT);
+    tcase_add_test_raise_signal(r, t_raise_foreign, SIGABRT);
+    suite_add_tcase(s, r);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(checks_suite());
+}

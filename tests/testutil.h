@@ -1,0 +1,139 @@
+/* Helpers shared by emma's Check-based tests.
+ * SPDX-License-Identifier: MIT OR Apache-2.0
+ *
+ * Everything here is static so that each test program is self-contained.
+ * Tests are compiled with -fno-builtin so that the compiler neither drops
+ * nor folds the allocator calls under test.
+ */
+#ifndef EMMA_TESTUTIL_H
+#define EMMA_TESTUTIL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <check.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* Deterministic data patterns: every byte depends on (seed, offset), so a
+ * block overwritten by another block's pattern, shifted, or zeroed is
+ * detected. */
+
+static inline uint64_t tu_mix(uint64_t x)
+{
+    x ^= x >> 31;
+    x *= 0x7fb5d329728ea185ull;
+    x ^= x >> 27;
+    x *= 0x81dadef4bc2dd44dull;
+    x ^= x >> 33;
+    return x;
+}
+
+static inline uint64_t tu_word(uint64_t seed, size_t off)
+{
+    return tu_mix(seed + (uint64_t)off * 0x9e3779b97f4a7c15ull);
+}
+
+static __attribute__((unused)) void tu_fill(void *p, size_t n, uint64_t seed)
+{
+    unsigned char *b = p;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = tu_word(seed, i);
+        memcpy(b + i, &w, 8);
+    }
+    if (i < n) {
+        uint64_t w = tu_word(seed, i);
+        for (size_t k = 0; i < n; i++, k++)
+            b[i] = (unsigned char)(w >> (8 * k));
+    }
+}
+
+/* Returns the first offset that differs from the pattern, or -1. */
+static __attribute__((unused)) long tu_check(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *b = p;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = tu_word(seed, i), got;
+        memcpy(&got, b + i, 8);
+        if (got != w) {
+            for (size_t k = 0; k < 8; k++)
+                if (b[i + k] != (unsigned char)(w >> (8 * k)))
+                    return (long)(i + k);
+        }
+    }
+    if (i < n) {
+        uint64_t w = tu_word(seed, i);
+        for (size_t k = 0; i < n; i++, k++)
+            if (b[i] != (unsigned char)(w >> (8 * k)))
+                return (long)i;
+    }
+    return -1;
+}
+
+/* Nonzero if all n bytes are zero. */
+static __attribute__((unused)) int tu_all_zero(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        if (w)
+            return 0;
+    }
+    for (; i < n; i++)
+        if (b[i])
+            return 0;
+    return 1;
+}
+
+/* Small, fast, per-caller PRNG (xorshift64*). */
+static inline uint64_t tu_rand(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+/* ------------------------------------------------------------------ */
+/* Resident set size of this process in bytes, from /proc/self/statm. */
+static __attribute__((unused)) size_t tu_rss(void)
+{
+    char buf[128];
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, resident = 0;
+    ck_assert_msg(f != NULL, "cannot open /proc/self/statm");
+    ck_assert(fgets(buf, sizeof buf, f) != NULL);
+    fclose(f);
+    ck_assert_int_eq(sscanf(buf, "%lu %lu", &size, &resident), 2);
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+#define TU_MIB ((size_t)1 << 20)
+
+/* ------------------------------------------------------------------ */
+/* Run a suite with TAP output on stdout (read by automake's tap-driver)
+ * and return the process exit status. */
+static __attribute__((unused)) int tu_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    int failed;
+    srunner_set_tap(sr, "-");
+    srunner_run_all(sr, CK_ENV);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+#endif /* EMMA_TESTUTIL_H */
