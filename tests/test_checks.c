@@ -12,6 +12,7 @@
 
 #include <emma.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -41,6 +42,22 @@ static void expected_line(char *buf, size_t n, const char *func,
 }
 
 typedef void (*misuse_fn)(void);
+
+/* Copy s with newlines shown as \n, for one-line failure messages. */
+static const char *printable(char *out, size_t n, const char *s)
+{
+    size_t k = 0;
+    for (; *s && k + 3 < n; s++) {
+        if (*s == '\n') {
+            out[k++] = '\\';
+            out[k++] = 'n';
+        } else {
+            out[k++] = *s;
+        }
+    }
+    out[k] = '\0';
+    return out;
+}
 
 /* Run fn in a child with stderr on a pipe; require SIGABRT and exactly the
  * expected output. */
@@ -88,8 +105,11 @@ static void expect_abort_line(misuse_fn fn, const char *func,
                   WIFSIGNALED(status) ? "killed by signal" : "exited with",
                   WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
                   got);
-    ck_assert_msg(strcmp(got, want) == 0,
-                  "%s: stderr is \"%s\", want \"%s\"", what, got, want);
+    if (strcmp(got, want) != 0) {
+        char g[4096], w[512];
+        ck_abort_msg("%s: stderr is \"%s\", want \"%s\"", what,
+                     printable(g, sizeof g, got), printable(w, sizeof w, want));
+    }
 }
 
 static char stack_anchor_dummy; /* a static (non-heap) object */
@@ -110,6 +130,9 @@ static unsigned char *freed_med; /* a malloc(30000) block, already freed */
 static unsigned char *ealn;   /* emma_alloc(100, 4096) */
 static unsigned char *e64;    /* emma_alloc(64, 16) */
 static unsigned char *ehuge;  /* emma_alloc(3 MiB, 16) */
+static void *fresh_b;         /* emma_alloc(200, 64) */
+static unsigned char *e112;   /* emma_alloc(100, 16) */
+static unsigned char *freed_huge; /* a malloc(3 MiB) block, already freed */
 
 static void setup(void)
 {
@@ -128,7 +151,12 @@ static void setup(void)
     ealn = emma_alloc(100, 4096);
     e64 = emma_alloc(64, 16);
     ehuge = emma_alloc(3 << 20, 16);
+    e112 = emma_alloc(100, 16);
+    ck_assert_ptr_nonnull(e112);
     ck_assert(small && medium && large && huge && ealn && e64 && ehuge);
+    freed_huge = malloc(3 << 20); /* last, so nothing reuses its range */
+    ck_assert_ptr_nonnull(freed_huge);
+    free(freed_huge);
 }
 
 /* Foreign pointers ------------------------------------------------- */
@@ -144,51 +172,29 @@ static void m_emma_realloc_mmap(void) { (void)!emma_realloc(mmap_ptr, 64, 16, 12
 static void m_emma_free_mmap(void) { emma_free(mmap_ptr); }
 static void m_emma_usable_stack(void) { (void)!emma_usable_size(stack_ptr); }
 
-START_TEST(t_foreign)
-{
-    int on_stack;
-    setup();
-    stack_ptr = &on_stack;
-    expect_abort_line(m_free_stack, "free", NOT_EMMA, (uintptr_t)stack_ptr, "free(stack)");
-    expect_abort_line(m_free_mmap, "free", NOT_EMMA, (uintptr_t)mmap_ptr, "free(mmap)");
-    expect_abort_line(m_free_static, "free", NOT_EMMA, (uintptr_t)&stack_anchor_dummy, "free(static)");
-    expect_abort_line(m_realloc_stack, "realloc", NOT_EMMA, (uintptr_t)stack_ptr, "realloc(stack)");
-    expect_abort_line(m_free_sized_mmap, "free_sized", NOT_EMMA, (uintptr_t)mmap_ptr, "free_sized(mmap)");
-    expect_abort_line(m_free_aligned_sized_mmap, "free_aligned_sized", NOT_EMMA, (uintptr_t)mmap_ptr, "free_aligned_sized(mmap)");
-    expect_abort_line(m_usable_mmap, "malloc_usable_size", NOT_EMMA, (uintptr_t)mmap_ptr, "malloc_usable_size(mmap)");
-    expect_abort_line(m_emma_dealloc_stack, "emma_dealloc", NOT_EMMA, (uintptr_t)stack_ptr, "emma_dealloc(stack)");
-    expect_abort_line(m_emma_realloc_mmap, "emma_realloc", NOT_EMMA, (uintptr_t)mmap_ptr, "emma_realloc(mmap)");
-    expect_abort_line(m_emma_free_mmap, "emma_free", NOT_EMMA, (uintptr_t)mmap_ptr, "emma_free(mmap)");
-    expect_abort_line(m_emma_usable_stack, "emma_usable_size", NOT_EMMA, (uintptr_t)stack_ptr, "emma_usable_size(stack)");
-}
-END_TEST
-
 /* Double frees ----------------------------------------------------- */
 static void m_double_free(void) { free(freed); }
 static void m_double_free_med(void) { free(freed_med); }
 static void m_double_free_sized(void) { free_sized(freed, 48); }
 static void m_double_emma_free(void) { emma_free(freed); }
 static void m_double_emma_dealloc(void) { emma_dealloc(freed, 48, 16); }
-static void *fresh_b;
+static void m_double_free_huge(void) { free(freed_huge); }
+static void *free_in_thread(void *p)
+{
+    free(p);
+    return NULL;
+}
+static void m_double_free_thread(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, free_in_thread, freed) == 0)
+        pthread_join(t, NULL);
+}
 static void m_double_emma_fresh(void)
 {
     emma_dealloc(fresh_b, 200, 64);
     emma_dealloc(fresh_b, 200, 64);
 }
-
-START_TEST(t_double_free)
-{
-    setup();
-    expect_abort_line(m_double_free, "free", DOUBLE, (uintptr_t)freed, "free twice (small)");
-    expect_abort_line(m_double_free_med, "free", DOUBLE, (uintptr_t)freed_med, "free twice (medium)");
-    expect_abort_line(m_double_free_sized, "free_sized", DOUBLE, (uintptr_t)freed, "free_sized twice");
-    expect_abort_line(m_double_emma_free, "emma_free", DOUBLE, (uintptr_t)freed, "emma_free twice");
-    expect_abort_line(m_double_emma_dealloc, "emma_dealloc", DOUBLE, (uintptr_t)freed, "emma_dealloc twice");
-    fresh_b = emma_alloc(200, 64);
-    ck_assert_ptr_nonnull(fresh_b);
-    expect_abort_line(m_double_emma_fresh, "emma_dealloc", DOUBLE, (uintptr_t)fresh_b, "emma_dealloc twice (fresh)");
-}
-END_TEST
 
 /* Interior and misaligned pointers --------------------------------- */
 static void m_interior_small(void) { free(small + 16); }
@@ -203,26 +209,13 @@ static void m_interior_emma_dealloc(void) { emma_dealloc(e64 + 16, 48, 16); }
 static void m_interior_emma_free(void) { emma_free(ealn + 64); }
 static void m_interior_emma_usable(void) { (void)!emma_usable_size(ehuge + 4096); }
 
-START_TEST(t_interior)
-{
-    setup();
-    expect_abort_line(m_interior_small, "free", INTERIOR, (uintptr_t)(small + 16), "free(small+16)");
-    expect_abort_line(m_misaligned_small, "free", INTERIOR, (uintptr_t)(small + 1), "free(small+1)");
-    expect_abort_line(m_interior_medium, "free", INTERIOR, (uintptr_t)(medium + 4096), "free(medium+4096)");
-    expect_abort_line(m_interior_large, "free", INTERIOR, (uintptr_t)(large + 65536), "free(large+65536)");
-    expect_abort_line(m_interior_huge, "free", INTERIOR, (uintptr_t)(huge + 8192), "free(huge+8192)");
-    expect_abort_line(m_misaligned_huge, "free", INTERIOR, (uintptr_t)(huge + 8), "free(huge+8)");
-    expect_abort_line(m_interior_realloc, "realloc", INTERIOR, (uintptr_t)(small + 32), "realloc(small+32)");
-    expect_abort_line(m_interior_usable, "malloc_usable_size", INTERIOR, (uintptr_t)(medium + 48), "malloc_usable_size(medium+48)");
-    expect_abort_line(m_interior_emma_dealloc, "emma_dealloc", INTERIOR, (uintptr_t)(e64 + 16), "emma_dealloc(e64+16)");
-    expect_abort_line(m_interior_emma_free, "emma_free", INTERIOR, (uintptr_t)(ealn + 64), "emma_free(ealn+64)");
-    expect_abort_line(m_interior_emma_usable, "emma_usable_size", INTERIOR, (uintptr_t)(ehuge + 4096), "emma_usable_size(ehuge+4096)");
-}
-END_TEST
-
 /* Size and alignment mismatches ------------------------------------ */
 static void m_dealloc_wrong_size(void) { emma_dealloc(e64, 4096, 16); }
-static void m_dealloc_wrong_size_small(void) { emma_dealloc(e64, 8, 16); }
+/* e112 has class 112 (alignment 16): no alignment makes size 40 land in
+ * that class, so the size is unambiguously the problem.  (Not e64 with size
+ * 8: emma_alloc(8, 64) would also give a 64-byte block, so "alignment does
+ * not match" is an equally valid diagnosis there.) */
+static void m_dealloc_wrong_size_small(void) { emma_dealloc(e112, 40, 16); }
 static void m_dealloc_wrong_size_huge(void) { emma_dealloc(ehuge, 9 << 20, 16); }
 static void m_realloc_wrong_size(void) { (void)!emma_realloc(e64, 3000, 16, 5000); }
 static void m_free_sized_wrong(void) { free_sized(small, 5000); }
@@ -230,34 +223,122 @@ static void m_dealloc_wrong_align(void) { emma_dealloc(ealn, 100, 16); }
 static void m_dealloc_wrong_align_big(void) { emma_dealloc(e64, 64, 1 << 20); }
 static void m_free_aligned_sized_wrong(void) { free_aligned_sized(ealn, 16, 100); }
 
-START_TEST(t_mismatch)
-{
-    setup();
-    expect_abort_line(m_dealloc_wrong_size, "emma_dealloc", BAD_SIZE, (uintptr_t)e64, "emma_dealloc(64-byte block, 4096)");
-    expect_abort_line(m_dealloc_wrong_size_small, "emma_dealloc", BAD_SIZE, (uintptr_t)e64, "emma_dealloc(64-byte block, 8)");
-    expect_abort_line(m_dealloc_wrong_size_huge, "emma_dealloc", BAD_SIZE, (uintptr_t)ehuge, "emma_dealloc(3 MiB block, 9 MiB)");
-    expect_abort_line(m_realloc_wrong_size, "emma_realloc", BAD_SIZE, (uintptr_t)e64, "emma_realloc(64-byte block, old 3000)");
-    expect_abort_line(m_free_sized_wrong, "free_sized", BAD_SIZE, (uintptr_t)small, "free_sized(64-byte block, 5000)");
-    expect_abort_line(m_dealloc_wrong_align, "emma_dealloc", BAD_ALIGN, (uintptr_t)ealn, "emma_dealloc(4096-aligned block, align 16)");
-    if ((uintptr_t)e64 & ((1 << 20) - 1)) /* not 1 MiB aligned by chance */
-        expect_abort_line(m_dealloc_wrong_align_big, "emma_dealloc", BAD_ALIGN, (uintptr_t)e64, "emma_dealloc(16-aligned block, align 1 MiB)");
-    expect_abort_line(m_free_aligned_sized_wrong, "free_aligned_sized", BAD_ALIGN, (uintptr_t)ealn, "free_aligned_sized(4096-aligned block, align 16)");
-}
-END_TEST
-
 /* Bad alignments at allocation ------------------------------------- */
 static void m_alloc_align3(void) { (void)!emma_alloc(64, 3); }
 static void m_alloc_align24(void) { (void)!emma_alloc(64, 24); }
 static void m_alloc_align0(void) { (void)!emma_alloc(64, 0); }
+static void m_realloc_align3(void) { (void)!emma_realloc(e64, 64, 3, 128); }
+static void m_dealloc_align3(void) { emma_dealloc(e64, 64, 3); }
 static void m_alloc_zeroed_align48(void) { (void)!emma_alloc_zeroed(64, 48); }
 
-START_TEST(t_alloc_bad_alignment)
+/* ------------------------------------------------------------------ */
+/* The table: one Check test per misuse. */
+
+#define P(expr) ((uintptr_t)(expr))
+struct misuse {
+    const char *what;
+    misuse_fn fn;
+    const char *func;
+    const char *problem;
+    int which; /* the pointer printed, see culprit() */
+    size_t offset;
+};
+
+enum { STACK, MMAP, STATIC, FREED, FREED_MED, SMALL, MEDIUM, LARGE, HUGE,
+       EALN, E64, EHUGE, FRESH, FREED_HUGE, E112, NONE };
+
+static uintptr_t culprit(int which, size_t offset)
 {
-    /* no pointer yet: the line shows a null pointer */
-    expect_abort_line(m_alloc_align3, "emma_alloc", NOT_POW2, 0, "emma_alloc(64, 3)");
-    expect_abort_line(m_alloc_align24, "emma_alloc", NOT_POW2, 0, "emma_alloc(64, 24)");
-    expect_abort_line(m_alloc_align0, "emma_alloc", NOT_POW2, 0, "emma_alloc(64, 0)");
-    expect_abort_line(m_alloc_zeroed_align48, "emma_alloc_zeroed", NOT_POW2, 0, "emma_alloc_zeroed(64, 48)");
+    switch (which) {
+    case STACK: return P(stack_ptr) + offset;
+    case MMAP: return P(mmap_ptr) + offset;
+    case STATIC: return P(&stack_anchor_dummy) + offset;
+    case FREED: return P(freed) + offset;
+    case FREED_MED: return P(freed_med) + offset;
+    case SMALL: return P(small) + offset;
+    case MEDIUM: return P(medium) + offset;
+    case LARGE: return P(large) + offset;
+    case HUGE: return P(huge) + offset;
+    case EALN: return P(ealn) + offset;
+    case E64: return P(e64) + offset;
+    case EHUGE: return P(ehuge) + offset;
+    case FRESH: return P(fresh_b) + offset;
+    case FREED_HUGE: return P(freed_huge) + offset;
+    case E112: return P(e112) + offset;
+    default: return 0; /* no pointer: the line shows 0x0 */
+    }
+}
+
+static const struct misuse misuses[] = {
+    /* foreign pointers */
+    {"free(stack)", m_free_stack, "free", NOT_EMMA, STACK, 0},
+    {"free(mmap)", m_free_mmap, "free", NOT_EMMA, MMAP, 0},
+    {"free(static)", m_free_static, "free", NOT_EMMA, STATIC, 0},
+    {"realloc(stack)", m_realloc_stack, "realloc", NOT_EMMA, STACK, 0},
+    {"free_sized(mmap)", m_free_sized_mmap, "free_sized", NOT_EMMA, MMAP, 0},
+    {"free_aligned_sized(mmap)", m_free_aligned_sized_mmap, "free_aligned_sized", NOT_EMMA, MMAP, 0},
+    {"malloc_usable_size(mmap)", m_usable_mmap, "malloc_usable_size", NOT_EMMA, MMAP, 0},
+    {"emma_dealloc(stack)", m_emma_dealloc_stack, "emma_dealloc", NOT_EMMA, STACK, 0},
+    {"emma_realloc(mmap)", m_emma_realloc_mmap, "emma_realloc", NOT_EMMA, MMAP, 0},
+    {"emma_free(mmap)", m_emma_free_mmap, "emma_free", NOT_EMMA, MMAP, 0},
+    {"emma_usable_size(stack)", m_emma_usable_stack, "emma_usable_size", NOT_EMMA, STACK, 0},
+    /* double frees (blocks up to 1 MiB: CONTRACT.md's detection limits) */
+    {"free twice (small)", m_double_free, "free", DOUBLE, FREED, 0},
+    {"free twice (medium)", m_double_free_med, "free", DOUBLE, FREED_MED, 0},
+    {"free_sized twice", m_double_free_sized, "free_sized", DOUBLE, FREED, 0},
+    {"emma_free twice", m_double_emma_free, "emma_free", DOUBLE, FREED, 0},
+    {"emma_dealloc twice", m_double_emma_dealloc, "emma_dealloc", DOUBLE, FREED, 0},
+    {"emma_dealloc twice in a row", m_double_emma_fresh, "emma_dealloc", DOUBLE, FRESH, 0},
+    /* interior and misaligned pointers */
+    {"free(small+16)", m_interior_small, "free", INTERIOR, SMALL, 16},
+    {"free(small+1)", m_misaligned_small, "free", INTERIOR, SMALL, 1},
+    {"free(medium+4096)", m_interior_medium, "free", INTERIOR, MEDIUM, 4096},
+    {"free(large+65536)", m_interior_large, "free", INTERIOR, LARGE, 65536},
+    {"free(huge+8192)", m_interior_huge, "free", INTERIOR, HUGE, 8192},
+    {"free(huge+8)", m_misaligned_huge, "free", INTERIOR, HUGE, 8},
+    {"realloc(small+32)", m_interior_realloc, "realloc", INTERIOR, SMALL, 32},
+    {"malloc_usable_size(medium+48)", m_interior_usable, "malloc_usable_size", INTERIOR, MEDIUM, 48},
+    {"emma_dealloc(e64+16)", m_interior_emma_dealloc, "emma_dealloc", INTERIOR, E64, 16},
+    {"emma_free(ealn+64)", m_interior_emma_free, "emma_free", INTERIOR, EALN, 64},
+    {"emma_usable_size(ehuge+4096)", m_interior_emma_usable, "emma_usable_size", INTERIOR, EHUGE, 4096},
+    /* size and alignment mismatches */
+    {"emma_dealloc(64-byte block, size 4096)", m_dealloc_wrong_size, "emma_dealloc", BAD_SIZE, E64, 0},
+    {"emma_dealloc(112-byte block, size 40)", m_dealloc_wrong_size_small, "emma_dealloc", BAD_SIZE, E112, 0},
+    {"emma_dealloc(3 MiB block, size 9 MiB)", m_dealloc_wrong_size_huge, "emma_dealloc", BAD_SIZE, EHUGE, 0},
+    {"emma_realloc(64-byte block, old size 3000)", m_realloc_wrong_size, "emma_realloc", BAD_SIZE, E64, 0},
+    {"free_sized(64-byte block, 5000)", m_free_sized_wrong, "free_sized", BAD_SIZE, SMALL, 0},
+    {"emma_dealloc(4096-aligned block, align 16)", m_dealloc_wrong_align, "emma_dealloc", BAD_ALIGN, EALN, 0},
+    {"emma_dealloc(16-aligned block, align 1 MiB)", m_dealloc_wrong_align_big, "emma_dealloc", BAD_ALIGN, E64, 0},
+    {"free_aligned_sized(4096-aligned block, align 16)", m_free_aligned_sized_wrong, "free_aligned_sized", BAD_ALIGN, EALN, 0},
+    /* alignments that are not powers of two (no pointer yet: 0x0) */
+    {"emma_alloc(64, 3)", m_alloc_align3, "emma_alloc", NOT_POW2, NONE, 0},
+    {"emma_alloc(64, 24)", m_alloc_align24, "emma_alloc", NOT_POW2, NONE, 0},
+    {"emma_alloc(64, 0)", m_alloc_align0, "emma_alloc", NOT_POW2, NONE, 0},
+    {"emma_alloc_zeroed(64, 48)", m_alloc_zeroed_align48, "emma_alloc_zeroed", NOT_POW2, NONE, 0},
+    /* ... and with a pointer, the pointer is shown.  KNOWN LIB BUG (reported
+     * to the core developer): emma_realloc prints 0x0 here. */
+    {"emma_dealloc(e64, 64, align 3)", m_dealloc_align3, "emma_dealloc", NOT_POW2, E64, 0},
+    {"emma_realloc(e64, 64, align 3, 128)", m_realloc_align3, "emma_realloc", NOT_POW2, E64, 0},
+    /* a freed huge block is unmapped: "not allocated" (detection limits) */
+    {"free twice (huge)", m_double_free_huge, "free", NOT_EMMA, FREED_HUGE, 0},
+    /* the second free from another thread */
+    {"free twice, second in another thread", m_double_free_thread, "free", DOUBLE, FREED, 0},
+};
+#define N_MISUSES ((int)(sizeof misuses / sizeof misuses[0]))
+
+START_TEST(t_misuse)
+{
+    const struct misuse *m = &misuses[_i];
+    int on_stack;
+    setup();
+    stack_ptr = &on_stack;
+    fresh_b = emma_alloc(200, 64);
+    ck_assert_ptr_nonnull(fresh_b);
+    if (m->fn == m_dealloc_wrong_align_big && !((uintptr_t)e64 & ((1 << 20) - 1)))
+        return; /* e64 happens to be 1 MiB aligned: not a misuse then */
+    fprintf(stderr, "# misuse %d: %s\n", _i, m->what);
+    expect_abort_line(m->fn, m->func, m->problem, culprit(m->which, m->offset),
+                      m->what);
 }
 END_TEST
 
@@ -331,11 +412,7 @@ static Suite *checks_suite(void)
     Suite *s = suite_create("checks");
     TCase *t = tcase_create("misuse");
     tcase_set_timeout(t, 120);
-    tcase_add_test(t, t_foreign);
-    tcase_add_test(t, t_double_free);
-    tcase_add_test(t, t_interior);
-    tcase_add_test(t, t_mismatch);
-    tcase_add_test(t, t_alloc_bad_alignment);
+    tcase_add_loop_test(t, t_misuse, 0, N_MISUSES);
     tcase_add_test(t, t_malloc_api_errors_not_fatal);
     tcase_add_test(t, t_correct_use_passes);
     suite_add_tcase(s, t);
