@@ -1,0 +1,286 @@
+/* White-box tests of locks (lock.c), fork detection (fork.c) and how
+ * threads get heaps (heap.c): per-thread heaps and dead-thread adoption
+ * with TLS, try-locked shared heaps without.
+ * SPDX-License-Identifier: MIT OR Apache-2.0
+ *
+ * Linked against libemma_core.la; this program's malloc is glibc's, emma
+ * is reached through the emma_* API.
+ */
+#include "testutil.h"
+
+#include <emma.h>
+#include <pthread.h>
+#include <sys/wait.h>
+
+#include "emma_internal.h"
+
+/* ------------------------------------------------------------------ */
+/* Spin locks                                                          */
+
+START_TEST(t_spin_lock_basic)
+{
+    _Atomic uint32_t l = 0;
+    ck_assert(spin_trylock(&l));
+    ck_assert(!spin_trylock(&l));
+    spin_unlock(&l);
+    ck_assert(spin_trylock(&l));
+    spin_unlock(&l);
+    spin_lock(&l);
+    ck_assert(!spin_trylock(&l));
+    spin_unlock(&l);
+    ck_assert_uint_eq(atomic_load(&l), 0);
+}
+END_TEST
+
+enum { LOCK_THREADS = 4, LOCK_ITERS = 200000 };
+static _Atomic uint32_t the_lock;
+static volatile long counter; /* plain: only the lock protects it */
+
+static void *lock_worker(void *arg)
+{
+    for (int i = 0; i < LOCK_ITERS; i++) {
+        if (i % 3 == 0) {
+            while (!spin_trylock(&the_lock))
+                ;
+        } else {
+            spin_lock(&the_lock);
+        }
+        counter = counter + 1;
+        spin_unlock(&the_lock);
+    }
+    return NULL;
+}
+
+START_TEST(t_spin_lock_excludes)
+{
+    pthread_t th[LOCK_THREADS];
+    for (int i = 0; i < LOCK_THREADS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, lock_worker, NULL), 0);
+    for (int i = 0; i < LOCK_THREADS; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_eq(counter, (long)LOCK_THREADS * LOCK_ITERS);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Fork detection                                                      */
+
+static int recovered;
+static void count_recovery(void) { recovered++; }
+
+START_TEST(t_fork_detection)
+{
+    fork_init();
+    fork_init(); /* idempotent */
+    ck_assert(!fork_detected());
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int code = 0;
+        if (!fork_detected())
+            code |= 1;
+        fork_recover(count_recovery);
+        fork_recover(count_recovery); /* once only */
+        if (recovered != 1)
+            code |= 2;
+        if (fork_detected())
+            code |= 4;
+        /* a grandchild notices again */
+        pid_t g = fork();
+        if (g == 0)
+            _exit(fork_detected() ? 0 : 1);
+        int gst;
+        if (g < 0 || waitpid(g, &gst, 0) != g || !WIFEXITED(gst) ||
+            WEXITSTATUS(gst) != 0)
+            code |= 8;
+        _exit(code);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "fork child: status %#x (1: not detected, 2: recover not "
+                  "run exactly once, 4: still detected after recovery, 8: "
+                  "grandchild)", st);
+    ck_assert(!fork_detected());
+    ck_assert_int_eq(recovered, 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Heaps                                                               */
+
+#if EMMA_CONFIG_TLS
+
+static void *current_heap_after_alloc(void *arg)
+{
+    void *p = emma_alloc(100, 16);
+    heap_t *h = tls_heap;
+    if (arg)
+        *(void **)arg = p; /* left allocated, for the caller */
+    else
+        emma_dealloc(p, 100, 16);
+    return h;
+}
+
+START_TEST(t_heap_per_thread)
+{
+    ck_assert_ptr_eq(tls_heap, &heap_empty); /* nothing allocated yet */
+    heap_t *mine = current_heap_after_alloc(NULL);
+    ck_assert_ptr_ne(mine, &heap_empty);
+    ck_assert_ptr_eq(tls_heap, mine);
+    ck_assert_uint_eq(atomic_load(&mine->owner), os_gettid());
+    pthread_t t;
+    void *res;
+    ck_assert_int_eq(pthread_create(&t, NULL, current_heap_after_alloc, NULL), 0);
+    pthread_join(t, &res);
+    ck_assert_ptr_ne(res, &heap_empty);
+    ck_assert_ptr_ne(res, mine);
+}
+END_TEST
+
+/* A dead thread's heap is adopted by the next thread that needs one. */
+START_TEST(t_dead_thread_heap_adopted)
+{
+    (void)current_heap_after_alloc(NULL); /* main has a heap of its own */
+    void *left = NULL;
+    pthread_t t;
+    void *h1, *h2;
+    ck_assert_int_eq(pthread_create(&t, NULL, current_heap_after_alloc, &left), 0);
+    pthread_join(t, &h1);
+    ck_assert_ptr_nonnull(left);
+    ck_assert_int_eq(pthread_create(&t, NULL, current_heap_after_alloc, NULL), 0);
+    pthread_join(t, &h2);
+    ck_assert_msg(h2 == h1,
+                  "a new thread got heap %p instead of adopting the dead "
+                  "thread's heap %p (PI futexes unavailable?)", h2, h1);
+    emma_dealloc(left, 100, 16);
+}
+END_TEST
+
+static pthread_barrier_t bar;
+
+static void *hold_heap(void *arg)
+{
+    *(heap_t **)arg = current_heap_after_alloc(NULL);
+    pthread_barrier_wait(&bar); /* heap known */
+    pthread_barrier_wait(&bar); /* others done */
+    return NULL;
+}
+
+/* A live thread's heap is never taken; after fork, the heaps of threads
+ * that did not survive it are not adopted in the child. */
+START_TEST(t_live_heaps_not_adopted)
+{
+    heap_t *held = NULL;
+    pthread_t t, u;
+    void *h2;
+    pthread_barrier_init(&bar, NULL, 2);
+    ck_assert_int_eq(pthread_create(&t, NULL, hold_heap, &held), 0);
+    pthread_barrier_wait(&bar);
+    ck_assert_int_eq(pthread_create(&u, NULL, current_heap_after_alloc, NULL), 0);
+    pthread_join(u, &h2);
+    ck_assert_ptr_ne(h2, held);
+
+    (void)current_heap_after_alloc(NULL);
+    heap_t *main_heap = tls_heap;
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        void *hc = NULL;
+        void *p = emma_alloc(5000, 64); /* the forking thread keeps its heap */
+        if (p == NULL || tls_heap != main_heap)
+            _exit(1);
+        emma_dealloc(p, 5000, 64);
+        if (pthread_create(&u, NULL, current_heap_after_alloc, NULL) != 0)
+            _exit(2);
+        pthread_join(u, &hc);
+        /* `held` belonged to a thread that does not exist in the child:
+         * its state may be half-updated, it must not be adopted */
+        _exit(hc == held ? 3 : hc == main_heap ? 4 : 0);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "fork child status %#x (1: forking thread lost its heap, 3: "
+                  "a dead-at-fork thread's heap was adopted, 4: a live "
+                  "heap was shared)", st);
+    pthread_barrier_wait(&bar);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&bar);
+}
+END_TEST
+
+#else /* !EMMA_CONFIG_TLS */
+
+START_TEST(t_heap_lock_any)
+{
+    heap_t *a = heap_lock_any();
+    ck_assert_ptr_nonnull(a);
+    ck_assert(!heap_trylock(a)); /* it is locked */
+    heap_t *b = heap_lock_any();
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_ne(a, b);
+    heap_unlock(a);
+    heap_unlock(b);
+    ck_assert(heap_trylock(a));
+    heap_unlock(a);
+    /* every heap is in the registry */
+    int fa = 0, fb = 0;
+    for (heap_t *h = heap_registry_first(); h; h = h->next_heap) {
+        fa |= h == a;
+        fb |= h == b;
+    }
+    ck_assert(fa && fb);
+}
+END_TEST
+
+static void *lock_and_die(void *arg)
+{
+    *(heap_t **)arg = heap_lock_any(); /* never unlocked */
+    return NULL;
+}
+
+/* A heap left locked by a dead thread only takes that heap out of use. */
+START_TEST(t_heap_stuck_lock_skipped)
+{
+    heap_t *stuck[8];
+    for (int i = 0; i < 8; i++) {
+        pthread_t t;
+        ck_assert_int_eq(pthread_create(&t, NULL, lock_and_die, &stuck[i]), 0);
+        pthread_join(t, NULL);
+        ck_assert_ptr_nonnull(stuck[i]);
+    }
+    for (int i = 0; i < 1000; i++) {
+        heap_t *h = heap_lock_any();
+        ck_assert_ptr_nonnull(h);
+        for (int k = 0; k < 8; k++)
+            ck_assert_ptr_ne(h, stuck[k]);
+        heap_unlock(h);
+        void *p = emma_alloc(64, 16);
+        ck_assert_ptr_nonnull(p);
+        emma_dealloc(p, 64, 16);
+    }
+}
+END_TEST
+
+#endif
+
+int main(void)
+{
+    Suite *s = suite_create("unit_heap");
+    TCase *t = tcase_create("heap");
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, t_spin_lock_basic);
+    tcase_add_test(t, t_spin_lock_excludes);
+    tcase_add_test(t, t_fork_detection);
+#if EMMA_CONFIG_TLS
+    tcase_add_test(t, t_heap_per_thread);
+    tcase_add_test(t, t_dead_thread_heap_adopted);
+    tcase_add_test(t, t_live_heaps_not_adopted);
+#else
+    tcase_add_test(t, t_heap_lock_any);
+    tcase_add_test(t, t_heap_stuck_lock_skipped);
+#endif
+    suite_add_tcase(s, t);
+    return tu_run(s);
+}
