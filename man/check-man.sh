@@ -125,6 +125,12 @@ $out"
 		out=$(cd "$tree" && LC_ALL=C.UTF-8 groff -t -ww -man -Tutf8 -rLL=78n "$f" 2>&1 >/dev/null)
 		[ -z "$out" ] || problem "groff -Tutf8 $p:
 $out"
+		# No line wider than the terminal: the formatter cannot break the
+		# lines of examples (.EX), so they must be short in the source.
+		out=$(cd "$tree" && LC_ALL=C groff -t -man -Tascii -rLL=78n -P-c -P-b -P-u "$f" 2>/dev/null |
+			awk 'length > 80 { print "  " length " columns: " $0 }')
+		[ -z "$out" ] || problem "$p has lines wider than 80 columns:
+$out"
 		linted=1
 	fi
 done
