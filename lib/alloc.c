@@ -56,6 +56,13 @@ void *alloc_generic(heap_t *h, size_t size, size_t align)
             return NULL;
         }
     }
+    if (align <= MIN_ALIGN && size <= LARGE_MAX) {
+        /* Sizes above the direct table: the class queue's first page. */
+        page_t *first = h->bins[class_of_size(size)].first;
+        void *b = first ? page_pop(first) : NULL;
+        if (b)
+            return b;
+    }
     void *p;
     if (unlikely(size > MAX_REQUEST)) {
         p = NULL;

@@ -122,7 +122,9 @@ void page_extend(page_t *page)
 static void page_retire(heap_t *h, page_t *page)
 {
     page_queue_t *q = &h->bins[page->class_idx];
-    if (q->first == page && q->last == page) {
+    segment_t *seg = segment_of_page(page);
+    /* Hold a lone small or medium page; a large page is a whole segment. */
+    if (q->first == page && q->last == page && seg->kind != KIND_LARGE) {
         page->slow_mark = SLOW_MARK_HELD;
         return;
     }
