@@ -67,7 +67,7 @@ EMMA_API void emma_free(void *ptr)
         free_block(ptr, "emma_free");
 }
 
-EMMA_API int emma_owns(const void *ptr) { return registry_lookup(ptr) != CHUNK_NONE; }
+EMMA_API int emma_owns(const void *ptr) { return registry_segment(ptr) != NULL; }
 
 EMMA_API void emma_trim(void) { trim_current(); }
 

@@ -64,7 +64,7 @@ static bool block_tagged_free(const void *p)
 static page_t *checked_page(const void *p, const char *func)
 {
     unsigned chunk = registry_lookup(p);
-    if (chunk == CHUNK_NONE)
+    if (chunk == CHUNK_NONE || !registry_segment(p))
         emma_fatal(func, "pointer was not allocated by emma", p);
     if (chunk == CHUNK_INTERIOR || ((uintptr_t)p & (MIN_ALIGN - 1)))
         emma_fatal(func, "interior or misaligned pointer", p);

@@ -145,6 +145,7 @@ typedef struct page {
     uint32_t block_size;
     uint32_t capacity;           /* blocks carved out so far */
     uint32_t reserved;           /* blocks that fit */
+    uint32_t dirty;              /* free page: bytes that may be resident */
     struct page *next, *prev;    /* bin queue */
 } page_t;
 
@@ -167,13 +168,17 @@ typedef struct page_queue {
     page_t *first, *last;
 } page_queue_t;
 
+#define SEGMENT_CACHE 16
+
 typedef struct heap {
     page_t *direct[DIRECT_COUNT];        /* size/16 -> page to pop from */
     page_queue_t bins[CLASS_COUNT];
     _Atomic(page_t *) remote_pages;      /* pages with frees from others */
     segment_t *segments[KIND_LARGE + 1]; /* segments with free pages */
-    segment_t *cached;                   /* one empty segment kept mapped */
+    segment_t *cached[SEGMENT_CACHE];    /* empty segments kept mapped */
+    unsigned cached_count;
     size_t dirty_bytes;                  /* free but resident page memory */
+    size_t used_bytes;                   /* memory of pages in use */
     _Atomic uint32_t owner;              /* TLS: owner TID (PI futex word) */
     _Atomic uint32_t lock;               /* no TLS: 0 free, 1 held */
     uint8_t busy;                        /* inside a slow path */
@@ -186,7 +191,10 @@ typedef struct heap {
  * its queue because it was full, used - 1: its first local free. */
 #define SLOW_MARK_HELD UINT32_MAX
 
-#define PURGE_THRESHOLD ((size_t)4 << 20)
+/* A heap returns its free pages to the kernel once they exceed
+ * max(PURGE_MIN, used_bytes / PURGE_FRACTION). */
+#define PURGE_MIN ((size_t)8 << 20)
+#define PURGE_FRACTION 8
 
 static inline segment_t *segment_of(const void *p)
 {
@@ -217,6 +225,7 @@ EMMA_HIDDEN uint32_t os_gettid(void);
 EMMA_HIDDEN bool registry_mark(void *start, size_t size, bool header);
 EMMA_HIDDEN void registry_clear(void *start, size_t size);
 EMMA_HIDDEN unsigned registry_lookup(const void *p);
+EMMA_HIDDEN struct segment *registry_segment(const void *p);
 
 /* check.c: diagnostics */
 EMMA_HIDDEN EMMA_NORETURN EMMA_COLD void emma_fatal(const char *func, const char *problem,

@@ -35,12 +35,42 @@ void os_purge(void *p, size_t size)
 
 static inline uintptr_t align_up(uintptr_t x, size_t a) { return (x + a - 1) & ~(uintptr_t)(a - 1); }
 
+/* Where the next aligned mapping probably fits: just below the last one
+ * (the kernel hands out addresses top-down). */
+static _Atomic uintptr_t aligned_hint;
+
+static void *map_at_hint(size_t size, size_t align)
+{
+    uintptr_t hint = atomic_load_explicit(&aligned_hint, memory_order_relaxed);
+    if (hint == 0 || hint < size || (hint & (align - 1)))
+        return NULL;
+    uintptr_t want = hint - ((size + align - 1) & ~(uintptr_t)(align - 1));
+    long r = sys_call6(SYS_mmap, (long)want, (long)size, EMMA_PROT_RW,
+                       EMMA_MAP_PRIVATE | EMMA_MAP_ANONYMOUS, -1, 0);
+    if (sys_failed(r))
+        return NULL;
+    if ((uintptr_t)r != want) {
+        os_unmap((void *)r, size);
+        return NULL;
+    }
+    return (void *)r;
+}
+
 /* Map size bytes so that (start + offset) is aligned to align; the slack is
  * unmapped again.  *out_size receives the mapped length (== size). */
 void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size)
 {
     if (size > MAX_REQUEST || align > MAX_REQUEST - size)
         return NULL;
+    if (out_size)
+        *out_size = size;
+    if (offset == 0) {
+        void *p = map_at_hint(size, align);
+        if (p) {
+            atomic_store_explicit(&aligned_hint, (uintptr_t)p, memory_order_relaxed);
+            return p;
+        }
+    }
     size_t total = size + align;
     uint8_t *base = os_map(total);
     if (!base)
@@ -49,8 +79,8 @@ void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size)
     uint8_t *start = (uint8_t *)target;
     os_unmap(base, (size_t)(start - base));
     os_unmap(start + size, (size_t)(base + total - (start + size)));
-    if (out_size)
-        *out_size = size;
+    if (offset == 0)
+        atomic_store_explicit(&aligned_hint, (uintptr_t)start, memory_order_relaxed);
     return start;
 }
 
@@ -145,6 +175,23 @@ bool registry_mark(void *start, size_t size, bool header)
 }
 
 void registry_clear(void *start, size_t size) { registry_fill(start, size, CHUNK_NONE, CHUNK_NONE); }
+
+/* The segment (or huge mapping) whose mapped extent contains p, or NULL. */
+segment_t *registry_segment(const void *p)
+{
+    uint8_t *r = registry_get(false);
+    uintptr_t a = (uintptr_t)p;
+    uintptr_t c = a >> SEGMENT_SHIFT;
+    if (!r || c >= REGISTRY_CHUNKS)
+        return NULL;
+    unsigned cls;
+    while ((cls = __atomic_load_n(&r[c], __ATOMIC_ACQUIRE)) == CHUNK_INTERIOR && c > 0)
+        c--;
+    if (cls != CHUNK_HEADER)
+        return NULL;
+    segment_t *seg = (segment_t *)(c << SEGMENT_SHIFT);
+    return a < (uintptr_t)seg + seg->map_size ? seg : NULL;
+}
 
 /* Classify the chunk holding p, the way segment_of() maps blocks: a block
  * that starts exactly at a chunk boundary belongs to the chunk below. */

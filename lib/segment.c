@@ -2,11 +2,12 @@
  * giving free pages back to the kernel.
  *
  * Purging policy: a freed page stays resident ("dirty") so it can be reused
- * without page faults, until the heap holds more than PURGE_THRESHOLD of
- * such memory; then all of it is returned with MADV_DONTNEED (one call per
- * run of free pages, never splitting a mapping, so vm.max_map_count is not
- * touched).  A heap keeps one empty segment mapped for reuse and unmaps the
- * others.
+ * without page faults, until the heap's dirty memory exceeds
+ * max(PURGE_MIN, used_bytes / PURGE_FRACTION); then all of it is returned
+ * with MADV_DONTNEED (one call per run of free pages, never splitting a
+ * mapping, so vm.max_map_count is not touched).  A heap keeps up to
+ * SEGMENT_CACHE empty segments mapped (their dirty pages still counted and
+ * purged like any others) and unmaps the rest.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "emma_internal.h"
 
@@ -53,33 +54,71 @@ static void segment_unmap(segment_t *seg)
     os_unmap(seg, SEGMENT_SIZE);
 }
 
+/* Bytes of the segment's old cut that were dirty within [lo, hi). */
+static size_t dirty_in_range(segment_t *seg, uintptr_t lo, uintptr_t hi)
+{
+    size_t sum = 0;
+    for (unsigned j = 0; j < seg->page_count; j++) {
+        uintptr_t plo = (uintptr_t)j << seg->page_shift, phi = (uintptr_t)(j + 1) << seg->page_shift;
+        if (!(seg->dirty_mask & ((uint64_t)1 << j)) || phi <= lo || plo >= hi)
+            continue;
+        size_t d = seg->pages[j].dirty;
+        size_t span = hi - lo;
+        sum += d < span ? d : span;
+    }
+    return sum;
+}
+
+/* Cut a segment into pages of `kind`.  A recycled segment may still hold
+ * resident memory from its previous cut: the new pages overlapping it are
+ * marked dirty, with the bytes accounted to them. */
+static void segment_cut(heap_t *h, segment_t *seg, enum segment_kind kind, bool recycled)
+{
+    unsigned shift = kind_shift[kind], pages = kind_pages[kind];
+    uint64_t dirty_mask = 0;
+    uint32_t dirty[64];
+    for (unsigned i = 0; i < pages; i++) {
+        size_t d = 0;
+        if (recycled)
+            d = dirty_in_range(seg, (uintptr_t)i << shift, (uintptr_t)(i + 1) << shift);
+        dirty[i] = (uint32_t)d;
+        if (d)
+            dirty_mask |= (uint64_t)1 << i;
+    }
+    seg->heap = h;
+    seg->kind = (uint8_t)kind;
+    seg->page_shift = (uint8_t)shift;
+    seg->page_count = (uint16_t)pages;
+    seg->used_pages = 0;
+    seg->free_mask = pages == 64 ? ~(uint64_t)0 : ((uint64_t)1 << pages) - 1;
+    seg->dirty_mask = dirty_mask;
+    seg->map_size = SEGMENT_SIZE;
+    seg->cookie = (uintptr_t)seg ^ os_secret();
+    for (unsigned i = 0; i < pages; i++) {
+        page_t *p = &seg->pages[i];
+        p->in_use = 0;
+        p->page_idx = (uint8_t)i;
+        p->free = p->local_free = NULL;
+        p->used = 0;
+        p->dirty = dirty[i];
+    }
+}
+
 static segment_t *segment_alloc(heap_t *h, enum segment_kind kind)
 {
-    segment_t *seg = h->cached;
-    if (seg) {
-        h->cached = NULL;
+    segment_t *seg;
+    bool recycled = h->cached_count > 0;
+    if (recycled) {
+        seg = h->cached[--h->cached_count];
+        h->dirty_bytes -= dirty_in_range(seg, 0, SEGMENT_SIZE);
     } else {
         seg = os_map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0, NULL);
         if (!seg)
             return NULL;
         registry_mark(seg, SEGMENT_SIZE, true);
     }
-    seg->heap = h;
-    seg->kind = (uint8_t)kind;
-    seg->page_shift = kind_shift[kind];
-    seg->page_count = kind_pages[kind];
-    seg->used_pages = 0;
-    seg->free_mask = kind_pages[kind] == 64 ? ~(uint64_t)0 : ((uint64_t)1 << kind_pages[kind]) - 1;
-    seg->dirty_mask = 0;
-    seg->map_size = SEGMENT_SIZE;
-    seg->cookie = (uintptr_t)seg ^ os_secret();
-    for (unsigned i = 0; i < seg->page_count; i++) {
-        page_t *p = &seg->pages[i];
-        p->in_use = 0;
-        p->page_idx = (uint8_t)i;
-        p->free = p->local_free = NULL;
-        p->used = 0;
-    }
+    segment_cut(h, seg, kind, recycled);
+    h->dirty_bytes += dirty_in_range(seg, 0, SEGMENT_SIZE);
     seglist_push(h, seg);
     return seg;
 }
@@ -97,23 +136,32 @@ page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
     seg->free_mask &= ~bit;
     if (seg->dirty_mask & bit) {
         seg->dirty_mask &= ~bit;
-        h->dirty_bytes -= page_bytes(seg);
+        h->dirty_bytes -= seg->pages[i].dirty;
     }
     seg->used_pages++;
+    h->used_bytes += page_bytes(seg);
     if (seg->free_mask == 0)
         seglist_remove(h, seg);
     return &seg->pages[i];
 }
 
+/* An empty segment: keep it for reuse (its dirty pages stay counted) or
+ * unmap it. */
 static void segment_release(heap_t *h, segment_t *seg)
 {
     seglist_remove(h, seg);
-    h->dirty_bytes -= bit_count(seg->dirty_mask) * page_bytes(seg);
-    if (!h->cached) {
-        h->cached = seg; /* resident until the next purge */
+    if (h->cached_count < SEGMENT_CACHE) {
+        h->cached[h->cached_count++] = seg;
         return;
     }
+    h->dirty_bytes -= dirty_in_range(seg, 0, SEGMENT_SIZE);
     segment_unmap(seg);
+}
+
+static size_t purge_threshold(heap_t *h)
+{
+    size_t t = h->used_bytes / PURGE_FRACTION;
+    return t > PURGE_MIN ? t : PURGE_MIN;
 }
 
 void segment_page_release(heap_t *h, page_t *page)
@@ -126,13 +174,17 @@ void segment_page_release(heap_t *h, page_t *page)
         seglist_push(h, seg);
     seg->free_mask |= bit;
     seg->used_pages--;
+    h->used_bytes -= page_bytes(seg);
     if (page->capacity) {
+        /* Only the blocks carved out were ever touched. */
+        size_t touched = (size_t)page->capacity * page->block_size;
+        page->dirty = (uint32_t)((touched + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1));
         seg->dirty_mask |= bit;
-        h->dirty_bytes += page_bytes(seg);
+        h->dirty_bytes += page->dirty;
     }
     if (seg->used_pages == 0)
         segment_release(h, seg);
-    if (h->dirty_bytes > PURGE_THRESHOLD)
+    if (h->dirty_bytes > purge_threshold(h))
         heap_purge(h);
 }
 
@@ -168,9 +220,7 @@ void heap_purge(heap_t *h)
         for (segment_t *seg = h->segments[k]; seg; seg = seg->next)
             if (seg->dirty_mask)
                 segment_purge(seg);
-    if (h->cached) {
-        segment_unmap(h->cached);
-        h->cached = NULL;
-    }
+    for (unsigned i = 0; i < h->cached_count; i++)
+        segment_purge(h->cached[i]);
     h->dirty_bytes = 0;
 }
