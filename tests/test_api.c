@@ -60,11 +60,11 @@ static size_t build_sizes(size_t *out, size_t cap, size_t limit)
 START_TEST(t_malloc_is_emma)
 {
     void *p = malloc(10);
-    ck_assert_ptr_nonnull(p);
-    ck_assert_msg(emma_owns(p), "malloc() did not go through emma");
+    TU_ASSERT((p) != NULL);
+    TU_ASSERT_MSG(emma_owns(p), "malloc() did not go through emma");
     free(p);
     p = calloc(3, 7);
-    ck_assert_msg(emma_owns(p), "calloc() did not go through emma");
+    TU_ASSERT_MSG(emma_owns(p), "calloc() did not go through emma");
     free(p);
 }
 END_TEST
@@ -76,13 +76,13 @@ START_TEST(t_malloc_sizes_align_usable)
     size_t n = build_sizes(sizes, 4096, 3 * TU_MIB);
     for (size_t i = 0; i < n; i++) {
         void *p = malloc(sizes[i]);
-        ck_assert_msg(p != NULL, "malloc(%zu) failed", sizes[i]);
-        ck_assert_msg(aligned(p, 16), "malloc(%zu) = %p not 16-aligned",
+        TU_ASSERT_MSG(p != NULL, "malloc(%zu) failed", sizes[i]);
+        TU_ASSERT_MSG(aligned(p, 16), "malloc(%zu) = %p not 16-aligned",
                       sizes[i], p);
-        ck_assert_msg(malloc_usable_size(p) >= sizes[i],
+        TU_ASSERT_MSG(malloc_usable_size(p) >= sizes[i],
                       "malloc_usable_size(malloc(%zu)) = %zu", sizes[i],
                       malloc_usable_size(p));
-        ck_assert_msg(emma_usable_size(p) >= sizes[i],
+        TU_ASSERT_MSG(emma_usable_size(p) >= sizes[i],
                       "emma_usable_size(malloc(%zu)) = %zu", sizes[i],
                       emma_usable_size(p));
         /* fill the whole usable size: must not clobber any neighbour */
@@ -91,7 +91,7 @@ START_TEST(t_malloc_sizes_align_usable)
     }
     for (size_t i = 0; i < n; i++) {
         long bad = tu_check(ptrs[i], malloc_usable_size(ptrs[i]), i);
-        ck_assert_msg(bad < 0, "block %zu (size %zu) corrupted at %ld", i,
+        TU_ASSERT_MSG(bad < 0, "block %zu (size %zu) corrupted at %ld", i,
                       sizes[i], bad);
     }
     for (size_t i = 0; i < n; i++)
@@ -105,10 +105,10 @@ START_TEST(t_malloc_zero_unique)
     static void *p[N];
     for (int i = 0; i < N; i++) {
         p[i] = malloc(0);
-        ck_assert_msg(p[i] != NULL, "malloc(0) returned NULL");
-        ck_assert(aligned(p[i], 16));
+        TU_ASSERT_MSG(p[i] != NULL, "malloc(0) returned NULL");
+        TU_ASSERT(aligned(p[i], 16));
         for (int j = 0; j < i; j++)
-            ck_assert_msg(p[i] != p[j], "malloc(0) returned %p twice", p[i]);
+            TU_ASSERT_MSG(p[i] != p[j], "malloc(0) returned %p twice", p[i]);
     }
     for (int i = 0; i < N; i++)
         free(p[i]);
@@ -122,13 +122,13 @@ START_TEST(t_malloc_impossible)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         errno = 0;
         void *p = malloc(bad[i]);
-        ck_assert_msg(p == NULL, "malloc(%zu) = %p", bad[i], p);
-        ck_assert_msg(errno == ENOMEM, "malloc(%zu): errno %d, want ENOMEM",
+        TU_ASSERT_MSG(p == NULL, "malloc(%zu) = %p", bad[i], p);
+        TU_ASSERT_MSG(errno == ENOMEM, "malloc(%zu): errno %d, want ENOMEM",
                       bad[i], errno);
     }
     /* still works afterwards */
     void *p = malloc(100);
-    ck_assert_ptr_nonnull(p);
+    TU_ASSERT((p) != NULL);
     free(p);
 }
 END_TEST
@@ -142,14 +142,14 @@ START_TEST(t_calloc_overflow)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         errno = 0;
         void *p = calloc(bad[i].n, bad[i].s);
-        ck_assert_msg(p == NULL, "calloc(%zu, %zu) = %p", bad[i].n, bad[i].s,
+        TU_ASSERT_MSG(p == NULL, "calloc(%zu, %zu) = %p", bad[i].n, bad[i].s,
                       p);
-        ck_assert_msg(errno == ENOMEM, "calloc(%zu, %zu): errno %d", bad[i].n,
+        TU_ASSERT_MSG(errno == ENOMEM, "calloc(%zu, %zu): errno %d", bad[i].n,
                       bad[i].s, errno);
     }
     void *p = calloc(0, 5), *q = calloc(5, 0);
-    ck_assert_ptr_nonnull(p);
-    ck_assert_ptr_nonnull(q);
+    TU_ASSERT((p) != NULL);
+    TU_ASSERT((q) != NULL);
     ck_assert_ptr_ne(p, q);
     free(p);
     free(q);
@@ -168,15 +168,15 @@ START_TEST(t_calloc_zeroes_reused)
             void *d[4];
             for (int k = 0; k < 4; k++) {
                 d[k] = malloc(s);
-                ck_assert_ptr_nonnull(d[k]);
+                TU_ASSERT((d[k]) != NULL);
                 memset(d[k], 0xa5, malloc_usable_size(d[k]));
             }
             for (int k = 0; k < 4; k++)
                 free(d[k]);
             for (int k = 0; k < 4; k++) {
                 d[k] = calloc(1, s);
-                ck_assert_msg(d[k] != NULL, "calloc(1, %zu) failed", s);
-                ck_assert_msg(tu_all_zero(d[k], s),
+                TU_ASSERT_MSG(d[k] != NULL, "calloc(1, %zu) failed", s);
+                TU_ASSERT_MSG(tu_all_zero(d[k], s),
                               "calloc(1, %zu) returned dirty memory", s);
                 memset(d[k], 0x5a, s);
             }
@@ -185,10 +185,10 @@ START_TEST(t_calloc_zeroes_reused)
             for (int k = 0; k < 4; k++) {
                 size_t a = (size_t)16 << (k * 2);
                 d[k] = emma_alloc_zeroed(s, a);
-                ck_assert_msg(d[k] != NULL, "emma_alloc_zeroed(%zu, %zu)", s,
+                TU_ASSERT_MSG(d[k] != NULL, "emma_alloc_zeroed(%zu, %zu)", s,
                               a);
-                ck_assert(aligned(d[k], a));
-                ck_assert_msg(tu_all_zero(d[k], s),
+                TU_ASSERT(aligned(d[k], a));
+                TU_ASSERT_MSG(tu_all_zero(d[k], s),
                               "emma_alloc_zeroed(%zu, %zu) returned dirty "
                               "memory", s, a);
                 memset(d[k], 0x3c, s);
@@ -202,8 +202,8 @@ START_TEST(t_calloc_zeroes_reused)
     memset(p, 0xff, 8000);
     free(p);
     int *q = calloc(2000, sizeof(int));
-    ck_assert_ptr_nonnull(q);
-    ck_assert(tu_all_zero(q, 2000 * sizeof(int)));
+    TU_ASSERT((q) != NULL);
+    TU_ASSERT(tu_all_zero(q, 2000 * sizeof(int)));
     free(q);
 }
 END_TEST
@@ -211,8 +211,8 @@ END_TEST
 START_TEST(t_reallocarray)
 {
     unsigned char *p = reallocarray(NULL, 10, 10);
-    ck_assert_ptr_nonnull(p);
-    ck_assert(emma_owns(p));
+    TU_ASSERT((p) != NULL);
+    TU_ASSERT(emma_owns(p));
     tu_fill(p, 100, 77);
     errno = 0;
     void *q = reallocarray(p, v_size_max, 2);
@@ -226,11 +226,11 @@ START_TEST(t_reallocarray)
     q = reallocarray(p, v_ptrdiff_max_1, 1);
     ck_assert_ptr_null(q);
     ck_assert_int_eq(errno, ENOMEM);
-    ck_assert_msg(tu_check(p, 100, 77) < 0,
+    TU_ASSERT_MSG(tu_check(p, 100, 77) < 0,
                   "failed reallocarray modified the block");
     p = reallocarray(p, 1000, 100);
-    ck_assert_ptr_nonnull(p);
-    ck_assert_msg(tu_check(p, 100, 77) < 0, "reallocarray lost contents");
+    TU_ASSERT((p) != NULL);
+    TU_ASSERT_MSG(tu_check(p, 100, 77) < 0, "reallocarray lost contents");
     free(p);
 }
 END_TEST
@@ -248,16 +248,16 @@ START_TEST(t_realloc_keeps_contents)
         if (s > 8 * TU_MIB && (i % 3)) /* keep the big steps few */
             continue;
         p = realloc(p, s);
-        ck_assert_msg(p != NULL, "realloc to %zu failed", s);
-        ck_assert(aligned(p, 16));
-        ck_assert(malloc_usable_size(p) >= s);
+        TU_ASSERT_MSG(p != NULL, "realloc to %zu failed", s);
+        TU_ASSERT(aligned(p, 16));
+        TU_ASSERT(malloc_usable_size(p) >= s);
         long bad = tu_check(p, have, 1234);
-        ck_assert_msg(bad < 0, "realloc %zu -> %zu lost byte %ld", have, s,
+        TU_ASSERT_MSG(bad < 0, "realloc %zu -> %zu lost byte %ld", have, s,
                       bad);
         tu_fill(p, s, 1234);
         have = s;
     }
-    ck_assert(have > 32 * TU_MIB);
+    TU_ASSERT(have > 32 * TU_MIB);
     /* shrink step by step, back down to small sizes */
     for (size_t i = n - 1; i > 0; i--) {
         size_t s = sizes[i];
@@ -266,10 +266,10 @@ START_TEST(t_realloc_keeps_contents)
         if (s >= have)
             continue;
         p = realloc(p, s);
-        ck_assert_msg(p != NULL, "realloc shrink to %zu failed", s);
-        ck_assert(malloc_usable_size(p) >= s);
+        TU_ASSERT_MSG(p != NULL, "realloc shrink to %zu failed", s);
+        TU_ASSERT(malloc_usable_size(p) >= s);
         long bad = tu_check(p, s, 1234);
-        ck_assert_msg(bad < 0, "realloc shrink %zu -> %zu lost byte %ld",
+        TU_ASSERT_MSG(bad < 0, "realloc shrink %zu -> %zu lost byte %ld",
                       have, s, bad);
         have = s;
     }
@@ -283,10 +283,10 @@ START_TEST(t_realloc_keeps_contents)
     for (size_t i = 0; i < sizeof jumps / sizeof jumps[0]; i++) {
         size_t s = jumps[i];
         p = realloc(p, s);
-        ck_assert_msg(p != NULL, "realloc to %zu failed", s);
+        TU_ASSERT_MSG(p != NULL, "realloc to %zu failed", s);
         size_t keep = have < s ? have : s;
         long bad = tu_check(p, keep, 99);
-        ck_assert_msg(bad < 0, "realloc %zu -> %zu lost byte %ld", have, s,
+        TU_ASSERT_MSG(bad < 0, "realloc %zu -> %zu lost byte %ld", have, s,
                       bad);
         tu_fill(p, s, 99);
         have = s;
@@ -302,23 +302,23 @@ START_TEST(t_realloc_failure_keeps_block)
                           v_size_max - 8};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         void *p = malloc(sizes[i]);
-        ck_assert_ptr_nonnull(p);
+        TU_ASSERT((p) != NULL);
         tu_fill(p, sizes[i], i);
         for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
             errno = 0;
             void *q = realloc(p, bad[k]);
-            ck_assert_msg(q == NULL, "realloc(%zu bytes, %zu) = %p", sizes[i],
+            TU_ASSERT_MSG(q == NULL, "realloc(%zu bytes, %zu) = %p", sizes[i],
                           bad[k], q);
-            ck_assert_msg(errno == ENOMEM, "realloc(.., %zu): errno %d",
+            TU_ASSERT_MSG(errno == ENOMEM, "realloc(.., %zu): errno %d",
                           bad[k], errno);
-            ck_assert_msg(tu_check(p, sizes[i], i) < 0,
+            TU_ASSERT_MSG(tu_check(p, sizes[i], i) < 0,
                           "failed realloc modified the block");
-            ck_assert(malloc_usable_size(p) >= sizes[i]);
+            TU_ASSERT(malloc_usable_size(p) >= sizes[i]);
         }
         /* block still usable: grow it for real */
         void *q = realloc(p, sizes[i] * 2);
-        ck_assert_ptr_nonnull(q);
-        ck_assert(tu_check(q, sizes[i], i) < 0);
+        TU_ASSERT((q) != NULL);
+        TU_ASSERT(tu_check(q, sizes[i], i) < 0);
         free(q);
     }
 }
@@ -327,22 +327,22 @@ END_TEST
 START_TEST(t_realloc_null_and_zero)
 {
     void *p = realloc(NULL, 100);
-    ck_assert_ptr_nonnull(p);
-    ck_assert(emma_owns(p));
-    ck_assert(malloc_usable_size(p) >= 100);
+    TU_ASSERT((p) != NULL);
+    TU_ASSERT(emma_owns(p));
+    TU_ASSERT(malloc_usable_size(p) >= 100);
     /* glibc: realloc(p, 0) frees p and returns NULL */
     void *q = realloc(p, 0);
     ck_assert_ptr_null(q);
     p = realloc(NULL, 0);
-    ck_assert_ptr_nonnull(p);
+    TU_ASSERT((p) != NULL);
     free(p);
     /* realloc to the same size or smaller keeps the data */
     p = malloc(300);
     tu_fill(p, 300, 5);
     p = realloc(p, 300);
-    ck_assert(tu_check(p, 300, 5) < 0);
+    TU_ASSERT(tu_check(p, 300, 5) < 0);
     p = realloc(p, 299);
-    ck_assert(tu_check(p, 299, 5) < 0);
+    TU_ASSERT(tu_check(p, 299, 5) < 0);
     free(p);
 }
 END_TEST
@@ -359,27 +359,27 @@ START_TEST(t_free_null_and_errno)
     const size_t sizes[] = {0, 8, 100, 4000, 40000, 400000, 4 * TU_MIB};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         void *p = malloc(sizes[i]);
-        ck_assert_ptr_nonnull(p);
+        TU_ASSERT((p) != NULL);
         errno = 4242;
         free(p);
-        ck_assert_msg(errno == 4242, "free(malloc(%zu)) changed errno to %d",
+        TU_ASSERT_MSG(errno == 4242, "free(malloc(%zu)) changed errno to %d",
                       sizes[i], errno);
         p = malloc(sizes[i]);
         errno = 4243;
         free_sized(p, sizes[i]);
-        ck_assert_msg(errno == 4243, "free_sized changed errno");
+        TU_ASSERT_MSG(errno == 4243, "free_sized changed errno");
         p = aligned_alloc(256, sizes[i]);
         errno = 4244;
         free_aligned_sized(p, 256, sizes[i]);
-        ck_assert_msg(errno == 4244, "free_aligned_sized changed errno");
+        TU_ASSERT_MSG(errno == 4244, "free_aligned_sized changed errno");
         p = emma_alloc(sizes[i], 32);
         errno = 4245;
         emma_dealloc(p, sizes[i], 32);
-        ck_assert_msg(errno == 4245, "emma_dealloc changed errno");
+        TU_ASSERT_MSG(errno == 4245, "emma_dealloc changed errno");
         p = malloc(sizes[i]);
         errno = 4246;
         emma_free(p);
-        ck_assert_msg(errno == 4246, "emma_free changed errno");
+        TU_ASSERT_MSG(errno == 4246, "emma_free changed errno");
     }
 }
 END_TEST
@@ -394,12 +394,12 @@ START_TEST(t_posix_memalign)
                 continue;
             void *p = (void *)0x1;
             int rc = posix_memalign(&p, a, sizes[i]);
-            ck_assert_msg(rc == 0, "posix_memalign(%zu, %zu) = %d", a,
+            TU_ASSERT_MSG(rc == 0, "posix_memalign(%zu, %zu) = %d", a,
                           sizes[i], rc);
-            ck_assert_msg(aligned(p, a), "posix_memalign(%zu, %zu) = %p", a,
+            TU_ASSERT_MSG(aligned(p, a), "posix_memalign(%zu, %zu) = %p", a,
                           sizes[i], p);
-            ck_assert(emma_owns(p));
-            ck_assert(malloc_usable_size(p) >= sizes[i]);
+            TU_ASSERT(emma_owns(p));
+            TU_ASSERT(malloc_usable_size(p) >= sizes[i]);
             if (sizes[i]) {
                 ((volatile char *)p)[0] = 1;
                 ((volatile char *)p)[sizes[i] - 1] = 2;
@@ -414,9 +414,9 @@ START_TEST(t_posix_memalign)
         void *p = (void *)0x1234;
         errno = 0;
         int rc = posix_memalign(&p, badal[i], 100);
-        ck_assert_msg(rc == EINVAL, "posix_memalign(align %zu) = %d", badal[i],
+        TU_ASSERT_MSG(rc == EINVAL, "posix_memalign(align %zu) = %d", badal[i],
                       rc);
-        ck_assert_msg(p == (void *)0x1234,
+        TU_ASSERT_MSG(p == (void *)0x1234,
                       "posix_memalign(align %zu) touched *memptr", badal[i]);
     }
     /* ENOMEM, *memptr untouched too */
@@ -424,12 +424,12 @@ START_TEST(t_posix_memalign)
     for (size_t i = 0; i < sizeof bigsz / sizeof bigsz[0]; i++) {
         void *p = (void *)0x1234;
         int rc = posix_memalign(&p, 4096, bigsz[i]);
-        ck_assert_msg(rc == ENOMEM, "posix_memalign(4096, %zu) = %d", bigsz[i],
+        TU_ASSERT_MSG(rc == ENOMEM, "posix_memalign(4096, %zu) = %d", bigsz[i],
                       rc);
-        ck_assert(p == (void *)0x1234);
+        TU_ASSERT(p == (void *)0x1234);
         rc = posix_memalign(&p, 64 * TU_MIB, bigsz[i]);
         ck_assert_int_eq(rc, ENOMEM);
-        ck_assert(p == (void *)0x1234);
+        TU_ASSERT(p == (void *)0x1234);
     }
 }
 END_TEST
@@ -443,17 +443,17 @@ START_TEST(t_aligned_alloc_memalign)
             if (a >= 16 * TU_MIB && i % 2)
                 continue;
             void *p = aligned_alloc(a, sizes[i]);
-            ck_assert_msg(p != NULL, "aligned_alloc(%zu, %zu)", a, sizes[i]);
-            ck_assert_msg(aligned(p, a) && aligned(p, 16),
+            TU_ASSERT_MSG(p != NULL, "aligned_alloc(%zu, %zu)", a, sizes[i]);
+            TU_ASSERT_MSG(aligned(p, a) && aligned(p, 16),
                           "aligned_alloc(%zu, %zu) = %p", a, sizes[i], p);
-            ck_assert(malloc_usable_size(p) >= sizes[i]);
+            TU_ASSERT(malloc_usable_size(p) >= sizes[i]);
             memset(p, 0x11, sizes[i]);
             free(p);
             p = memalign(a, sizes[i]);
-            ck_assert_msg(p != NULL, "memalign(%zu, %zu)", a, sizes[i]);
-            ck_assert_msg(aligned(p, a) && aligned(p, 16),
+            TU_ASSERT_MSG(p != NULL, "memalign(%zu, %zu)", a, sizes[i]);
+            TU_ASSERT_MSG(aligned(p, a) && aligned(p, 16),
                           "memalign(%zu, %zu) = %p", a, sizes[i], p);
-            ck_assert(malloc_usable_size(p) >= sizes[i]);
+            TU_ASSERT(malloc_usable_size(p) >= sizes[i]);
             memset(p, 0x22, sizes[i]);
             free(p);
         }
@@ -466,7 +466,7 @@ START_TEST(t_aligned_alloc_memalign)
     for (size_t i = 0; i < sizeof badal / sizeof badal[0]; i++) {
         errno = 0;
         void *p = aligned_alloc(badal[i], 64);
-        ck_assert_msg(p == NULL && errno == EINVAL,
+        TU_ASSERT_MSG(p == NULL && errno == EINVAL,
                       "aligned_alloc(%zu, 64) = %p errno %d", badal[i], p,
                       errno);
     }
@@ -476,10 +476,10 @@ START_TEST(t_aligned_alloc_memalign)
         while (want < roundal[i])
             want <<= 1;
         void *p = memalign(roundal[i], 64);
-        ck_assert_msg(p != NULL && aligned(p, want),
+        TU_ASSERT_MSG(p != NULL && aligned(p, want),
                       "memalign(%zu, 64) = %p, want %zu-aligned", roundal[i],
                       p, want);
-        ck_assert(malloc_usable_size(p) >= 64);
+        TU_ASSERT(malloc_usable_size(p) >= 64);
         free(p);
     }
     errno = 0;
@@ -491,12 +491,12 @@ START_TEST(t_aligned_alloc_memalign)
         for (int sh = 4; sh <= MAX_ALIGN_SHIFT; sh += 11) {
             errno = 0;
             void *p = aligned_alloc((size_t)1 << sh, bigsz[i]);
-            ck_assert_msg(p == NULL && errno == ENOMEM,
+            TU_ASSERT_MSG(p == NULL && errno == ENOMEM,
                           "aligned_alloc(%zu, %zu) = %p errno %d",
                           (size_t)1 << sh, bigsz[i], p, errno);
             errno = 0;
             p = memalign((size_t)1 << sh, bigsz[i]);
-            ck_assert_msg(p == NULL && errno == ENOMEM,
+            TU_ASSERT_MSG(p == NULL && errno == ENOMEM,
                           "memalign(%zu, %zu) = %p errno %d", (size_t)1 << sh,
                           bigsz[i], p, errno);
         }
@@ -510,18 +510,18 @@ START_TEST(t_valloc_pvalloc)
     const size_t sizes[] = {0, 1, 100, 4095, 4096, 4097, 100000, 3 * TU_MIB};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         void *p = valloc(sizes[i]);
-        ck_assert_msg(p != NULL, "valloc(%zu)", sizes[i]);
-        ck_assert_msg(aligned(p, pg), "valloc(%zu) = %p", sizes[i], p);
-        ck_assert(malloc_usable_size(p) >= sizes[i]);
+        TU_ASSERT_MSG(p != NULL, "valloc(%zu)", sizes[i]);
+        TU_ASSERT_MSG(aligned(p, pg), "valloc(%zu) = %p", sizes[i], p);
+        TU_ASSERT(malloc_usable_size(p) >= sizes[i]);
         memset(p, 1, sizes[i]);
         free(p);
         p = pvalloc(sizes[i]);
-        ck_assert_msg(p != NULL, "pvalloc(%zu)", sizes[i]);
-        ck_assert_msg(aligned(p, pg), "pvalloc(%zu) = %p", sizes[i], p);
+        TU_ASSERT_MSG(p != NULL, "pvalloc(%zu)", sizes[i]);
+        TU_ASSERT_MSG(aligned(p, pg), "pvalloc(%zu) = %p", sizes[i], p);
         size_t rounded = (sizes[i] + pg - 1) & ~(pg - 1);
         if (rounded == 0)
             rounded = pg; /* glibc: pvalloc(0) gives one page */
-        ck_assert_msg(malloc_usable_size(p) >= rounded,
+        TU_ASSERT_MSG(malloc_usable_size(p) >= rounded,
                       "pvalloc(%zu): usable %zu < %zu", sizes[i],
                       malloc_usable_size(p), rounded);
         memset(p, 2, rounded);
@@ -532,11 +532,11 @@ START_TEST(t_valloc_pvalloc)
     for (size_t i = 0; i < sizeof bigsz / sizeof bigsz[0]; i++) {
         errno = 0;
         void *p = valloc(bigsz[i]);
-        ck_assert_msg(p == NULL && errno == ENOMEM, "valloc(%zu) = %p",
+        TU_ASSERT_MSG(p == NULL && errno == ENOMEM, "valloc(%zu) = %p",
                       bigsz[i], p);
         errno = 0;
         p = pvalloc(bigsz[i]); /* rounding up must not wrap around */
-        ck_assert_msg(p == NULL && errno == ENOMEM, "pvalloc(%zu) = %p",
+        TU_ASSERT_MSG(p == NULL && errno == ENOMEM, "pvalloc(%zu) = %p",
                       bigsz[i], p);
     }
 }
@@ -548,14 +548,14 @@ START_TEST(t_free_sized_variants)
     size_t n = build_sizes(sizes, 4096, 3 * TU_MIB);
     for (size_t i = 0; i < n; i++) {
         void *p = malloc(sizes[i]);
-        ck_assert_ptr_nonnull(p);
+        TU_ASSERT((p) != NULL);
         free_sized(p, sizes[i]);
         p = calloc(1, sizes[i]);
-        ck_assert_ptr_nonnull(p);
+        TU_ASSERT((p) != NULL);
         free_sized(p, sizes[i]);
         size_t a = (size_t)1 << (i % 14);
         p = aligned_alloc(a, sizes[i]);
-        ck_assert_ptr_nonnull(p);
+        TU_ASSERT((p) != NULL);
         free_aligned_sized(p, a, sizes[i]);
     }
 }
@@ -572,23 +572,23 @@ START_TEST(t_many_live_blocks)
         uint64_t r = tu_rand(&rng);
         sz[i] = (r % 8 == 0) ? (r >> 8) % 20000 : (r >> 8) % 300;
         p[i] = malloc(sz[i]);
-        ck_assert_ptr_nonnull(p[i]);
+        TU_ASSERT((p[i]) != NULL);
         tu_fill(p[i], sz[i], (uint64_t)i);
     }
     /* free a random half, reallocate, then verify everything */
     for (int i = 0; i < N; i++) {
         if (tu_rand(&rng) & 1) {
-            ck_assert(tu_check(p[i], sz[i], (uint64_t)i) < 0);
+            TU_ASSERT(tu_check(p[i], sz[i], (uint64_t)i) < 0);
             free(p[i]);
             sz[i] = tu_rand(&rng) % 1000;
             p[i] = malloc(sz[i]);
-            ck_assert_ptr_nonnull(p[i]);
+            TU_ASSERT((p[i]) != NULL);
             tu_fill(p[i], sz[i], (uint64_t)i);
         }
     }
     for (int i = 0; i < N; i++) {
         long bad = tu_check(p[i], sz[i], (uint64_t)i);
-        ck_assert_msg(bad < 0, "block %d (%zu bytes at %p) corrupted at %ld",
+        TU_ASSERT_MSG(bad < 0, "block %d (%zu bytes at %p) corrupted at %ld",
                       i, sz[i], p[i], bad);
         free(p[i]);
     }
@@ -609,11 +609,11 @@ START_TEST(t_emma_alloc_alignments)
             if (a >= 16 * TU_MIB && s > a + 1 && i != 1)
                 continue;
             void *p = emma_alloc(s, a);
-            ck_assert_msg(p != NULL, "emma_alloc(%zu, %zu) failed", s, a);
-            ck_assert_msg(aligned(p, a), "emma_alloc(%zu, %zu) = %p", s, a,
+            TU_ASSERT_MSG(p != NULL, "emma_alloc(%zu, %zu) failed", s, a);
+            TU_ASSERT_MSG(aligned(p, a), "emma_alloc(%zu, %zu) = %p", s, a,
                           p);
-            ck_assert(emma_owns(p));
-            ck_assert_msg(emma_usable_size(p) >= s,
+            TU_ASSERT(emma_owns(p));
+            TU_ASSERT_MSG(emma_usable_size(p) >= s,
                           "emma_usable_size(emma_alloc(%zu, %zu)) = %zu", s, a,
                           emma_usable_size(p));
             if (s) {
@@ -624,7 +624,7 @@ START_TEST(t_emma_alloc_alignments)
                 if (s <= 300000)
                     tu_fill(p, s, s ^ a);
                 if (s <= 300000)
-                    ck_assert(tu_check(p, s, s ^ a) < 0);
+                    TU_ASSERT(tu_check(p, s, s ^ a) < 0);
             }
             emma_dealloc(p, s, a);
         }
@@ -639,16 +639,16 @@ START_TEST(t_emma_alloc_zero_size)
     for (int i = 0; i < N; i++) {
         size_t a = (size_t)1 << (i % 13);
         p[i] = emma_alloc(0, a);
-        ck_assert_msg(p[i] != NULL, "emma_alloc(0, %zu) = NULL", a);
-        ck_assert(aligned(p[i], a));
+        TU_ASSERT_MSG(p[i] != NULL, "emma_alloc(0, %zu) = NULL", a);
+        TU_ASSERT(aligned(p[i], a));
         for (int j = 0; j < i; j++)
-            ck_assert_msg(p[i] != p[j], "emma_alloc(0, ..) returned %p twice",
+            TU_ASSERT_MSG(p[i] != p[j], "emma_alloc(0, ..) returned %p twice",
                           p[i]);
     }
     for (int i = 0; i < N; i++)
         emma_dealloc(p[i], 0, (size_t)1 << (i % 13));
     void *z = emma_alloc_zeroed(0, 8);
-    ck_assert_ptr_nonnull(z);
+    TU_ASSERT((z) != NULL);
     emma_dealloc(z, 0, 8);
 }
 END_TEST
@@ -659,10 +659,10 @@ START_TEST(t_emma_alloc_impossible)
                           v_size_max - 4095, v_half + 1};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         for (int sh = 0; sh <= MAX_ALIGN_SHIFT; sh += 5) {
-            ck_assert_msg(emma_alloc(bad[i], (size_t)1 << sh) == NULL,
+            TU_ASSERT_MSG(emma_alloc(bad[i], (size_t)1 << sh) == NULL,
                           "emma_alloc(%zu, %zu) != NULL", bad[i],
                           (size_t)1 << sh);
-            ck_assert_msg(emma_alloc_zeroed(bad[i], (size_t)1 << sh) == NULL,
+            TU_ASSERT_MSG(emma_alloc_zeroed(bad[i], (size_t)1 << sh) == NULL,
                           "emma_alloc_zeroed(%zu, %zu) != NULL", bad[i],
                           (size_t)1 << sh);
         }
@@ -676,20 +676,20 @@ START_TEST(t_emma_realloc)
         size_t a = (size_t)1 << sh;
         size_t cur = 1;
         unsigned char *p = emma_alloc(cur, a);
-        ck_assert_ptr_nonnull(p);
+        TU_ASSERT((p) != NULL);
         tu_fill(p, cur, a);
         const size_t steps[] = {7, 64, 1000, 1000, 40000, 3 * TU_MIB,
                                 70 * 1000, 2,   9 * TU_MIB, 16, 1, 33};
         for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
             size_t ns = steps[i];
             unsigned char *q = emma_realloc(p, cur, a, ns);
-            ck_assert_msg(q != NULL, "emma_realloc(%zu -> %zu, align %zu)",
+            TU_ASSERT_MSG(q != NULL, "emma_realloc(%zu -> %zu, align %zu)",
                           cur, ns, a);
-            ck_assert_msg(aligned(q, a), "emma_realloc lost alignment %zu", a);
-            ck_assert(emma_usable_size(q) >= ns);
+            TU_ASSERT_MSG(aligned(q, a), "emma_realloc lost alignment %zu", a);
+            TU_ASSERT(emma_usable_size(q) >= ns);
             size_t keep = cur < ns ? cur : ns;
             long bad = tu_check(q, keep, a);
-            ck_assert_msg(bad < 0, "emma_realloc %zu -> %zu lost byte %ld",
+            TU_ASSERT_MSG(bad < 0, "emma_realloc %zu -> %zu lost byte %ld",
                           cur, ns, bad);
             tu_fill(q, ns, a);
             p = q;
@@ -698,7 +698,7 @@ START_TEST(t_emma_realloc)
         /* failure leaves the block intact */
         ck_assert_ptr_null(emma_realloc(p, cur, a, v_half));
         ck_assert_ptr_null(emma_realloc(p, cur, a, v_size_max));
-        ck_assert(tu_check(p, cur, a) < 0);
+        TU_ASSERT(tu_check(p, cur, a) < 0);
         emma_dealloc(p, cur, a);
     }
 }
@@ -710,12 +710,12 @@ START_TEST(t_emma_free_any)
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         for (int sh = 0; sh <= 16; sh += 4) {
             void *p = emma_alloc(sizes[i], (size_t)1 << sh);
-            ck_assert_ptr_nonnull(p);
-            ck_assert(emma_usable_size(p) >= sizes[i]);
+            TU_ASSERT((p) != NULL);
+            TU_ASSERT(emma_usable_size(p) >= sizes[i]);
             emma_free(p);
         }
         void *p = malloc(sizes[i]);
-        ck_assert(emma_usable_size(p) >= sizes[i]);
+        TU_ASSERT(emma_usable_size(p) >= sizes[i]);
         emma_free(p);
         p = memalign(4096, sizes[i]);
         emma_free(p);
@@ -731,12 +731,12 @@ START_TEST(t_emma_owns)
     static int global_var;
     void *m = malloc(10), *e = emma_alloc(100, 4096), *h = malloc(5 * TU_MIB);
     void *a = emma_alloc(10, 16 * TU_MIB);
-    ck_assert(emma_owns(m));
-    ck_assert(emma_owns(e));
-    ck_assert(emma_owns((char *)e + 99));
-    ck_assert(emma_owns(h));
-    ck_assert(emma_owns((char *)h + 5 * TU_MIB - 1));
-    ck_assert(emma_owns(a));
+    TU_ASSERT(emma_owns(m));
+    TU_ASSERT(emma_owns(e));
+    TU_ASSERT(emma_owns((char *)e + 99));
+    TU_ASSERT(emma_owns(h));
+    TU_ASSERT(emma_owns((char *)h + 5 * TU_MIB - 1));
+    TU_ASSERT(emma_owns(a));
     ck_assert_int_eq(emma_owns(&local), 0);
     ck_assert_int_eq(emma_owns(&global_var), 0);
     ck_assert_int_eq(emma_owns((void *)emma_owns), 0);
@@ -750,7 +750,7 @@ START_TEST(t_emma_owns)
     /* memory mapped behind emma's back is not emma's */
     void *mm = mmap(NULL, 8 * TU_MIB, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ck_assert(mm != MAP_FAILED);
+    TU_ASSERT(mm != MAP_FAILED);
     ck_assert_int_eq(emma_owns(mm), 0);
     ck_assert_int_eq(emma_owns((char *)mm + 4 * TU_MIB), 0);
     munmap(mm, 8 * TU_MIB);
@@ -769,7 +769,7 @@ START_TEST(t_emma_trim)
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < N; i++) {
             p[i] = malloc((size_t)(i % 500) * 8 + round);
-            ck_assert_ptr_nonnull(p[i]);
+            TU_ASSERT((p[i]) != NULL);
             tu_fill(p[i], (size_t)(i % 500) * 8 + round, i);
         }
         /* free every other block, trim, check the survivors */
@@ -777,14 +777,14 @@ START_TEST(t_emma_trim)
             free(p[i]);
         emma_trim();
         for (int i = 1; i < N; i += 2)
-            ck_assert(tu_check(p[i], (size_t)(i % 500) * 8 + round, i) < 0);
+            TU_ASSERT(tu_check(p[i], (size_t)(i % 500) * 8 + round, i) < 0);
         for (int i = 1; i < N; i += 2)
             free(p[i]);
         emma_trim();
         emma_trim();
     }
     void *q = calloc(1, 100000);
-    ck_assert(tu_all_zero(q, 100000));
+    TU_ASSERT(tu_all_zero(q, 100000));
     free(q);
 }
 END_TEST
@@ -792,7 +792,7 @@ END_TEST
 START_TEST(t_emma_version)
 {
     const char *v = emma_version();
-    ck_assert_ptr_nonnull(v);
+    TU_ASSERT((v) != NULL);
     ck_assert_str_eq(v, EMMA_VERSION_STRING);
     ck_assert_str_eq(v, PACKAGE_VERSION);
     unsigned a, b, c;

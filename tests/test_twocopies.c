@@ -28,8 +28,8 @@ START_TEST(t_no_leaked_symbols)
     ck_assert_ptr_null(dlsym(RTLD_DEFAULT, "emma_alloc"));
     ck_assert_ptr_null(dlsym(RTLD_DEFAULT, "emma_owns"));
     void *m = malloc(100);
-    ck_assert(!a_owns(m));
-    ck_assert(!b_owns(m));
+    TU_ASSERT(!a_owns(m));
+    TU_ASSERT(!b_owns(m));
     free(m);
 }
 END_TEST
@@ -40,20 +40,20 @@ START_TEST(t_ownership)
                             3 << 20};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         void *pa = a_alloc(sizes[i], 16), *pb = b_alloc(sizes[i], 16);
-        ck_assert_ptr_nonnull(pa);
-        ck_assert_ptr_nonnull(pb);
-        ck_assert_msg(a_owns(pa) && !b_owns(pa),
+        TU_ASSERT((pa) != NULL);
+        TU_ASSERT((pb) != NULL);
+        TU_ASSERT_MSG(a_owns(pa) && !b_owns(pa),
                       "size %zu: A's block owned by A %d, by B %d", sizes[i],
                       a_owns(pa), b_owns(pa));
-        ck_assert_msg(b_owns(pb) && !a_owns(pb),
+        TU_ASSERT_MSG(b_owns(pb) && !a_owns(pb),
                       "size %zu: B's block owned by B %d, by A %d", sizes[i],
                       b_owns(pb), a_owns(pb));
-        ck_assert(a_usable(pa) >= sizes[i]);
-        ck_assert(b_usable(pb) >= sizes[i]);
+        TU_ASSERT(a_usable(pa) >= sizes[i]);
+        TU_ASSERT(b_usable(pb) >= sizes[i]);
         tu_fill(pa, sizes[i], 1);
         tu_fill(pb, sizes[i], 2);
-        ck_assert(tu_check(pa, sizes[i], 1) < 0);
-        ck_assert(tu_check(pb, sizes[i], 2) < 0);
+        TU_ASSERT(tu_check(pa, sizes[i], 1) < 0);
+        TU_ASSERT(tu_check(pb, sizes[i], 2) < 0);
         a_dealloc(pa, sizes[i], 16);
         b_free(pb);
     }

@@ -183,30 +183,40 @@ START_TEST(t_live_heaps_not_adopted)
 
     (void)current_heap_after_alloc(NULL);
     heap_t *main_heap = tls_heap;
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         void *hc = NULL;
+        char c;
         void *p = emma_alloc(5000, 64); /* the forking thread keeps its heap */
         if (p == NULL || tls_heap != main_heap)
             _exit(1);
         emma_dealloc(p, 5000, 64);
+        /* wait until the holder of `held` has exited in the parent: its
+         * TID is then gone, so only the fork protocol keeps its heap (which
+         * that thread might have been updating when we forked) from being
+         * adopted here */
+        if (read(go[0], &c, 1) != 1)
+            _exit(5);
         if (pthread_create(&u, NULL, current_heap_after_alloc, NULL) != 0)
             _exit(2);
         pthread_join(u, &hc);
-        /* `held` belonged to a thread that does not exist in the child:
-         * its state may be half-updated, it must not be adopted */
         _exit(hc == held ? 3 : hc == main_heap ? 4 : 0);
     }
+    pthread_barrier_wait(&bar);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
                   "fork child status %#x (1: forking thread lost its heap, 3: "
-                  "a dead-at-fork thread's heap was adopted, 4: a live "
-                  "heap was shared)", st);
-    pthread_barrier_wait(&bar);
-    pthread_join(t, NULL);
+                  "a heap owned at fork time by another thread was adopted, "
+                  "4: a live heap was shared)", st);
     pthread_barrier_destroy(&bar);
+    close(go[0]);
+    close(go[1]);
 }
 END_TEST
 

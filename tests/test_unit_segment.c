@@ -21,9 +21,9 @@ static uint8_t *page_base(segment_t *seg, page_t *page)
 START_TEST(t_segment_geometry)
 {
     /* headers fit in the first page and leave room for blocks */
-    ck_assert(segment_header_size(KIND_SMALL) + SMALL_MAX <= ((size_t)64 << 10));
-    ck_assert(segment_header_size(KIND_MEDIUM) + MEDIUM_MAX <= ((size_t)512 << 10));
-    ck_assert(segment_header_size(KIND_LARGE) + LARGE_MAX <= SEGMENT_SIZE);
+    TU_ASSERT(segment_header_size(KIND_SMALL) + SMALL_MAX <= ((size_t)64 << 10));
+    TU_ASSERT(segment_header_size(KIND_MEDIUM) + MEDIUM_MAX <= ((size_t)512 << 10));
+    TU_ASSERT(segment_header_size(KIND_LARGE) + LARGE_MAX <= SEGMENT_SIZE);
     ck_assert_uint_eq(segment_header_size(KIND_SMALL) % 64, 0);
     /* segment_of: every address of a segment maps to its start */
     uint8_t *seg = (uint8_t *)((uintptr_t)7 << SEGMENT_SHIFT);
@@ -42,11 +42,11 @@ END_TEST
 START_TEST(t_pages_every_class)
 {
     heap_t *h = heap_new();
-    ck_assert_ptr_nonnull(h);
+    TU_ASSERT((h) != NULL);
     for (unsigned c = 1; c < CLASS_COUNT; c++) {
         enum segment_kind kind = class_kind(c);
         page_t *page = segment_page_alloc(h, kind);
-        ck_assert_msg(page != NULL, "no page for class %u", c);
+        TU_ASSERT_MSG(page != NULL, "no page for class %u", c);
         segment_t *seg = segment_of_page(page);
         ck_assert_uint_eq((uintptr_t)seg & SEGMENT_MASK, 0);
         ck_assert_int_eq(seg->kind, kind);
@@ -56,30 +56,30 @@ START_TEST(t_pages_every_class)
         ck_assert_uint_eq(seg->cookie, (uintptr_t)seg ^ os_secret());
 
         page_init(page, c);
-        ck_assert(page->in_use);
+        TU_ASSERT(page->in_use);
         ck_assert_uint_eq(page->block_size, class_size(c));
         ck_assert_uint_eq(page->class_idx, c);
         uint8_t *lo = page_base(seg, page), *hi = lo + page_area(seg);
         if (page->page_idx == 0)
             lo += segment_header_size(seg->kind);
-        ck_assert_msg(page->start >= lo, "class %u: blocks overlap the header", c);
+        TU_ASSERT_MSG(page->start >= lo, "class %u: blocks overlap the header", c);
         size_t a = class_align(c) < MIN_ALIGN ? MIN_ALIGN : class_align(c);
-        ck_assert_msg((uintptr_t)page->start % a == 0,
+        TU_ASSERT_MSG((uintptr_t)page->start % a == 0,
                       "class %u: first block %p not %zu-aligned", c,
                       (void *)page->start, a);
-        ck_assert_msg(page->reserved >= 1, "class %u: no block fits", c);
-        ck_assert_msg(page->start + (size_t)page->reserved * page->block_size <= hi,
+        TU_ASSERT_MSG(page->reserved >= 1, "class %u: no block fits", c);
+        TU_ASSERT_MSG(page->start + (size_t)page->reserved * page->block_size <= hi,
                       "class %u: blocks run past the page", c);
         /* no room left for one more block */
-        ck_assert(page->start + (size_t)(page->reserved + 1) * page->block_size > hi);
+        TU_ASSERT(page->start + (size_t)(page->reserved + 1) * page->block_size > hi);
 
         /* carve everything */
         uint32_t carved = 0, rounds = 0;
         while (page->capacity < page->reserved) {
             uint32_t before = page->capacity;
             page_extend(page);
-            ck_assert_msg(page->capacity > before, "page_extend made no progress");
-            ck_assert(page->capacity <= page->reserved);
+            TU_ASSERT_MSG(page->capacity > before, "page_extend made no progress");
+            TU_ASSERT(page->capacity <= page->reserved);
             rounds++;
         }
         /* the free list holds exactly the carved blocks, each once */
@@ -87,21 +87,25 @@ START_TEST(t_pages_every_class)
         memset(seen, 0, page->reserved);
         for (block_t *b = page->free; b; b = b->next) {
             uint8_t *p = (uint8_t *)b;
-            ck_assert_msg(p >= page->start &&
+            TU_ASSERT_MSG(p >= page->start &&
                               p < page->start + (size_t)page->reserved * page->block_size,
                           "class %u: free block %p outside the page", c, (void *)p);
             size_t idx = (size_t)(p - page->start) / page->block_size;
-            ck_assert_msg((size_t)(p - page->start) % page->block_size == 0,
+            TU_ASSERT_MSG((size_t)(p - page->start) % page->block_size == 0,
                           "class %u: misplaced block", c);
-            ck_assert_msg(!seen[idx], "class %u: block %zu listed twice", c, idx);
+            TU_ASSERT_MSG(!seen[idx], "class %u: block %zu listed twice", c, idx);
             seen[idx] = 1;
             carved++;
             /* the fast path's mapping back to segment and page */
-            ck_assert_ptr_eq(segment_of(p), seg);
-            ck_assert_ptr_eq(page_of(seg, p), page);
-            ck_assert_ptr_eq(segment_of(p + page->block_size - 1), seg);
-            ck_assert_ptr_eq(page_of(seg, p + page->block_size - 1), page);
-            ck_assert_uint_eq(registry_lookup(p), CHUNK_HEADER);
+            TU_ASSERT_MSG(segment_of(p) == seg && page_of(seg, p) == page,
+                          "class %u: block %p maps to segment %p page %p", c,
+                          (void *)p, (void *)segment_of(p),
+                          (void *)page_of(seg, p));
+            TU_ASSERT_MSG(segment_of(p + page->block_size - 1) == seg &&
+                              page_of(seg, p + page->block_size - 1) == page,
+                          "class %u: end of block %p maps elsewhere", c,
+                          (void *)p);
+            TU_ASSERT(registry_lookup(p) == CHUNK_HEADER);
         }
         ck_assert_uint_eq(carved, page->reserved);
         ck_assert_uint_eq(page->capacity, page->reserved);
@@ -109,7 +113,7 @@ START_TEST(t_pages_every_class)
 
         page->free = NULL;
         segment_page_release(h, page);
-        ck_assert(!page->in_use);
+        TU_ASSERT(!page->in_use);
     }
     heap_purge(h);
 }
@@ -119,17 +123,17 @@ END_TEST
 START_TEST(t_segment_pages_distinct)
 {
     heap_t *h = heap_new();
-    ck_assert_ptr_nonnull(h);
+    TU_ASSERT((h) != NULL);
     const unsigned npages[] = {64, 8, 1};
     for (int k = KIND_SMALL; k <= KIND_LARGE; k++) {
         page_t *pages[130];
         unsigned n = 2 * npages[k] + 1;
         for (unsigned i = 0; i < n; i++) {
             pages[i] = segment_page_alloc(h, (enum segment_kind)k);
-            ck_assert_ptr_nonnull(pages[i]);
+            TU_ASSERT((pages[i]) != NULL);
             page_init(pages[i], k == KIND_SMALL ? 2 : k == KIND_MEDIUM ? class_of_size(20000) : class_of_size(500000));
             for (unsigned j = 0; j < i; j++)
-                ck_assert_msg(pages[i] != pages[j], "page handed out twice");
+                TU_ASSERT_MSG(pages[i] != pages[j], "page handed out twice");
         }
         /* exactly enough segments */
         unsigned segs = 0;
@@ -145,8 +149,8 @@ START_TEST(t_segment_pages_distinct)
             segment_page_release(h, pages[i]);
         /* and the heap still hands out pages afterwards */
         page_t *again = segment_page_alloc(h, (enum segment_kind)k);
-        ck_assert_ptr_nonnull(again);
-        ck_assert(!again->in_use);
+        TU_ASSERT((again) != NULL);
+        TU_ASSERT(!again->in_use);
         page_init(again, k == KIND_SMALL ? 2 : k == KIND_MEDIUM ? class_of_size(20000) : class_of_size(500000));
         segment_page_release(h, again);
     }
@@ -159,7 +163,7 @@ END_TEST
 START_TEST(t_purge_releases_memory)
 {
     heap_t *h = heap_new();
-    ck_assert_ptr_nonnull(h);
+    TU_ASSERT((h) != NULL);
     page_t *keep = segment_page_alloc(h, KIND_MEDIUM);
     page_init(keep, class_of_size(30000));
     page_extend(keep);
@@ -184,10 +188,10 @@ START_TEST(t_purge_releases_memory)
             continue;
         ck_assert_int_eq(mincore(base, (size_t)512 << 10, vec), 0);
         for (int k = 0; k < 128; k++)
-            ck_assert_msg(!(vec[k] & 1), "purged page still resident");
+            TU_ASSERT_MSG(!(vec[k] & 1), "purged page still resident");
     }
     /* the page in use is untouched */
-    ck_assert(keep->in_use);
+    TU_ASSERT(keep->in_use);
     ck_assert_uint_eq(registry_lookup(keep->start), CHUNK_HEADER);
 }
 END_TEST
@@ -200,15 +204,15 @@ START_TEST(t_huge_blocks)
         for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
             size_t s = sizes[i];
             uint8_t *p = huge_alloc(s, a);
-            ck_assert_msg(p != NULL, "huge_alloc(%zu, %zu)", s, a);
-            ck_assert_msg((uintptr_t)p % a == 0 && (uintptr_t)p % OS_PAGE_SIZE == 0,
+            TU_ASSERT_MSG(p != NULL, "huge_alloc(%zu, %zu)", s, a);
+            TU_ASSERT_MSG((uintptr_t)p % a == 0 && (uintptr_t)p % OS_PAGE_SIZE == 0,
                           "huge_alloc(%zu, %zu) = %p", s, a, (void *)p);
             segment_t *seg = segment_of(p);
             ck_assert_int_eq(seg->kind, KIND_HUGE);
             ck_assert_ptr_eq(page_of(seg, p), &seg->pages[0]);
             ck_assert_ptr_eq(seg->pages[0].start, p);
             ck_assert_uint_eq(seg->cookie, (uintptr_t)seg ^ os_secret());
-            ck_assert(huge_usable(seg, p) >= s);
+            TU_ASSERT(huge_usable(seg, p) >= s);
             ck_assert_uint_eq(registry_lookup(p), CHUNK_HEADER);
             if (s > 1) {
                 ck_assert_uint_ne(registry_lookup(p + s - 1), CHUNK_NONE);
@@ -218,25 +222,25 @@ START_TEST(t_huge_blocks)
             /* grow and shrink keep the block's start contents */
             size_t ns = s * 3 + (5 << 20);
             uint8_t *q = huge_realloc(seg, p, ns);
-            ck_assert_msg(q != NULL, "huge_realloc(%zu -> %zu)", s, ns);
-            ck_assert((uintptr_t)q % a == 0);
+            TU_ASSERT_MSG(q != NULL, "huge_realloc(%zu -> %zu)", s, ns);
+            TU_ASSERT((uintptr_t)q % a == 0);
             ck_assert_int_eq(q[0], 0x11);
             if (s > 1)
-                ck_assert(tu_check(q + s - 4096 * (s > 4096), s > 4096 ? 4096 : s, s) < 0);
+                TU_ASSERT(tu_check(q + s - 4096 * (s > 4096), s > 4096 ? 4096 : s, s) < 0);
             segment_t *qs = segment_of(q);
-            ck_assert(huge_usable(qs, q) >= ns);
+            TU_ASSERT(huge_usable(qs, q) >= ns);
             ck_assert_uint_ne(registry_lookup(q + ns - 1), CHUNK_NONE);
             q[ns - 1] = 1;
             uint8_t *r = huge_realloc(qs, q, LARGE_MAX + 100);
-            ck_assert_ptr_nonnull(r);
+            TU_ASSERT((r) != NULL);
             ck_assert_int_eq(r[0], 0x11);
             segment_t *rs = segment_of(r);
-            ck_assert(huge_usable(rs, r) >= LARGE_MAX + 100);
+            TU_ASSERT(huge_usable(rs, r) >= LARGE_MAX + 100);
             size_t end_off = (size_t)(r - (uint8_t *)rs) + huge_usable(rs, r);
             huge_free(rs);
             ck_assert_uint_eq(registry_lookup(r), CHUNK_NONE);
             unsigned char v;
-            ck_assert_msg(mincore((uint8_t *)rs + end_off - 4096, 4096, &v) != 0,
+            TU_ASSERT_MSG(mincore((uint8_t *)rs + end_off - 4096, 4096, &v) != 0,
                           "huge block still mapped after huge_free");
         }
     }

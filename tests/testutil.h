@@ -21,6 +21,21 @@
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ */
+/* Assertions for hot loops.  In fork mode every passing ck_assert sends its
+ * location to the runner through a pipe (one write(2) each); these only
+ * call into Check when the condition fails. */
+#define TU_ASSERT(cond)                                                       \
+    do {                                                                      \
+        if (!(cond))                                                          \
+            ck_abort_msg("Assertion '%s' failed", #cond);                     \
+    } while (0)
+#define TU_ASSERT_MSG(cond, ...)                                              \
+    do {                                                                      \
+        if (!(cond))                                                          \
+            ck_abort_msg(__VA_ARGS__);                                        \
+    } while (0)
+
+/* ------------------------------------------------------------------ */
 /* Deterministic data patterns: every byte depends on (seed, offset), so a
  * block overwritten by another block's pattern, shifted, or zeroed is
  * detected. */
