@@ -2,6 +2,7 @@
 # LD_PRELOAD=libemma.so.0 really replaces malloc in an unrelated program,
 # including allocations made inside libc (strdup).
 # SPDX-License-Identifier: MIT OR Apache-2.0
+# shellcheck source=tests/preload-lib.sh
 . "${srcdir:-.}/preload-lib.sh"
 prog=${EMMA_TESTS_BUILDDIR:?}/preload_owns
 [ -x "$prog" ] || { echo "ERROR: $prog not built"; exit 99; }

@@ -2,6 +2,7 @@
 # gcc (driver, cc1, as, ld) under LD_PRELOAD=libemma.so.0 produces the same
 # assembly and the same program as without.
 # SPDX-License-Identifier: MIT OR Apache-2.0
+# shellcheck source=tests/preload-lib.sh
 . "${srcdir:-.}/preload-lib.sh"
 need gcc
 

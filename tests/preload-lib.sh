@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Sourced by the preload-*.sh tests.  SPDX-License-Identifier: MIT OR Apache-2.0
 #
 # Environment (set by tests/Makefile.am): EMMA_SO, the freshly built

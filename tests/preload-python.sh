@@ -1,6 +1,7 @@
 #!/bin/sh
 # python3 under LD_PRELOAD=libemma.so.0 gives the same output as without.
 # SPDX-License-Identifier: MIT OR Apache-2.0
+# shellcheck source=tests/preload-lib.sh
 . "${srcdir:-.}/preload-lib.sh"
 need python3
 

@@ -10,8 +10,8 @@ top_builddir=${EMMA_TOP_BUILDDIR:?run through make check}
 so=$top_builddir/lib/.libs/libemma.so.0
 ar=$top_builddir/lib/.libs/libemma.a
 map=$top_srcdir/lib/libemma.map
-NM=nm
-READELF=readelf
+NM="nm"
+READELF="readelf"
 command -v "$NM" >/dev/null 2>&1 || { echo "SKIP: no nm"; exit 77; }
 command -v "$READELF" >/dev/null 2>&1 || { echo "SKIP: no readelf"; exit 77; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/emma-symbols.XXXXXX") || exit 99
