@@ -202,6 +202,7 @@ class Runner:
                     res[k] = v
         finally:
             os.unlink(resfile)
+        self.last_extra = {}
         if st != "ok" or "status" not in res:
             return ("runner failed: " + st, wall, rss, out, err)
         rst = res["status"]
@@ -211,6 +212,8 @@ class Runner:
             rst = "killed by signal " + rst.split()[1]
         elif rst.startswith("exit"):
             rst = "exit status " + rst.split()[1]
+        self.last_extra = {k: float(res.get(k, "nan"))
+                           for k in ("user_s", "sys_s", "minflt", "nvcsw", "nivcsw")}
         return (rst, float(res["wall_s"]), int(res["maxrss_kib"]), out, err)
 
     def run(self, argv, env, timeout):
@@ -469,6 +472,17 @@ def run_callgrind(runner, allocs, workloads, quick, timeout):
 
 
 # --------------------------------------------------------------------------
+def fmt_count(x):
+    """Instruction counts, compact: 42, 6923, 123k, 505M."""
+    if abs(x) >= 1e9:
+        return "%.3gG" % (x / 1e9)
+    if abs(x) >= 1e6:
+        return "%.3gM" % (x / 1e6)
+    if abs(x) >= 1e5:
+        return "%.3gk" % (x / 1e3)
+    return "%.0f" % x
+
+
 def fmt_ratio(x):
     if x is None or not math.isfinite(x):
         return "FAIL"
@@ -533,6 +547,13 @@ def main():
     header.append("machine: %s, %d cores, kernel %s, load average at start %.2f"
                   % (platform.machine(), os.cpu_count() or 0, platform.release(),
                      os.getloadavg()[0]))
+    try:
+        desc = subprocess.run(["git", "-C", runner.srcdir, "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        desc = ""
+    if desc:
+        header.append("source tree: %s (git describe --always --dirty)" % desc)
     for a in allocs:
         header.append("  %-9s %s" % (a["name"], a["lib"] or "(no preload: glibc malloc)"))
     for h in header:
@@ -557,7 +578,9 @@ def main():
                     st = "no ops line in output"
                 rec = {"run": k + 1, "status": st, "wall": wall, "rss": rss,
                        "ops": kv.get("ops"), "peak_live": kv.get("peak_live"),
-                       "misaligned": kv.get("misaligned")}
+                       "misaligned": kv.get("misaligned"),
+                       "load": os.getloadavg()[0]}
+                rec.update(runner.last_extra)
                 raw.setdefault(key, []).append(rec)
                 if st != "ok":
                     tail = " | ".join(err.strip().splitlines()[-2:])
@@ -576,8 +599,13 @@ def main():
             recs = [r for r in raw.get(key, []) if r["status"] == "ok"]
             if key in failed or not recs:
                 continue
-            med[key] = {"wall": median([r["wall"] for r in recs]),
+            walls = [r["wall"] for r in recs]
+            med[key] = {"wall": median(walls),
+                        "spread": (max(walls) - min(walls)) / median(walls) if median(walls) else 0,
                         "rss": median([r["rss"] for r in recs]),
+                        "user": median([r.get("user_s", float("nan")) for r in recs]),
+                        "sys": median([r.get("sys_s", float("nan")) for r in recs]),
+                        "minflt": median([r.get("minflt", float("nan")) for r in recs]),
                         "ops": recs[0]["ops"], "peak_live": recs[0]["peak_live"],
                         "misaligned": max((r["misaligned"] or 0) for r in recs)}
 
@@ -604,11 +632,13 @@ def main():
     lines.append("Median wall time and median peak RSS; other allocators as ratios %s/%s"
                  % ("X", base))
     lines.append("(ratio > 1: X is slower / uses more memory than %s).  'best' = %s's "
-                 "time / the fastest allocator's." % (base, base))
+                 "time / the fastest allocator's;" % (base, base))
+    lines.append("'+-' = (max - min) / median of %s's run times; 'sys' = %s's system "
+                 "time share of its CPU time." % (base, base))
     col = 9
-    h1 = "%-15s | %8s %s %6s | %8s %s" % (
-        "workload", base + " s", "".join("%*s" % (col, n) for n in others), "best",
-        base + " MiB", "".join("%*s" % (col, n) for n in others))
+    h1 = "%-15s | %8s %4s %4s %s %6s | %8s %s" % (
+        "workload", base + " s", "+-", "sys", "".join("%*s" % (col, n) for n in others),
+        "best", base + " MiB", "".join("%*s" % (col, n) for n in others))
     lines.append(h1)
     lines.append("-" * len(h1))
     time_r = {n: [] for n in others}
@@ -634,8 +664,11 @@ def main():
             best_ratio = b["wall"] / fastest
             best = "%.2f" % best_ratio
             worst.append((wn, best_ratio))
-        lines.append("%-15s | %8s %s %6s | %8s %s" % (
-            wn, "%.3f" % b["wall"] if b else "FAIL", "".join(trow), best,
+        spread = "%3.0f%%" % (100 * b["spread"]) if b else "-"
+        cpu = (b["user"] + b["sys"]) if b else float("nan")
+        sysp = "%3.0f%%" % (100 * b["sys"] / cpu) if b and cpu > 0 else "-"
+        lines.append("%-15s | %8s %4s %4s %s %6s | %8s %s" % (
+            wn, "%.3f" % b["wall"] if b else "FAIL", spread, sysp, "".join(trow), best,
             "%.1f" % (b["rss"] / 1024) if b else "FAIL", "".join(rrow)))
         for n in names:
             m = med.get((wn, n))
@@ -645,14 +678,26 @@ def main():
     lines.append("-" * len(h1))
     gt = {n: geomean(time_r[n]) for n in others}
     gr = {n: geomean(rss_r[n]) for n in others}
-    lines.append("%-15s | %8s %s %6s | %8s %s" % (
-        "geomean", "1", "".join("%*s" % (col, fmt_ratio(gt[n])) for n in others), "",
+    lines.append("%-15s | %8s %4s %4s %s %6s | %8s %s" % (
+        "geomean", "1", "", "", "".join("%*s" % (col, fmt_ratio(gt[n])) for n in others), "",
         "1", "".join("%*s" % (col, fmt_ratio(gr[n])) for n in others)))
     for (wn, an), why in sorted(failed.items()):
         notes.append("%s with %s failed: %s" % (wn, an, why))
     if notes:
         lines.append("")
         lines.extend("note: " + n for n in notes)
+
+    # page faults: where allocators hand memory back and fault it in again
+    lines.append("")
+    lines.append("Minor page faults per run (median, thousands; from the runner's rusage):")
+    lines.append("%-15s %s" % ("workload", "".join("%*s" % (col + 1, n) for n in names)))
+    for w in workloads:
+        cells = []
+        for n in names:
+            m = med.get((w["name"], n))
+            f = m["minflt"] if m else float("nan")
+            cells.append("%*s" % (col + 1, "%.0f" % (f / 1000) if math.isfinite(f) else "-"))
+        lines.append("%-15s %s" % (w["name"], "".join(cells)))
 
     # fragmentation
     frag = {}
@@ -678,7 +723,8 @@ def main():
             cells = []
             for n in names:
                 r = cg.get((wn, n))
-                cells.append("%*s" % (col + 6, "%.0f / %.0f" % (r["per_op"], r["lib_per_op"])
+                cells.append("%*s" % (col + 6, "%s / %s" % (fmt_count(r["per_op"]),
+                                                            fmt_count(r["lib_per_op"]))
                                       if r and r["status"] == "ok" else "FAIL"))
             lines.append("%-15s %s" % (wn, "".join(cells)))
 
@@ -742,13 +788,19 @@ def main():
         wr.writerow(["kind", "workload", "allocator", "run", "status", "wall_s",
                      "maxrss_kib", "ops", "peak_live_bytes", "time_ratio_to_" + base,
                      "rss_ratio_to_" + base, "instructions", "instructions_per_op",
-                     "allocator_instructions_per_op"])
+                     "allocator_instructions_per_op", "user_s", "sys_s", "minflt",
+                     "nvcsw", "nivcsw", "loadavg"])
         for w in workloads:
             for a in allocs:
                 for r in raw.get((w["name"], a["name"]), []):
                     wr.writerow(["run", w["name"], a["name"], r["run"], r["status"],
                                  "%.4f" % r["wall"], r["rss"], r["ops"] or "",
-                                 r["peak_live"] or "", "", "", "", "", ""])
+                                 r["peak_live"] or "", "", "", "", "", "",
+                                 r.get("user_s", ""), r.get("sys_s", ""),
+                                 "%.0f" % r["minflt"] if "minflt" in r else "",
+                                 "%.0f" % r["nvcsw"] if "nvcsw" in r else "",
+                                 "%.0f" % r["nivcsw"] if "nivcsw" in r else "",
+                                 "%.2f" % r["load"]])
         for w in workloads:
             for a in allocs:
                 m = med.get((w["name"], a["name"]))
@@ -757,12 +809,15 @@ def main():
                 tr, rr = ratio(w["name"], a["name"], "wall"), ratio(w["name"], a["name"], "rss")
                 wr.writerow(["median", w["name"], a["name"], "", "ok", "%.4f" % m["wall"],
                              "%.0f" % m["rss"], m["ops"] or "", m["peak_live"] or "",
-                             "%.4f" % tr if tr else "", "%.4f" % rr if rr else "", "", "", ""])
+                             "%.4f" % tr if tr else "", "%.4f" % rr if rr else "", "", "", "",
+                             "%.4f" % m["user"], "%.4f" % m["sys"], "%.0f" % m["minflt"],
+                             "", "", ""])
         for (wn, an), r in sorted(cg.items()):
             wr.writerow(["callgrind", wn, an, "", r["status"], "", "", r.get("ops", ""), "",
                          "", "", r.get("ir", ""),
                          "%.2f" % r["per_op"] if r["status"] == "ok" else "",
-                         "%.2f" % r["lib_per_op"] if r["status"] == "ok" else ""])
+                         "%.2f" % r["lib_per_op"] if r["status"] == "ok" else "",
+                         "", "", "", "", "", ""])
 
     # ---- plot
     plot(runner.out, workloads, others, base, ratio)

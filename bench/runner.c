@@ -6,6 +6,9 @@
  * with wait4 and writes to RESULTFILE:
  *   wall_s <seconds>
  *   maxrss_kib <ru_maxrss of the child, including its waited-for children>
+ *   user_s, sys_s, minflt, nvcsw, nivcsw <CPU times, minor page faults and
+ *       voluntary/involuntary context switches of the child (and its
+ *       waited-for children)>
  *   status <ok | exit N | signal N | timeout>
  * The command's stdout and stderr are the runner's.  If the environment
  * variable BENCH_CHILD_PRELOAD is set and not empty, the child (and only the
@@ -99,6 +102,10 @@ int main(int argc, char **argv)
         return 70;
     }
     fprintf(f, "wall_s %.6f\nmaxrss_kib %ld\n", wall, ru.ru_maxrss);
+    fprintf(f, "user_s %.6f\nsys_s %.6f\nminflt %ld\nnvcsw %ld\nnivcsw %ld\n",
+            (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
+            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6,
+            ru.ru_minflt, ru.ru_nvcsw, ru.ru_nivcsw);
     if (timed_out)
         fprintf(f, "status timeout\n");
     else if (WIFSIGNALED(status))
