@@ -12,7 +12,10 @@
 #include <emma.h>
 #include <malloc.h>
 #include <stdint.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 
 /* Not declared by Debian 12's glibc headers (free_sized and
  * free_aligned_sized are C23 / glibc 2.43); reallocarray is, but only with
@@ -804,6 +807,126 @@ START_TEST(t_emma_version)
 }
 END_TEST
 
+/* ================================================================== */
+/* Out of memory for real (RLIMIT_AS), not just impossible sizes       */
+
+static size_t vm_size_now(void)
+{
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return (size_t)strtoul(buf, NULL, 10) * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Runs in a child with a 256 MiB address-space budget.  Returns 0 or the
+ * number of the first broken promise. */
+static int oom_child(void)
+{
+    enum { CAP = 1 << 21 };
+    static const size_t sizes[] = {100, 5000, 40000, 300000, 3 << 20};
+    void **p = mmap(NULL, CAP * sizeof(void *), PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t *sz = mmap(NULL, CAP * sizeof(size_t), PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED || sz == MAP_FAILED)
+        return 100;
+    void *keep = malloc(64); /* a block to realloc when memory is gone */
+    if (!keep)
+        return 101;
+    memset(keep, 0x5c, 64);
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = vm_size_now() + 256 * TU_MIB;
+    if (setrlimit(RLIMIT_AS, &rl) != 0)
+        return 102;
+    size_t n = 0, nulls = 0;
+    /* allocate every kind of block until each kind fails a few times */
+    for (size_t i = 0; nulls < 40 && n < CAP; i++) {
+        size_t s = sizes[i % 5];
+        errno = 0;
+        void *q = (i & 1) ? malloc(s) : emma_alloc(s, 16);
+        if (!q) {
+            if (errno != ENOMEM && (i & 1))
+                return 1; /* NULL without ENOMEM */
+            nulls++;
+            continue;
+        }
+        memset(q, (int)(n & 0xff), s < 64 ? s : 64);
+        p[n] = q;
+        sz[n++] = s;
+    }
+    if (nulls < 40)
+        return 2; /* never ran out: the limit did not bite */
+    /* memory is exhausted now: every way to ask for a lot fails cleanly */
+    errno = 0;
+    if (realloc(keep, 64 << 20) != NULL || errno != ENOMEM)
+        return 3;
+    for (int k = 0; k < 64; k++)
+        if (((unsigned char *)keep)[k] != 0x5c)
+            return 4; /* the failed realloc damaged the block */
+    errno = 0;
+    if (calloc(1, 64 << 20) != NULL || errno != ENOMEM)
+        return 5;
+    if (emma_alloc(64 << 20, 4096) != NULL || emma_alloc_zeroed(64 << 20, 16))
+        return 6;
+    void *m = (void *)0x1234;
+    if (posix_memalign(&m, 64, 64 << 20) != ENOMEM || m != (void *)0x1234)
+        return 7;
+    errno = 0;
+    if (aligned_alloc(1 << 20, 64 << 20) != NULL || errno != ENOMEM)
+        return 8;
+    /* everything allocated is intact */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char *b = p[i];
+        for (size_t k = 0; k < (sz[i] < 64 ? sz[i] : 64); k++)
+            if (b[k] != (unsigned char)(i & 0xff))
+                return 9;
+    }
+    /* give it all back: big requests work again (after a trim if the
+     * allocator kept freed memory mapped) */
+    for (size_t i = 0; i < n; i++)
+        if (i & 1)
+            free(p[i]);
+        else
+            emma_dealloc(p[i], sz[i], 16);
+    void *big = malloc(100 << 20);
+    if (!big) {
+        emma_trim();
+        big = malloc(100 << 20);
+    }
+    if (!big)
+        return 10; /* freed memory cannot be used again */
+    memset(big, 1, 100 << 20);
+    free(big);
+    void *small = malloc(100);
+    if (!small)
+        return 11;
+    free(small);
+    free(keep);
+    return 0;
+}
+
+START_TEST(t_out_of_memory)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(oom_child());
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "out-of-memory child: %s %d (see oom_child() for the code)",
+                  WIFEXITED(st) ? "exit code" : "killed by signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
     Suite *s = suite_create("api");
@@ -838,6 +961,11 @@ static Suite *api_suite(void)
     tcase_add_test(e, t_emma_trim);
     tcase_add_test(e, t_emma_version);
     suite_add_tcase(s, e);
+
+    TCase *o = tcase_create("oom");
+    tcase_set_timeout(o, 120);
+    tcase_add_test(o, t_out_of_memory);
+    suite_add_tcase(s, o);
     return s;
 }
 

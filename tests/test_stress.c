@@ -436,6 +436,61 @@ START_TEST(t_thread_churn)
 END_TEST
 
 /* ================================================================== */
+/* Many threads alive at once, freeing each other's blocks             */
+
+enum { MANY = 100, MANY_BLOCKS = 300 };
+static pthread_barrier_t many_bar;
+static void *many_blocks[MANY][MANY_BLOCKS];
+static atomic_long many_errors;
+
+static void *many_thread(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg;
+    uint64_t rng = 5 + id;
+    for (int i = 0; i < MANY_BLOCKS; i++) {
+        size_t s = 16 + (size_t)(tu_rand(&rng) % 4000);
+        unsigned char *p = malloc(s);
+        if (!p) {
+            atomic_fetch_add(&many_errors, 1);
+            many_blocks[id][i] = NULL;
+            continue;
+        }
+        p[0] = (unsigned char)id;
+        p[s - 1] = (unsigned char)i;
+        memset(p + 1, 0x33, s > 2 ? s - 2 : 0);
+        many_blocks[id][i] = p;
+    }
+    pthread_barrier_wait(&many_bar); /* everybody alive and allocated */
+    unsigned other = (id + 37) % MANY;
+    for (int i = 0; i < MANY_BLOCKS; i++) {
+        unsigned char *p = many_blocks[other][i];
+        if (p && p[0] != (unsigned char)other)
+            atomic_fetch_add(&many_errors, 1);
+        free(p);
+    }
+    pthread_barrier_wait(&many_bar);
+    return NULL;
+}
+
+START_TEST(t_many_threads)
+{
+    pthread_t th[MANY];
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 128 << 10);
+    pthread_barrier_init(&many_bar, NULL, MANY);
+    for (int i = 0; i < MANY; i++)
+        ck_assert_int_eq(pthread_create(&th[i], &attr, many_thread,
+                                        (void *)(uintptr_t)i), 0);
+    for (int i = 0; i < MANY; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&many_bar);
+    pthread_attr_destroy(&attr);
+    ck_assert_int_eq(atomic_load(&many_errors), 0);
+}
+END_TEST
+
+/* ================================================================== */
 /* fork while other threads allocate                                   */
 
 enum { FORK_THREADS = 3, FORK_COUNT = 50, FORK_HELD = 256 };
@@ -685,6 +740,7 @@ static Suite *stress_suite(void)
     one_case(s, "cross_thread", t_cross_thread, 240);
     one_case(s, "remote_free_race", t_remote_free_race, 240);
     one_case(s, "thread_churn", t_thread_churn, 240);
+    one_case(s, "many_threads", t_many_threads, 120);
     one_case(s, "fork", t_fork_with_threads, 240);
     one_case(s, "rss", t_rss_falls, 120);
     one_case(s, "rss_huge", t_rss_huge_falls, 120);
