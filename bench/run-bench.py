@@ -322,6 +322,9 @@ def build_allocators(args, runner):
             allocs.append({"name": name, "lib": lib})
         else:
             log("bench: %s not found (package %s): left out" % (name, pkg))
+    if args.allocators:
+        keep = args.allocators.split(",")
+        allocs = [a for a in allocs if a["name"] in keep]
     for extra in args.also:
         if "=" not in extra:
             sys.exit("bench: --also wants NAME=PATH, got %r" % extra)
@@ -330,9 +333,6 @@ def build_allocators(args, runner):
         if not os.path.exists(lib):
             sys.exit("bench: --also %s: %s does not exist" % (name, lib))
         allocs.append({"name": name, "lib": lib})
-    if args.allocators:
-        keep = args.allocators.split(",")
-        allocs = [a for a in allocs if a["name"] in keep]
     # check that the preload really replaces malloc
     which = os.path.join(runner.bindir, "whichmalloc")
     good = []
