@@ -152,9 +152,9 @@ void heap_unlock(heap_t *h) { spin_unlock(&h->lock); }
 #define HEAP_SLOTS 256
 #define HEAP_SOFT_LIMIT 64
 #define STUCK_ROUNDS 2000
+#define PREFERRED_SPINS 16
 
 static _Atomic(heap_t *) slots[HEAP_SLOTS];
-static _Atomic unsigned slot_count;
 static _Atomic unsigned slot_limit = HEAP_SOFT_LIMIT;
 
 heap_t *heap_acquire_for_thread(void) { return NULL; }
@@ -162,56 +162,72 @@ heap_t *heap_acquire_for_thread(void) { return NULL; }
 bool heap_trylock(heap_t *h) { return spin_trylock(&h->lock); }
 void heap_unlock(heap_t *h) { spin_unlock(&h->lock); }
 
-static heap_t *heap_add_locked(void)
+/* The heap in slot i, made (and returned locked) if the slot is empty. */
+static heap_t *slot_heap(unsigned i, bool *locked)
 {
-    unsigned n = atomic_load(&slot_count);
-    while (n < atomic_load(&slot_limit) && n < HEAP_SLOTS) {
-        if (atomic_compare_exchange_weak(&slot_count, &n, n + 1)) {
-            heap_t *h = heap_new();
-            if (!h)
-                return NULL;
-            atomic_store(&h->lock, 1);
-            heap_register(h);
-            atomic_store_explicit(&slots[n], h, memory_order_release);
-            return h;
-        }
+    heap_t *h = atomic_load_explicit(&slots[i], memory_order_acquire);
+    *locked = false;
+    if (h)
+        return h;
+    heap_t *fresh = heap_new();
+    if (!fresh)
+        return NULL;
+    atomic_store(&fresh->lock, 1);
+    if (!atomic_compare_exchange_strong(&slots[i], &h, fresh)) {
+        os_unmap(fresh, (sizeof(heap_t) + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1));
+        return h;
     }
-    return NULL;
+    heap_register(fresh);
+    *locked = true;
+    return fresh;
 }
 
-static unsigned start_slot(void)
+/* A thread's preferred slot, from its stack address: threads' stacks lie
+ * megabytes apart, so each thread tends to keep to a heap of its own. */
+static unsigned preferred_slot(unsigned limit)
 {
     uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
-    return (unsigned)((sp >> 16) * 0x9e3779b1u >> 8);
+    return (unsigned)(((sp >> 20) * 0x9e3779b97f4a7c15ull) >> 40) % limit;
 }
 
-/* Try-lock the heaps round robin.  When every heap stays busy for long we
- * assume some locks will never be released (their holders died, or did not
- * survive a fork) and allow one more heap, so nobody waits forever. */
+static heap_t *try_slot(unsigned i, unsigned spins)
+{
+    bool locked;
+    heap_t *h = slot_heap(i, &locked);
+    if (!h || locked)
+        return h;
+    for (unsigned k = 0;; k++) {
+        if (spin_trylock(&h->lock))
+            return h;
+        if (k >= spins)
+            return NULL;
+        __builtin_ia32_pause();
+    }
+}
+
+/* Lock the thread's preferred heap, or else any other.  When every heap
+ * stays busy for long we assume some locks will never be released (their
+ * holders died, or did not survive a fork) and open one more slot, so
+ * nobody waits forever on a lock that will not come free. */
 heap_t *heap_lock_any(void)
 {
-    unsigned start = start_slot();
+    unsigned limit = atomic_load_explicit(&slot_limit, memory_order_relaxed);
+    unsigned pref = preferred_slot(limit);
+    heap_t *h = try_slot(pref, PREFERRED_SPINS);
+    if (h)
+        return h;
     for (unsigned round = 0;; round++) {
-        unsigned n = atomic_load_explicit(&slot_count, memory_order_acquire);
-        for (unsigned i = 0; i < n; i++) {
-            heap_t *h = atomic_load_explicit(&slots[(start + i) % n], memory_order_acquire);
-            if (h && spin_trylock(&h->lock))
+        limit = atomic_load_explicit(&slot_limit, memory_order_relaxed);
+        for (unsigned i = 1; i <= limit; i++) {
+            h = try_slot((pref + i) % limit, 0);
+            if (h)
                 return h;
         }
-        heap_t *h = heap_add_locked();
-        if (h)
-            return h;
-        if (round >= STUCK_ROUNDS && atomic_load(&slot_limit) < HEAP_SLOTS) {
-            atomic_fetch_add(&slot_limit, 1);
+        if (round >= STUCK_ROUNDS && limit < HEAP_SLOTS) {
+            atomic_compare_exchange_strong(&slot_limit, &limit, limit + 1);
             round = 0;
-            continue;
         }
-        if (n == 0 && atomic_load(&slot_count) >= HEAP_SLOTS)
-            return NULL;
-        if (round > 16)
-            os_yield();
-        else
-            __builtin_ia32_pause();
+        os_yield();
     }
 }
 
