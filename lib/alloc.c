@@ -79,11 +79,6 @@ void *alloc_generic(heap_t *h, size_t size, size_t align)
     return p;
 }
 
-void *alloc_aligned(heap_t *h, size_t size, size_t align)
-{
-    return alloc_generic(h, size, align);
-}
-
 /* Everything free() does not do inline: huge blocks, other threads' blocks,
  * and (without TLS) taking the owner heap's lock. */
 void free_generic(void *p)

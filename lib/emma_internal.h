@@ -38,6 +38,7 @@
 #define EMMA_INTERNAL_H
 
 #include "config.h"
+#include "namespace.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -282,7 +283,6 @@ EMMA_HIDDEN void spin_unlock(_Atomic uint32_t *l);
 
 /* alloc.c: the generic paths behind the inline fast paths */
 EMMA_HIDDEN void *alloc_generic(heap_t *h, size_t size, size_t align);
-EMMA_HIDDEN void *alloc_aligned(heap_t *h, size_t size, size_t align);
 EMMA_HIDDEN void free_generic(void *p);
 EMMA_HIDDEN void *realloc_block(void *p, size_t new_size, size_t align, const char *func);
 EMMA_HIDDEN size_t usable_size(const void *p);
