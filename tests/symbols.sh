@@ -1,8 +1,9 @@
 #!/bin/sh
-# The shared library exports exactly lib/libemma.map, needs nothing (no
-# NEEDED entry, only weak undefined symbols, none from libc such as
-# __stack_chk_fail/memcpy/memset), and libemma.a's objects need nothing but
-# the weak __errno_location.
+# lib/libemma.map is exactly the public API; the shared library exports
+# exactly that map and needs nothing (no NEEDED entry, only weak undefined
+# symbols, none from libc such as __stack_chk_fail/memcpy/memset); libemma.a's
+# objects need nothing but the weak __errno_location, and define no global
+# name outside the API without the emma__ prefix.
 # SPDX-License-Identifier: MIT OR Apache-2.0
 set -u
 top_srcdir=${EMMA_TOP_SRCDIR:?run through make check}
@@ -24,6 +25,22 @@ bad() { echo "FAIL: $*"; fail=1; }
 sed -n '/global:/,/local:/p' "$map" | sed -e '/global:/d' -e '/local:/d' \
     -e 's/[[:space:]]//g' -e 's/;$//' -e '/^$/d' | sort >"$tmp/map"
 [ -s "$tmp/map" ] || { echo "ERROR: no symbols read from $map"; exit 99; }
+
+# ... which must be exactly the public API: the functions declared in
+# include/emma.h and the malloc-compatible API of doc/CONTRACT.md.
+{
+    grep -E '^[a-z].*\bemma_[a-z_]*\(' "$top_srcdir/include/emma.h" |
+        grep -oE '\bemma_[a-z_]+\(' | tr -d '('
+    printf '%s\n' malloc free calloc realloc reallocarray aligned_alloc \
+        posix_memalign memalign valloc pvalloc malloc_usable_size free_sized \
+        free_aligned_sized
+} | sort -u >"$tmp/api"
+if ! cmp -s "$tmp/api" "$tmp/map"; then
+    bad "libemma.map is not the public API (< emma.h + malloc API, > map):"
+    diff "$tmp/api" "$tmp/map"
+else
+    echo "ok: libemma.map lists exactly the public API"
+fi
 
 if [ -f "$so" ]; then
     "$NM" -D --defined-only "$so" | awk '{ print $NF }' | sed 's/@.*//' |
@@ -103,6 +120,16 @@ if [ -f "$ar" ]; then
         esac
     done <"$tmp/arundef"
     echo "ok: libemma.a checked ($(wc -l <"$tmp/arundef") undefined references)"
+    # in a static link every global name of libemma.a meets the program's
+    # names: only the public API and emma__-prefixed internals are allowed
+    awk '$(NF-1) ~ /^[TDBRVWCGS]$/ { print $NF }' "$tmp/arsyms" | sort -u |
+        grep -vxF -f "$tmp/map" | grep -v '^emma__' >"$tmp/unprefixed" || true
+    if [ -s "$tmp/unprefixed" ]; then
+        bad "libemma.a defines global names outside the API without the emma__ prefix:"
+        cat "$tmp/unprefixed"
+    else
+        echo "ok: libemma.a's other global names all start with emma__"
+    fi
     if awk '$(NF-1) == "U" && $NF == "__errno_location"' "$tmp/arsyms" | grep -q .; then
         bad "libemma.a references __errno_location strongly (must be weak)"
     fi
