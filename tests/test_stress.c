@@ -17,6 +17,9 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 
 void free_sized(void *ptr, size_t size);
 
@@ -333,6 +336,7 @@ END_TEST
 /* Thread churn: dead threads' heaps must be reused                    */
 
 enum { CHURN_THREADS = 24000, CHURN_BATCH = 4, CHURN_LEFT = 512 };
+#define CHURN_RSS_BOUND (256 * TU_MIB)
 
 static pthread_mutex_t left_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct item *leftovers[CHURN_LEFT];
@@ -390,48 +394,81 @@ static void *churn_thread(void *arg)
     return NULL;
 }
 
-START_TEST(t_thread_churn)
+/* Run `threads` short-lived threads in batches; returns the RSS growth
+ * seen after a warm-up (stops early once it passes the bound). */
+static size_t churn_run(long threads, long *done)
 {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 << 10);
-    size_t rss0 = 0, rss_max = 0;
-    for (long t = 0; t < CHURN_THREADS; t += CHURN_BATCH) {
+    size_t rss0 = 0, growth = 0;
+    long t;
+    for (t = 0; t < threads; t += CHURN_BATCH) {
         pthread_t th[CHURN_BATCH];
         for (int i = 0; i < CHURN_BATCH; i++) {
             int rc = pthread_create(&th[i], &attr, churn_thread,
                                     (void *)(uintptr_t)(t + i));
-            TU_ASSERT_MSG(rc == 0, "pthread_create #%ld: %s", t + i,
-                          strerror(rc));
+            if (rc != 0)
+                ck_abort_msg("pthread_create #%ld: %s", t + i, strerror(rc));
         }
         for (int i = 0; i < CHURN_BATCH; i++)
             pthread_join(th[i], NULL);
         if (t == 400) /* after a warm-up */
             rss0 = tu_rss();
-        if (t > 400 && t % 2000 == 0) {
+        if (t > 400 && (t % 1000 == 0 || t + CHURN_BATCH >= threads)) {
             size_t r = tu_rss();
-            if (r > rss_max)
-                rss_max = r;
+            if (r > rss0 && r - rss0 > growth)
+                growth = r - rss0;
+            if (growth >= CHURN_RSS_BOUND)
+                break; /* no need to go on growing */
         }
     }
-    size_t r = tu_rss();
-    if (r > rss_max)
-        rss_max = r;
-    TU_ASSERT_MSG(atomic_load(&churn_errors) == 0,
-                  "%ld corrupted blocks or failed allocations",
-                  (long)atomic_load(&churn_errors));
-    TU_ASSERT_MSG(rss_max < rss0 + 256 * TU_MIB,
-                  "RSS grew from %zu MiB to %zu MiB over %d threads: dead "
-                  "threads' memory is not reused",
-                  rss0 / TU_MIB, rss_max / TU_MIB, CHURN_THREADS);
+    *done = t;
     for (int i = 0; i < CHURN_LEFT; i++)
         if (leftovers[i]) {
             TU_ASSERT(tu_check(leftovers[i]->p, leftovers[i]->size,
                                leftovers[i]->seed) < 0);
             free(leftovers[i]->p);
             free(leftovers[i]);
+            leftovers[i] = NULL;
         }
     pthread_attr_destroy(&attr);
+    return growth;
+}
+
+START_TEST(t_thread_churn)
+{
+    long done;
+    size_t growth = churn_run(CHURN_THREADS, &done);
+    ck_assert_msg(atomic_load(&churn_errors) == 0,
+                  "%ld corrupted blocks or failed allocations",
+                  (long)atomic_load(&churn_errors));
+    ck_assert_msg(growth < CHURN_RSS_BOUND,
+                  "RSS grew by %zu MiB over %ld threads: dead threads' "
+                  "memory is not reused", growth / TU_MIB, done);
+}
+END_TEST
+
+/* The same under a seccomp filter that allows every system call: the
+ * situation of a process in a container (Docker's default profile, systemd's
+ * SystemCallFilter=, ...).  Memory of dead threads must still be reused.
+ * KNOWN LIB ISSUE (reported to the core developer): with TLS, heap.c turns
+ * heap adoption off whenever any seccomp filter is installed, so this fails
+ * with unbounded growth; --disable-tls passes. */
+START_TEST(t_thread_churn_seccomp)
+{
+    struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    struct sock_fprog prog = {1, allow};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        ck_abort_msg("cannot install a seccomp filter: %s", strerror(errno));
+    long done;
+    size_t growth = churn_run(CHURN_THREADS, &done);
+    ck_assert_int_eq(atomic_load(&churn_errors), 0);
+    ck_assert_msg(growth < CHURN_RSS_BOUND,
+                  "under a seccomp filter, RSS grew by %zu MiB over %ld "
+                  "threads: dead threads' memory is not reused", growth / TU_MIB,
+                  done);
 }
 END_TEST
 
@@ -740,6 +777,7 @@ static Suite *stress_suite(void)
     one_case(s, "cross_thread", t_cross_thread, 240);
     one_case(s, "remote_free_race", t_remote_free_race, 240);
     one_case(s, "thread_churn", t_thread_churn, 240);
+    one_case(s, "thread_churn_seccomp", t_thread_churn_seccomp, 240);
     one_case(s, "many_threads", t_many_threads, 120);
     one_case(s, "fork", t_fork_with_threads, 240);
     one_case(s, "rss", t_rss_falls, 120);
