@@ -7,26 +7,26 @@
 
 static inline bool align_valid(size_t align) { return align != 0 && (align & (align - 1)) == 0; }
 
-static bool align_ok(size_t align, const char *func)
+static bool align_ok(size_t align, const void *ptr, const char *func)
 {
     if (likely(align_valid(align)))
         return true;
     if (config_checks)
-        emma_fatal(func, "alignment is not a power of two", NULL);
+        emma_fatal(func, "alignment is not a power of two", ptr);
     os_set_errno(EMMA_EINVAL);
     return false;
 }
 
 EMMA_API void *emma_alloc(size_t size, size_t align)
 {
-    if (unlikely(!align_ok(align, "emma_alloc")))
+    if (unlikely(!align_ok(align, NULL, "emma_alloc")))
         return NULL;
     return alloc_block(size, align);
 }
 
 EMMA_API void *emma_alloc_zeroed(size_t size, size_t align)
 {
-    if (unlikely(!align_ok(align, "emma_alloc_zeroed")))
+    if (unlikely(!align_ok(align, NULL, "emma_alloc_zeroed")))
         return NULL;
     return alloc_zeroed(size, align);
 }
@@ -42,7 +42,7 @@ EMMA_API void emma_dealloc(void *ptr, size_t size, size_t align)
 
 EMMA_API void *emma_realloc(void *ptr, size_t old_size, size_t align, size_t new_size)
 {
-    if (unlikely(!align_ok(align, "emma_realloc")))
+    if (unlikely(!align_ok(align, ptr, "emma_realloc")))
         return NULL;
     if (!ptr)
         return alloc_block(new_size, align);

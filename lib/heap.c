@@ -7,7 +7,8 @@
  * FUTEX_TRYLOCK_PI on it fails with ESRCH once that thread is gone (and
  * EDEADLK when the TID has been recycled for the very thread asking).
  * Where PI futexes are missing (ENOSYS) or forbidden (EPERM, or a seccomp
- * filter, which could kill us for trying) heaps are simply not reused.
+ * filter, which could kill us for trying) the owner is looked up with
+ * tgkill(pid, tid, 0) instead: ESRCH means no such thread in our process.
  *
  * A heap is never adopted while `busy` says its owner died inside a slow
  * path, or once `poisoned` (it belonged to a thread that did not survive a
@@ -75,6 +76,26 @@ static bool pi_futex_usable(void)
     return u == 1;
 }
 
+/* The fallback liveness test: signal 0 to the TID within our own thread
+ * group.  Sandboxes allow tgkill (abort needs it), and it cannot be fooled
+ * by a thread of another process that got the TID. */
+static bool owner_gone_tgkill(uint32_t owner_tid)
+{
+    long pid = sys_call1(SYS_getpid, 0);
+    return sys_call3(SYS_tgkill, pid, (long)owner_tid, 0) == -EMMA_ESRCH;
+}
+
+/* Take the owner word from the dead owner whose TID bits it holds. */
+static bool take_owner_word(heap_t *h, uint32_t dead, uint32_t tid)
+{
+    /* The kernel may have set FUTEX_WAITERS before finding the owner dead:
+     * compare TID bits only, and let exactly one taker win. */
+    uint32_t now = atomic_load(&h->owner);
+    if ((now & FUTEX_TID_MASK) != (dead & FUTEX_TID_MASK))
+        return false;
+    return atomic_compare_exchange_strong(&h->owner, &now, tid);
+}
+
 /* Try to take over h, owned (per its word) by some thread: true if that
  * thread is dead and the heap is now ours. */
 static bool heap_try_adopt(heap_t *h, uint32_t tid)
@@ -83,8 +104,12 @@ static bool heap_try_adopt(heap_t *h, uint32_t tid)
     if (w == 0) {
         return atomic_compare_exchange_strong(&h->owner, &w, tid);
     }
+    if ((w & FUTEX_TID_MASK) == tid) {
+        atomic_store(&h->owner, tid); /* our TID was the dead owner's */
+        return true;
+    }
     if (!pi_futex_usable())
-        return false;
+        return owner_gone_tgkill(w & FUTEX_TID_MASK) && take_owner_word(h, w, tid);
     long r = sys_call4(SYS_futex, (long)&h->owner, EMMA_FUTEX_TRYLOCK_PI, 0, 0);
     if (r == 0)
         return atomic_load(&h->owner) == tid ? true : false; /* word was free */
@@ -94,16 +119,11 @@ static bool heap_try_adopt(heap_t *h, uint32_t tid)
     }
     if (r == -EMMA_ENOSYS || r == -EMMA_EPERM || r == -EMMA_EINVAL) {
         atomic_store(&pi_usable, 0);
-        return false;
+        return owner_gone_tgkill(w & FUTEX_TID_MASK) && take_owner_word(h, w, tid);
     }
     if (r != -EMMA_ESRCH)
         return false; /* alive (EAGAIN/EBUSY) or unknown */
-    /* The kernel may have set FUTEX_WAITERS before finding the owner dead:
-     * compare TID bits only, and let exactly one taker win. */
-    uint32_t now = atomic_load(&h->owner);
-    if ((now & FUTEX_TID_MASK) != (w & FUTEX_TID_MASK))
-        return false;
-    return atomic_compare_exchange_strong(&h->owner, &now, tid);
+    return take_owner_word(h, w, tid);
 }
 
 /* In a fork child: every heap owned at fork time is poisoned; only the
