@@ -67,7 +67,7 @@ void *alloc_generic(heap_t *h, size_t size, size_t align)
     if (unlikely(size > MAX_REQUEST)) {
         p = NULL;
     } else if (size > LARGE_MAX || align > LARGE_MAX) {
-        p = huge_alloc(size, align);
+        p = huge_alloc(size, align, false);
     } else {
         h->busy = 1;
         heap_collect_remote(h);
@@ -129,7 +129,7 @@ static void *alloc_any(size_t size, size_t align)
 void *alloc_zeroed(size_t size, size_t align)
 {
     if (size > LARGE_MAX || align > LARGE_MAX) {
-        void *p = size > MAX_REQUEST ? NULL : huge_alloc(size, align);
+        void *p = size > MAX_REQUEST ? NULL : huge_alloc(size, align, true);
         if (!p)
             os_set_errno(EMMA_ENOMEM);
         return p; /* fresh mappings are zero: touch nothing */
@@ -181,6 +181,7 @@ static void trim_heap(heap_t *h)
     heap_collect_remote(h);
     heap_release_empty_pages(h);
     heap_purge(h);
+    huge_cache_expire(h, UINT64_MAX);
     h->busy = 0;
 }
 

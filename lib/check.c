@@ -75,6 +75,8 @@ static page_t *checked_page(const void *p, const char *func)
     if (seg->kind == KIND_HUGE) {
         if ((uint8_t *)p != page->start)
             emma_fatal(func, "interior or misaligned pointer", p);
+        if (!page->in_use)
+            emma_fatal(func, "double free", p); /* sits in the huge cache */
         return page;
     }
     if (!page->in_use)

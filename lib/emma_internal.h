@@ -147,6 +147,7 @@ typedef struct page {
     uint32_t capacity;           /* blocks carved out so far */
     uint32_t reserved;           /* blocks that fit */
     uint32_t dirty;              /* free page: bytes that may be resident */
+    uint64_t freed_at;           /* free page: when (now_ticks) */
     struct page *next, *prev;    /* bin queue */
 } page_t;
 
@@ -162,6 +163,7 @@ typedef struct segment {
     size_t map_size;             /* bytes mapped from the segment start */
     uintptr_t cookie;            /* address ^ secret: validates headers */
     struct segment *next, *prev; /* heap's segments with free pages */
+    struct heap *origin;         /* huge: the heap that allocated it */
     page_t pages[];
 } segment_t;
 
@@ -170,6 +172,8 @@ typedef struct page_queue {
 } page_queue_t;
 
 #define SEGMENT_CACHE 16
+#define HUGE_CACHE 4
+#define HUGE_CACHE_BYTES ((size_t)32 << 20)
 
 typedef struct heap {
     page_t *direct[DIRECT_COUNT];        /* size/16 -> page to pop from */
@@ -180,6 +184,10 @@ typedef struct heap {
     unsigned cached_count;
     size_t dirty_bytes;                  /* free but resident page memory */
     size_t used_bytes;                   /* memory of pages in use */
+    uint64_t purge_checked;              /* now_ticks of the last aged purge */
+    struct segment *huge_cache[HUGE_CACHE]; /* freed huge mappings (TLS) */
+    unsigned huge_cache_count;
+    size_t huge_cached_bytes;
     _Atomic uint32_t owner;              /* TLS: owner TID (PI futex word) */
     _Atomic uint32_t lock;               /* no TLS: 0 free, 1 held */
     uint8_t busy;                        /* inside a slow path */
@@ -196,6 +204,17 @@ typedef struct heap {
  * max(PURGE_MIN, used_bytes / PURGE_FRACTION). */
 #define PURGE_MIN ((size_t)8 << 20)
 #define PURGE_FRACTION 8
+/* How long a page stays free before it may be purged, in time-stamp
+ * counter ticks: about 20-60 ms on current x86 (1-3 GHz TSC). */
+#define PURGE_DELAY ((uint64_t)1 << 26)
+
+/* A clock without a syscall: the invariant TSC of x86_64. */
+static inline uint64_t now_ticks(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
 
 static inline segment_t *segment_of(const void *p)
 {
@@ -245,6 +264,7 @@ static inline void check_mark_allocated(void *b)
 EMMA_HIDDEN page_t *segment_page_alloc(heap_t *h, enum segment_kind kind);
 EMMA_HIDDEN void segment_page_release(heap_t *h, page_t *page);
 EMMA_HIDDEN void heap_purge(heap_t *h);
+EMMA_HIDDEN void heap_purge_older(heap_t *h, uint64_t before);
 EMMA_HIDDEN size_t segment_header_size(enum segment_kind kind);
 EMMA_HIDDEN segment_t *segment_of_page(page_t *page);
 
@@ -292,8 +312,9 @@ EMMA_HIDDEN void mem_copy(void *dst, const void *src, size_t n);
 EMMA_HIDDEN void mem_zero(void *dst, size_t n);
 
 /* huge.c */
-EMMA_HIDDEN void *huge_alloc(size_t size, size_t align);
+EMMA_HIDDEN void *huge_alloc(size_t size, size_t align, bool zero);
 EMMA_HIDDEN void huge_free(segment_t *seg);
+EMMA_HIDDEN void huge_cache_expire(heap_t *h, uint64_t before);
 EMMA_HIDDEN void *huge_realloc(segment_t *seg, void *p, size_t new_size);
 EMMA_HIDDEN size_t huge_usable(segment_t *seg, const void *p);
 
@@ -303,10 +324,12 @@ EMMA_HIDDEN size_t huge_usable(segment_t *seg, const void *p);
 #if EMMA_CONFIG_TLS
 EMMA_HIDDEN extern __thread heap_t *tls_heap __attribute__((tls_model("initial-exec")));
 static inline heap_t *heap_get(void) { return tls_heap; }
+static inline heap_t *tls_heap_or_null(void) { return tls_heap == &heap_empty ? NULL : tls_heap; }
 static inline void heap_put(heap_t *h) { (void)h; }
 static inline bool heap_owns_segment(heap_t *h, segment_t *seg) { return seg->heap == h; }
 #else
 static inline heap_t *heap_get(void) { return heap_lock_any(); }
+static inline heap_t *tls_heap_or_null(void) { return NULL; }
 static inline void heap_put(heap_t *h) { heap_unlock(h); }
 #endif
 

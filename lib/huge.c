@@ -3,7 +3,10 @@
  * like any other block.  The block starts one OS page in (or at the
  * alignment asked for); an alignment above 4 MiB puts the block exactly
  * 4 MiB above the header.  realloc moves pages with mremap, never copies.
- * Any thread may free a huge block: it is unmapped on the spot.
+ * Any thread may free a huge block.  With TLS, a block freed by the thread
+ * that allocated it is kept in a small per-heap cache for a while (the next
+ * huge request of about that size reuses the mapping, resident pages and
+ * all); otherwise it is unmapped on the spot.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "emma_internal.h"
 
@@ -19,7 +22,8 @@ static size_t huge_offset(size_t align)
 
 static void huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map_align)
 {
-    seg->heap = NULL;
+    seg->heap = NULL; /* keeps huge blocks off the free fast path */
+    seg->origin = config_tls ? (heap_t *)tls_heap_or_null() : NULL;
     seg->kind = KIND_HUGE;
     seg->page_shift = 62;
     seg->page_count = 1;
@@ -39,12 +43,82 @@ static void huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map
     registry_mark(seg, map_size, true);
 }
 
-void *huge_alloc(size_t size, size_t align)
+/* ------------------------------------------------------------------ */
+/* The per-heap cache of freed huge mappings (TLS builds only: the owner
+ * thread alone touches it, so it needs no lock). */
+
+static void cache_drop(heap_t *h, unsigned i)
+{
+    segment_t *seg = h->huge_cache[i];
+    h->huge_cached_bytes -= seg->map_size;
+    h->huge_cache[i] = h->huge_cache[--h->huge_cache_count];
+    registry_clear(seg, seg->map_size);
+    os_unmap(seg, seg->map_size);
+}
+
+/* Unmap cached mappings freed before `before` (all: UINT64_MAX). */
+void huge_cache_expire(heap_t *h, uint64_t before)
+{
+    for (unsigned i = 0; i < h->huge_cache_count;) {
+        if (before == UINT64_MAX || h->huge_cache[i]->pages[0].freed_at < before)
+            cache_drop(h, i);
+        else
+            i++;
+    }
+}
+
+static bool cache_put(segment_t *seg)
+{
+    heap_t *h = tls_heap_or_null();
+    if (!config_tls || !h || seg->origin != h || seg->map_size > HUGE_CACHE_BYTES)
+        return false;
+    uint64_t now = now_ticks();
+    huge_cache_expire(h, now - PURGE_DELAY);
+    while (h->huge_cache_count &&
+           (h->huge_cache_count == HUGE_CACHE || h->huge_cached_bytes + seg->map_size > HUGE_CACHE_BYTES))
+        cache_drop(h, 0);
+    seg->pages[0].in_use = 0;
+    seg->pages[0].freed_at = now;
+    h->huge_cache[h->huge_cache_count++] = seg;
+    h->huge_cached_bytes += seg->map_size;
+    return true;
+}
+
+/* A cached mapping of between need and twice need bytes, trimmed to need. */
+static segment_t *cache_take(size_t need)
+{
+    heap_t *h = tls_heap_or_null();
+    if (!config_tls || !h)
+        return NULL;
+    for (unsigned i = 0; i < h->huge_cache_count; i++) {
+        segment_t *seg = h->huge_cache[i];
+        if (seg->map_size < need || seg->map_size / 2 > need)
+            continue;
+        h->huge_cached_bytes -= seg->map_size;
+        h->huge_cache[i] = h->huge_cache[--h->huge_cache_count];
+        if (seg->map_size > need &&
+            !sys_failed(sys_call4(SYS_mremap, (long)seg, (long)seg->map_size, (long)need, 0))) {
+            registry_clear((uint8_t *)seg + need, seg->map_size - need);
+            seg->map_size = need;
+        }
+        return seg;
+    }
+    return NULL;
+}
+
+void *huge_alloc(size_t size, size_t align, bool zero)
 {
     if (size > MAX_REQUEST || align > MAX_REQUEST / 2)
         return NULL;
     size_t offset = huge_offset(align);
     size_t map_size = offset + round_pages(size == 0 ? 1 : size);
+    if (!zero && align <= SEGMENT_SIZE) {
+        segment_t *seg = cache_take(map_size);
+        if (seg) {
+            huge_init(seg, seg->map_size, offset, SEGMENT_SIZE);
+            return seg->pages[0].start;
+        }
+    }
     /* The header must be 4 MiB aligned and the block `align` aligned. */
     size_t map_align = align > SEGMENT_SIZE ? align : SEGMENT_SIZE;
     size_t header_pos = align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
@@ -57,6 +131,8 @@ void *huge_alloc(size_t size, size_t align)
 
 void huge_free(segment_t *seg)
 {
+    if (cache_put(seg))
+        return;
     size_t size = seg->map_size;
     registry_clear(seg, size);
     os_unmap(seg, size);

@@ -26,12 +26,14 @@
 #define heap_lock_any emma__heap_lock_any
 #define heap_new emma__heap_new
 #define heap_purge emma__heap_purge
+#define heap_purge_older emma__heap_purge_older
 #define heap_registry_first emma__heap_registry_first
 #define heap_release_empty_pages emma__heap_release_empty_pages
 #define heap_reset emma__heap_reset
 #define heap_trylock emma__heap_trylock
 #define heap_unlock emma__heap_unlock
 #define huge_alloc emma__huge_alloc
+#define huge_cache_expire emma__huge_cache_expire
 #define huge_free emma__huge_free
 #define huge_realloc emma__huge_realloc
 #define huge_usable emma__huge_usable

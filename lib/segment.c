@@ -101,6 +101,7 @@ static void segment_cut(heap_t *h, segment_t *seg, enum segment_kind kind, bool 
         p->free = p->local_free = NULL;
         p->used = 0;
         p->dirty = dirty[i];
+        p->freed_at = now_ticks();
     }
 }
 
@@ -164,6 +165,26 @@ static size_t purge_threshold(heap_t *h)
     return t > PURGE_MIN ? t : PURGE_MIN;
 }
 
+/* Past the soft limit, pages free for longer than PURGE_DELAY go back to
+ * the kernel (a page freed a moment ago is likely wanted again soon); past
+ * four times that, everything goes. */
+static void purge_if_needed(heap_t *h)
+{
+    size_t soft = purge_threshold(h);
+    if (h->dirty_bytes <= soft)
+        return;
+    if (h->dirty_bytes > 4 * soft) {
+        heap_purge(h);
+        return;
+    }
+    uint64_t now = now_ticks();
+    if (now - h->purge_checked < PURGE_DELAY / 4)
+        return;
+    h->purge_checked = now;
+    heap_purge_older(h, now - PURGE_DELAY);
+    huge_cache_expire(h, now - PURGE_DELAY);
+}
+
 void segment_page_release(heap_t *h, page_t *page)
 {
     segment_t *seg = segment_of_page(page);
@@ -179,13 +200,13 @@ void segment_page_release(heap_t *h, page_t *page)
         /* Only the blocks carved out were ever touched. */
         size_t touched = (size_t)page->capacity * page->block_size;
         page->dirty = (uint32_t)((touched + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1));
+        page->freed_at = now_ticks();
         seg->dirty_mask |= bit;
         h->dirty_bytes += page->dirty;
     }
     if (seg->used_pages == 0)
         segment_release(h, seg);
-    if (h->dirty_bytes > purge_threshold(h))
-        heap_purge(h);
+    purge_if_needed(h);
 }
 
 /* Return the memory of free pages [first, last] of seg to the kernel. */
@@ -199,28 +220,43 @@ static void purge_run(segment_t *seg, unsigned first, unsigned last)
         os_purge((void *)start, end - start);
 }
 
-static void segment_purge(segment_t *seg)
+/* Purge the dirty pages of seg freed before `before` (all of them when
+ * before is UINT64_MAX); returns the bytes given back. */
+static size_t segment_purge(segment_t *seg, uint64_t before)
 {
-    uint64_t m = seg->dirty_mask;
-    while (m) {
-        unsigned first = (unsigned)__builtin_ctzll(m);
-        unsigned last = first;
-        while (last + 1 < 64 && (m & ((uint64_t)1 << (last + 1))))
+    uint64_t m = seg->dirty_mask, done = 0;
+    size_t bytes = 0;
+    for (unsigned i = 0; i < seg->page_count; i++) {
+        uint64_t bit = (uint64_t)1 << i;
+        if ((m & bit) && (before == UINT64_MAX || seg->pages[i].freed_at < before)) {
+            done |= bit;
+            bytes += seg->pages[i].dirty;
+        }
+    }
+    for (uint64_t r = done; r;) {
+        unsigned first = (unsigned)__builtin_ctzll(r), last = first;
+        while (last + 1 < 64 && (r & ((uint64_t)1 << (last + 1))))
             last++;
         purge_run(seg, first, last);
-        m &= ~((last == 63 ? ~(uint64_t)0 : (((uint64_t)1 << (last + 1)) - 1)) &
-               ~(((uint64_t)1 << first) - 1));
+        for (unsigned i = first; i <= last; i++)
+            r &= ~((uint64_t)1 << i);
     }
-    seg->dirty_mask = 0;
+    seg->dirty_mask &= ~done;
+    return bytes;
 }
 
-void heap_purge(heap_t *h)
+static void purge_segments(heap_t *h, uint64_t before)
 {
+    size_t bytes = 0;
     for (int k = 0; k <= KIND_LARGE; k++)
         for (segment_t *seg = h->segments[k]; seg; seg = seg->next)
             if (seg->dirty_mask)
-                segment_purge(seg);
+                bytes += segment_purge(seg, before);
     for (unsigned i = 0; i < h->cached_count; i++)
-        segment_purge(h->cached[i]);
-    h->dirty_bytes = 0;
+        bytes += segment_purge(h->cached[i], before);
+    h->dirty_bytes = before == UINT64_MAX || bytes > h->dirty_bytes ? 0 : h->dirty_bytes - bytes;
 }
+
+void heap_purge(heap_t *h) { purge_segments(h, UINT64_MAX); }
+
+void heap_purge_older(heap_t *h, uint64_t before) { purge_segments(h, before); }

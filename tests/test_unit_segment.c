@@ -203,7 +203,7 @@ START_TEST(t_huge_blocks)
     for (size_t a = 16; a <= ((size_t)64 << 20); a *= 4) {
         for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
             size_t s = sizes[i];
-            uint8_t *p = huge_alloc(s, a);
+            uint8_t *p = huge_alloc(s, a, false);
             TU_ASSERT_MSG(p != NULL, "huge_alloc(%zu, %zu)", s, a);
             TU_ASSERT_MSG((uintptr_t)p % a == 0 && (uintptr_t)p % OS_PAGE_SIZE == 0,
                           "huge_alloc(%zu, %zu) = %p", s, a, (void *)p);
@@ -244,9 +244,9 @@ START_TEST(t_huge_blocks)
                           "huge block still mapped after huge_free");
         }
     }
-    ck_assert_ptr_null(huge_alloc(SIZE_MAX, 16));
-    ck_assert_ptr_null(huge_alloc(MAX_REQUEST + 1, 16));
-    ck_assert_ptr_null(huge_alloc(1 << 20, SIZE_MAX / 2 + 1));
+    ck_assert_ptr_null(huge_alloc(SIZE_MAX, 16, false));
+    ck_assert_ptr_null(huge_alloc(MAX_REQUEST + 1, 16, false));
+    ck_assert_ptr_null(huge_alloc(1 << 20, SIZE_MAX / 2 + 1, false));
 }
 END_TEST
 
