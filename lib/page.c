@@ -77,10 +77,6 @@ void page_init(page_t *page, unsigned c)
     page->block_size = (uint32_t)bsize;
     page->start = (uint8_t *)area;
     page->reserved = (uint32_t)((end - area) / bsize);
-    /* A large block gets a page (a segment) of its own: freeing it frees
-     * the page, so no resident hole stays behind a live neighbour. */
-    if (seg->kind == KIND_LARGE)
-        page->reserved = 1;
     page->capacity = 0;
     page->free = NULL;
     page->local_free = NULL;

@@ -2,43 +2,14 @@
  * giving free pages back to the kernel.
  *
  * Purging policy: a freed page stays resident ("dirty") so it can be reused
- * without page faults, until the dirty memory of all heaps together exceeds
- * max(PURGE_MIN, their used bytes / PURGE_FRACTION); then a heap releasing
- * a page returns its pages free for longer than PURGE_DELAY (all of them
- * past four times the limit)
+ * without page faults, until the heap's dirty memory exceeds
+ * max(PURGE_MIN, used_bytes / PURGE_FRACTION); then all of it is returned
  * with MADV_DONTNEED (one call per run of free pages, never splitting a
  * mapping, so vm.max_map_count is not touched).  A heap keeps up to
  * SEGMENT_CACHE empty segments mapped (their dirty pages still counted and
  * purged like any others) and unmaps the rest.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "emma_internal.h"
-
-/* Process-wide totals: the purge limit applies to all heaps together, so
- * that many threads do not each keep a full allowance of free memory. */
-static _Atomic size_t total_dirty, total_used;
-
-static void dirty_add(heap_t *h, size_t n)
-{
-    h->dirty_bytes += n;
-    atomic_fetch_add_explicit(&total_dirty, n, memory_order_relaxed);
-}
-
-static void dirty_sub(heap_t *h, size_t n)
-{
-    if (n > h->dirty_bytes)
-        n = h->dirty_bytes;
-    h->dirty_bytes -= n;
-    atomic_fetch_sub_explicit(&total_dirty, n, memory_order_relaxed);
-}
-
-static void used_add(heap_t *h, size_t n, bool add)
-{
-    h->used_bytes = add ? h->used_bytes + n : h->used_bytes - n;
-    if (add)
-        atomic_fetch_add_explicit(&total_used, n, memory_order_relaxed);
-    else
-        atomic_fetch_sub_explicit(&total_used, n, memory_order_relaxed);
-}
 
 static const uint8_t kind_shift[KIND_COUNT] = {16, 19, 22, 62};
 static const uint16_t kind_pages[KIND_COUNT] = {64, 8, 1, 1};
@@ -140,7 +111,7 @@ static segment_t *segment_alloc(heap_t *h, enum segment_kind kind)
     bool recycled = h->cached_count > 0;
     if (recycled) {
         seg = h->cached[--h->cached_count];
-        dirty_sub(h, dirty_in_range(seg, 0, SEGMENT_SIZE));
+        h->dirty_bytes -= dirty_in_range(seg, 0, SEGMENT_SIZE);
     } else {
         seg = os_map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0, NULL);
         if (!seg)
@@ -148,7 +119,7 @@ static segment_t *segment_alloc(heap_t *h, enum segment_kind kind)
         registry_mark(seg, SEGMENT_SIZE, true);
     }
     segment_cut(h, seg, kind, recycled);
-    dirty_add(h, dirty_in_range(seg, 0, SEGMENT_SIZE));
+    h->dirty_bytes += dirty_in_range(seg, 0, SEGMENT_SIZE);
     seglist_push(h, seg);
     return seg;
 }
@@ -166,10 +137,10 @@ page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
     seg->free_mask &= ~bit;
     if (seg->dirty_mask & bit) {
         seg->dirty_mask &= ~bit;
-        dirty_sub(h, seg->pages[i].dirty);
+        h->dirty_bytes -= seg->pages[i].dirty;
     }
     seg->used_pages++;
-    used_add(h, page_bytes(seg), true);
+    h->used_bytes += page_bytes(seg);
     if (seg->free_mask == 0)
         seglist_remove(h, seg);
     return &seg->pages[i];
@@ -184,14 +155,13 @@ static void segment_release(heap_t *h, segment_t *seg)
         h->cached[h->cached_count++] = seg;
         return;
     }
-    dirty_sub(h, dirty_in_range(seg, 0, SEGMENT_SIZE));
+    h->dirty_bytes -= dirty_in_range(seg, 0, SEGMENT_SIZE);
     segment_unmap(seg);
 }
 
 static size_t purge_threshold(heap_t *h)
 {
-    (void)h;
-    size_t t = atomic_load_explicit(&total_used, memory_order_relaxed) / PURGE_FRACTION;
+    size_t t = h->used_bytes / PURGE_FRACTION;
     return t > PURGE_MIN ? t : PURGE_MIN;
 }
 
@@ -201,10 +171,9 @@ static size_t purge_threshold(heap_t *h)
 static void purge_if_needed(heap_t *h)
 {
     size_t soft = purge_threshold(h);
-    size_t dirty = atomic_load_explicit(&total_dirty, memory_order_relaxed);
-    if (dirty <= soft || h->dirty_bytes == 0)
+    if (h->dirty_bytes <= soft)
         return;
-    if (dirty > 4 * soft) {
+    if (h->dirty_bytes > 4 * soft) {
         heap_purge(h);
         return;
     }
@@ -226,14 +195,14 @@ void segment_page_release(heap_t *h, page_t *page)
         seglist_push(h, seg);
     seg->free_mask |= bit;
     seg->used_pages--;
-    used_add(h, page_bytes(seg), false);
+    h->used_bytes -= page_bytes(seg);
     if (page->capacity) {
         /* Only the blocks carved out were ever touched. */
         size_t touched = (size_t)page->capacity * page->block_size;
         page->dirty = (uint32_t)((touched + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1));
         page->freed_at = now_ticks();
         seg->dirty_mask |= bit;
-        dirty_add(h, page->dirty);
+        h->dirty_bytes += page->dirty;
     }
     if (seg->used_pages == 0)
         segment_release(h, seg);
@@ -285,7 +254,7 @@ static void purge_segments(heap_t *h, uint64_t before)
                 bytes += segment_purge(seg, before);
     for (unsigned i = 0; i < h->cached_count; i++)
         bytes += segment_purge(h->cached[i], before);
-    dirty_sub(h, before == UINT64_MAX ? h->dirty_bytes : bytes);
+    h->dirty_bytes = before == UINT64_MAX || bytes > h->dirty_bytes ? 0 : h->dirty_bytes - bytes;
 }
 
 void heap_purge(heap_t *h) { purge_segments(h, UINT64_MAX); }

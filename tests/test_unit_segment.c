@@ -70,12 +70,8 @@ START_TEST(t_pages_every_class)
         TU_ASSERT_MSG(page->reserved >= 1, "class %u: no block fits", c);
         TU_ASSERT_MSG(page->start + (size_t)page->reserved * page->block_size <= hi,
                       "class %u: blocks run past the page", c);
-        /* no room left for one more block; a large block has its page
-         * to itself */
-        if (seg->kind == KIND_LARGE)
-            TU_ASSERT_MSG(page->reserved == 1, "class %u: large page shared", c);
-        else
-            TU_ASSERT(page->start + (size_t)(page->reserved + 1) * page->block_size > hi);
+        /* no room left for one more block */
+        TU_ASSERT(page->start + (size_t)(page->reserved + 1) * page->block_size > hi);
 
         /* carve everything */
         uint32_t carved = 0, rounds = 0;
