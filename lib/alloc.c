@@ -38,6 +38,7 @@ static void *alloc_class(heap_t *h, unsigned c)
         page_mark_full(h, page);
         page = next;
     }
+    heap_compact_sparse(h);
     page = segment_page_alloc(h, class_kind(c));
     if (!page)
         return NULL;

@@ -148,6 +148,8 @@ typedef struct page {
     uint32_t reserved;           /* blocks that fit */
     uint32_t dirty;              /* free page: bytes that may be resident */
     uint64_t freed_at;           /* free page: when (now_ticks) */
+    uint32_t absent;             /* blocks purged off the free list (compact.c) */
+    uint32_t compacted_used;     /* `used` when compact.c last scanned the page */
     struct page *next, *prev;    /* bin queue */
 } page_t;
 
@@ -157,7 +159,7 @@ typedef struct segment {
     uint8_t page_shift;
     uint16_t page_count;
     uint16_t used_pages;
-    uint16_t pad_;
+    uint16_t flags;              /* huge: SEG_THP */
     uint64_t free_mask;          /* pages not in use */
     uint64_t dirty_mask;         /* free pages that may hold resident memory */
     size_t map_size;             /* bytes mapped from the segment start */
@@ -167,12 +169,15 @@ typedef struct segment {
     page_t pages[];
 } segment_t;
 
+/* segment_t.flags: a huge mapping advised to use transparent huge pages */
+#define SEG_THP 1
+
 typedef struct page_queue {
     page_t *first, *last;
 } page_queue_t;
 
 #define SEGMENT_CACHE 16
-#define HUGE_CACHE 4
+#define HUGE_CACHE 16
 #define HUGE_CACHE_BYTES ((size_t)32 << 20)
 
 typedef struct heap {
@@ -185,6 +190,7 @@ typedef struct heap {
     size_t dirty_bytes;                  /* free but resident page memory */
     size_t used_bytes;                   /* memory of pages in use */
     uint64_t purge_checked;              /* now_ticks of the last aged purge */
+    uint64_t compact_checked;            /* now_ticks of the last compact pass */
     struct segment *huge_cache[HUGE_CACHE]; /* freed huge mappings (TLS) */
     unsigned huge_cache_count;
     size_t huge_cached_bytes;
@@ -195,9 +201,10 @@ typedef struct heap {
     struct heap *next_heap;              /* registry of all heaps */
 } heap_t;
 
-/* slow_mark values: 0 = the page just emptied; HELD = never (the page is
- * the only one of its class and stays even when empty); for a page out of
- * its queue because it was full, used - 1: its first local free. */
+/* slow_mark values: absent = the page just emptied (0 unless compact.c
+ * purged blocks off it); HELD = never (the page is the only one of its
+ * class and stays even when empty); for a page out of its queue because it
+ * was full, used - 1: its first local free. */
 #define SLOW_MARK_HELD UINT32_MAX
 
 /* A heap returns its free pages to the kernel once they exceed
@@ -279,6 +286,9 @@ EMMA_HIDDEN void page_mark_full(heap_t *h, page_t *page);
 EMMA_HIDDEN void heap_collect_remote(heap_t *h);
 EMMA_HIDDEN void page_free_remote(segment_t *seg, page_t *page, block_t *b);
 EMMA_HIDDEN void heap_release_empty_pages(heap_t *h);
+
+/* compact.c */
+EMMA_HIDDEN void heap_compact_sparse(heap_t *h);
 
 /* heap.c */
 EMMA_HIDDEN extern page_t empty_page;

@@ -7,8 +7,14 @@
  * that allocated it is kept in a small per-heap cache for a while (the next
  * huge request of about that size reuses the mapping, resident pages and
  * all); otherwise it is unmapped on the spot.
+ * A block that realloc grows past THP_MIN is advised to use transparent
+ * huge pages: a growing buffer is filled from the front, so 2 MiB pages
+ * waste at most one page's worth and save hundreds of page faults each.
+ * Fresh blocks are not advised (a big calloc may be used sparsely).
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "emma_internal.h"
+
+#define THP_MIN ((size_t)8 << 20)
 
 static size_t round_pages(size_t n) { return (n + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1); }
 
@@ -25,6 +31,7 @@ static void huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map
     seg->heap = NULL; /* keeps huge blocks off the free fast path */
     seg->origin = config_tls ? (heap_t *)tls_heap_or_null() : NULL;
     seg->kind = KIND_HUGE;
+    seg->flags = 0;
     seg->page_shift = 62;
     seg->page_count = 1;
     seg->used_pages = 1;
@@ -47,10 +54,18 @@ static void huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map
 /* The per-heap cache of freed huge mappings (TLS builds only: the owner
  * thread alone touches it, so it needs no lock). */
 
+/* What a cached mapping may hold resident: its header page and the last
+ * block's pages (the gap an alignment left between them was never
+ * touched). */
+static size_t cache_weight(segment_t *seg)
+{
+    return OS_PAGE_SIZE + (size_t)((uint8_t *)seg + seg->map_size - seg->pages[0].start);
+}
+
 static void cache_drop(heap_t *h, unsigned i)
 {
     segment_t *seg = h->huge_cache[i];
-    h->huge_cached_bytes -= seg->map_size;
+    h->huge_cached_bytes -= cache_weight(seg);
     h->huge_cache[i] = h->huge_cache[--h->huge_cache_count];
     registry_clear(seg, seg->map_size);
     os_unmap(seg, seg->map_size);
@@ -70,40 +85,46 @@ void huge_cache_expire(heap_t *h, uint64_t before)
 static bool cache_put(segment_t *seg)
 {
     heap_t *h = tls_heap_or_null();
-    if (!config_tls || !h || seg->origin != h || seg->map_size > HUGE_CACHE_BYTES)
+    if (!config_tls || !h || seg->origin != h || cache_weight(seg) > HUGE_CACHE_BYTES)
         return false;
     uint64_t now = now_ticks();
     huge_cache_expire(h, now - PURGE_DELAY);
     while (h->huge_cache_count &&
-           (h->huge_cache_count == HUGE_CACHE || h->huge_cached_bytes + seg->map_size > HUGE_CACHE_BYTES))
+           (h->huge_cache_count == HUGE_CACHE || h->huge_cached_bytes + cache_weight(seg) > HUGE_CACHE_BYTES))
         cache_drop(h, 0);
+    if (seg->flags & SEG_THP) {
+        /* the next user of this mapping may touch it sparsely */
+        sys_call3(SYS_madvise, (long)seg, (long)seg->map_size, EMMA_MADV_NOHUGEPAGE);
+        seg->flags &= (uint16_t)~SEG_THP;
+    }
     seg->pages[0].in_use = 0;
     seg->pages[0].freed_at = now;
     h->huge_cache[h->huge_cache_count++] = seg;
-    h->huge_cached_bytes += seg->map_size;
+    h->huge_cached_bytes += cache_weight(seg);
     return true;
 }
 
-/* A cached mapping of between need and twice need bytes, trimmed to need. */
+/* The smallest cached mapping of between need and twice need bytes.  It is
+ * used whole: trimming it would cost a syscall now and make it too small
+ * for the next, larger request. */
 static segment_t *cache_take(size_t need)
 {
     heap_t *h = tls_heap_or_null();
     if (!config_tls || !h)
         return NULL;
+    unsigned best = HUGE_CACHE;
     for (unsigned i = 0; i < h->huge_cache_count; i++) {
-        segment_t *seg = h->huge_cache[i];
-        if (seg->map_size < need || seg->map_size / 2 > need)
-            continue;
-        h->huge_cached_bytes -= seg->map_size;
-        h->huge_cache[i] = h->huge_cache[--h->huge_cache_count];
-        if (seg->map_size > need &&
-            !sys_failed(sys_call4(SYS_mremap, (long)seg, (long)seg->map_size, (long)need, 0))) {
-            registry_clear((uint8_t *)seg + need, seg->map_size - need);
-            seg->map_size = need;
-        }
-        return seg;
+        size_t have = h->huge_cache[i]->map_size;
+        if (have >= need && have / 2 <= need &&
+            (best == HUGE_CACHE || have < h->huge_cache[best]->map_size))
+            best = i;
     }
-    return NULL;
+    if (best == HUGE_CACHE)
+        return NULL;
+    segment_t *seg = h->huge_cache[best];
+    h->huge_cached_bytes -= cache_weight(seg);
+    h->huge_cache[best] = h->huge_cache[--h->huge_cache_count];
+    return seg;
 }
 
 void *huge_alloc(size_t size, size_t align, bool zero)
@@ -163,6 +184,9 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
         return NULL;
     }
     moved->map_size = new_map;
+    if (new_map > old_map && new_map >= THP_MIN && !(moved->flags & SEG_THP) &&
+        !sys_failed(sys_call3(SYS_madvise, (long)moved, (long)new_map, EMMA_MADV_HUGEPAGE)))
+        moved->flags |= SEG_THP;
     moved->cookie = (uintptr_t)moved ^ os_secret();
     moved->pages[0].start = (uint8_t *)moved + offset;
     registry_mark(moved, new_map, true);

@@ -29,6 +29,7 @@
 #define heap_purge_older emma__heap_purge_older
 #define heap_registry_first emma__heap_registry_first
 #define heap_release_empty_pages emma__heap_release_empty_pages
+#define heap_compact_sparse emma__heap_compact_sparse
 #define heap_reset emma__heap_reset
 #define heap_trylock emma__heap_trylock
 #define heap_unlock emma__heap_unlock

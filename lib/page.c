@@ -32,7 +32,7 @@ void bin_push_back(heap_t *h, page_t *page)
 {
     page_queue_t *q = &h->bins[page->class_idx];
     if (q->first && q->first->slow_mark == SLOW_MARK_HELD)
-        q->first->slow_mark = 0; /* no longer alone: may be released */
+        q->first->slow_mark = q->first->absent; /* no longer alone: may be released */
     page->next = NULL;
     page->prev = q->last;
     if (q->last)
@@ -82,6 +82,8 @@ void page_init(page_t *page, unsigned c)
     page->local_free = NULL;
     atomic_store_explicit(&page->thread_free, NULL, memory_order_relaxed);
     page->used = 0;
+    page->absent = 0;
+    page->compacted_used = 0; /* "never scanned": see page_worth_compacting */
     page->slow_mark = 0;
     page->in_full = 0;
     page->in_use = 1;
@@ -145,10 +147,10 @@ void page_free_local_slow(heap_t *h, page_t *page)
     h->busy = 1;
     if (page->in_full) {
         page->in_full = 0;
-        page->slow_mark = 0;
+        page->slow_mark = page->absent;
         bin_push_back(h, page);
     }
-    if (page->used == 0)
+    if (page->used == page->absent)
         page_retire(h, page);
     h->busy = was_busy;
 }
@@ -211,7 +213,7 @@ void heap_release_empty_pages(heap_t *h)
         page_t *page = h->bins[c].first;
         while (page) {
             page_t *next = page->next;
-            if (page->used == 0) {
+            if (page->used == page->absent) {
                 bin_remove(h, page);
                 segment_page_release(h, page);
             }

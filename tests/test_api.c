@@ -808,6 +808,102 @@ START_TEST(t_emma_version)
 END_TEST
 
 /* ================================================================== */
+/* Huge blocks: the per-thread mapping cache and transparent huge pages */
+
+/* With thread heaps, a freed huge mapping is reused whole by the next huge
+ * request it can hold (also one asking for a different alignment), and
+ * not trimmed, so a later bigger request fits it too. */
+START_TEST(t_huge_mapping_reused)
+{
+    if (!EMMA_CONFIG_TLS)
+        return; /* without thread heaps huge mappings are unmapped at once */
+    const size_t big = 3 * TU_MIB / 2, small = 5 * TU_MIB / 4, align = 2 * TU_MIB;
+    uint8_t *p = emma_alloc(big, align);
+    TU_ASSERT(p != NULL && aligned(p, align));
+    memset(p, 0x41, big);
+    emma_dealloc(p, big, align);
+    uint8_t *q = emma_alloc(small, align);
+    ck_assert_ptr_eq(q, p);
+    TU_ASSERT_MSG(emma_usable_size(q) >= big, "reused mapping trimmed to %zu", emma_usable_size(q));
+    emma_dealloc(q, small, align);
+    uint8_t *r = emma_alloc(big, align);
+    ck_assert_ptr_eq(r, p);
+    emma_dealloc(r, big, align);
+}
+END_TEST
+
+/* The VmFlags line of the mapping holding p in /proc/self/smaps ("" when
+ * not found). */
+static void vm_flags_of(const void *p, char *out, size_t cap)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int inside = 0;
+    out[0] = '\0';
+    TU_ASSERT(f != NULL);
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(out, cap, "%s", line + 8);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static int thp_available(void)
+{
+    char buf[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f)
+        return 0;
+    if (!fgets(buf, sizeof buf, f))
+        buf[0] = '\0';
+    fclose(f);
+    return strstr(buf, "[never]") == NULL && buf[0] != '\0';
+}
+
+/* A block that realloc grows past 8 MiB is advised to use transparent huge
+ * pages; a fresh big block is not, and neither is a cached mapping handed
+ * to a new block. */
+START_TEST(t_huge_realloc_thp)
+{
+    if (!thp_available())
+        return;
+    char flags[256];
+    uint8_t *fresh = malloc(32 * TU_MIB);
+    TU_ASSERT(fresh != NULL);
+    fresh[0] = 1;
+    vm_flags_of(fresh, flags, sizeof flags);
+    TU_ASSERT_MSG(flags[0] != '\0', "no smaps entry for %p", (void *)fresh);
+    TU_ASSERT_MSG(strstr(flags, " hg") == NULL, "fresh block advised: %s", flags);
+    free(fresh);
+
+    uint8_t *v = malloc(2 * TU_MIB);
+    TU_ASSERT(v != NULL);
+    memset(v, 7, 2 * TU_MIB);
+    for (size_t n = 4 * TU_MIB; n <= 16 * TU_MIB; n *= 2) {
+        v = realloc(v, n);
+        TU_ASSERT(v != NULL);
+        ck_assert_int_eq(v[n / 2 - 1], 7);
+        memset(v + n / 2, 7, n / 2);
+    }
+    vm_flags_of(v, flags, sizeof flags);
+    TU_ASSERT_MSG(strstr(flags, " hg") != NULL, "grown block not advised: %s", flags);
+    free(v);
+    /* a cached mapping comes back without the advice */
+    uint8_t *w = malloc(10 * TU_MIB);
+    TU_ASSERT(w != NULL);
+    w[0] = 1;
+    vm_flags_of(w, flags, sizeof flags);
+    TU_ASSERT_MSG(strstr(flags, " hg") == NULL, "reused mapping still advised: %s", flags);
+    free(w);
+}
+END_TEST
+
+/* ================================================================== */
 /* Out of memory for real (RLIMIT_AS), not just impossible sizes       */
 
 static size_t vm_size_now(void)
@@ -960,6 +1056,8 @@ static Suite *api_suite(void)
     tcase_add_test(e, t_emma_owns);
     tcase_add_test(e, t_emma_trim);
     tcase_add_test(e, t_emma_version);
+    tcase_add_test(e, t_huge_mapping_reused);
+    tcase_add_test(e, t_huge_realloc_thp);
     suite_add_tcase(s, e);
 
     TCase *o = tcase_create("oom");

@@ -1,0 +1,166 @@
+/* Giving back the free memory inside sparse pages.
+ *
+ * Size classes keep pages apart, so when a program uses a size less than
+ * it did, the survivors of that size keep whole pages half empty: they are
+ * not free, so purging free pages does not help.  At most every
+ * PURGE_DELAY, when the heap is about to take a fresh page, the pages that
+ * are at most half used (other than the one each class allocates from) are
+ * scanned, and every OS page inside them that holds only free blocks goes
+ * back to the kernel.
+ *
+ * A free block's link lives in its first bytes, and a purged OS page reads
+ * back as zeroes.  So a small block (under two OS pages) whose first bytes
+ * lie in a purged OS page leaves the free list: it becomes "absent", still
+ * counted in page->used, and comes back only with the whole page (the page
+ * is released when used == absent).  A bigger block keeps its first OS
+ * page and stays on the list; only its other OS pages are purged.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "emma_internal.h"
+
+/* Blocks per page at most: a 64 KiB page of 16-byte blocks. */
+#define MAX_BLOCKS (((size_t)1 << 16) / 16)
+
+typedef struct {
+    uint64_t w[MAX_BLOCKS / 64];
+} bitmap_t;
+
+static inline bool bit_get(const bitmap_t *m, size_t i) { return (m->w[i / 64] >> (i % 64)) & 1; }
+static inline void bit_set(bitmap_t *m, size_t i) { m->w[i / 64] |= (uint64_t)1 << (i % 64); }
+
+static uintptr_t os_page_down(uintptr_t a) { return a & ~(uintptr_t)(OS_PAGE_SIZE - 1); }
+static uintptr_t os_page_up(uintptr_t a) { return os_page_down(a + OS_PAGE_SIZE - 1); }
+
+static size_t block_index(const page_t *page, uintptr_t a)
+{
+    return (size_t)(a - (uintptr_t)page->start) / page->block_size;
+}
+
+/* Mark the blocks on one free list; false if the list is not what the page
+ * says (a corrupted list is left alone). */
+static bool mark_list(const page_t *page, block_t *b, bitmap_t *free_map, size_t *count)
+{
+    uintptr_t lo = (uintptr_t)page->start;
+    uintptr_t hi = lo + (size_t)page->capacity * page->block_size;
+    for (; b; b = b->next) {
+        uintptr_t a = (uintptr_t)b;
+        if (a < lo || a >= hi || (a - lo) % page->block_size != 0 || ++*count > page->capacity)
+            return false;
+        bit_set(free_map, block_index(page, a));
+    }
+    return true;
+}
+
+/* Is the OS page at `a` covered by free blocks only (and keeps no link a
+ * big block needs)? */
+static bool os_page_purgeable(const page_t *page, const bitmap_t *free_map, uintptr_t a, bool big)
+{
+    size_t first = block_index(page, a);
+    size_t last = block_index(page, a + OS_PAGE_SIZE - 1);
+    for (size_t i = first; i <= last; i++)
+        if (!bit_get(free_map, i))
+            return false;
+    if (big) {
+        /* keep the first OS page of a block: it holds the list link */
+        uintptr_t head = (uintptr_t)page->start + last * page->block_size;
+        if (head >= a)
+            return false;
+    }
+    return true;
+}
+
+/* Purge the purgeable OS pages of page, in runs; record them in `gone`
+ * (by OS page index from the first block's OS page).  Returns the number
+ * of OS pages purged. */
+static size_t purge_free_os_pages(const page_t *page, const bitmap_t *free_map, bitmap_t *gone)
+{
+    bool big = page->block_size >= 2 * OS_PAGE_SIZE;
+    uintptr_t base = os_page_down((uintptr_t)page->start);
+    uintptr_t lo = os_page_up((uintptr_t)page->start);
+    uintptr_t hi = os_page_down((uintptr_t)page->start + (size_t)page->capacity * page->block_size);
+    uintptr_t run = 0;
+    size_t n = 0;
+    for (uintptr_t a = lo; a <= hi; a += OS_PAGE_SIZE) {
+        bool purge = a < hi && os_page_purgeable(page, free_map, a, big);
+        if (purge) {
+            bit_set(gone, (a - base) / OS_PAGE_SIZE);
+            n++;
+            if (!run)
+                run = a;
+        } else if (run) {
+            os_purge((void *)run, a - run);
+            run = 0;
+        }
+    }
+    return n;
+}
+
+/* Rebuild the free list without the blocks whose link was purged. */
+static void relink(page_t *page, const bitmap_t *free_map, const bitmap_t *gone)
+{
+    uintptr_t base = os_page_down((uintptr_t)page->start);
+    block_t *head = NULL;
+    uint32_t absent = 0;
+    for (size_t i = page->capacity; i-- > 0;) {
+        if (!bit_get(free_map, i))
+            continue;
+        uintptr_t a = (uintptr_t)page->start + i * page->block_size;
+        if (bit_get(gone, (a - base) / OS_PAGE_SIZE)) {
+            absent++;
+            continue;
+        }
+        block_t *b = (block_t *)a;
+        b->next = head;
+        head = b;
+    }
+    page->free = head;
+    page->local_free = NULL;
+    page->absent += absent;
+    page->used += absent;
+}
+
+/* Worth a scan: at most half used, and a quarter of it freed since the
+ * last scan. */
+static bool page_worth_compacting(const page_t *page)
+{
+    if (page->slow_mark == SLOW_MARK_HELD || page->in_full ||
+        atomic_load_explicit(&page->thread_free, memory_order_relaxed) != NULL)
+        return false;
+    uint32_t freed = page->compacted_used - page->used; /* wraps when never scanned */
+    size_t free_bytes = (size_t)(page->capacity - page->used) * page->block_size;
+    return freed >= page->capacity / 4 && free_bytes >= 4 * OS_PAGE_SIZE &&
+           free_bytes * 2 >= (size_t)page->capacity * page->block_size;
+}
+
+static void page_compact(page_t *page)
+{
+    bitmap_t free_map = {{0}}, gone = {{0}};
+    size_t count = 0;
+    page->compacted_used = page->used;
+    if (page->capacity > MAX_BLOCKS || !mark_list(page, page->free, &free_map, &count) ||
+        !mark_list(page, page->local_free, &free_map, &count))
+        return;
+    if (purge_free_os_pages(page, &free_map, &gone) == 0)
+        return;
+    relink(page, &free_map, &gone);
+    page->slow_mark = page->absent;
+    page->compacted_used = page->used;
+}
+
+static void compact_class(heap_t *h, unsigned c)
+{
+    /* the first page is where allocation happens: never thin it out */
+    for (page_t *page = h->bins[c].first->next; page; page = page->next)
+        if (page_worth_compacting(page))
+            page_compact(page);
+}
+
+void heap_compact_sparse(heap_t *h)
+{
+    uint64_t now = now_ticks();
+    if (now - h->compact_checked < PURGE_DELAY)
+        return;
+    h->compact_checked = now;
+    for (unsigned c = 1; c < CLASS_COUNT; c++)
+        if (h->bins[c].first)
+            compact_class(h, c);
+}

@@ -1,0 +1,256 @@
+/* White-box tests of compact.c: the free OS pages inside sparse pages go
+ * back to the kernel without losing a live block or handing out a purged
+ * one twice.
+ * SPDX-License-Identifier: MIT OR Apache-2.0
+ *
+ * Linked against libemma_core.la; this program's malloc is glibc's.  The
+ * heap is driven directly (alloc_generic, heap_free_local), so the tests
+ * behave the same with and without TLS.
+ */
+#include "testutil.h"
+
+#include <sys/mman.h>
+
+#include "emma_internal.h"
+
+static void *take(heap_t *h, size_t size)
+{
+    void *p = alloc_generic(h, size, MIN_ALIGN);
+    TU_ASSERT(p != NULL);
+    return p;
+}
+
+static void give(heap_t *h, void *p)
+{
+    segment_t *seg = segment_of(p);
+    heap_free_local(h, page_of(seg, p), p);
+}
+
+static page_t *page_holding(void *p) { return page_of(segment_of(p), p); }
+
+static bool resident(const void *p)
+{
+    unsigned char v = 0;
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(OS_PAGE_SIZE - 1);
+    ck_assert_int_eq(mincore((void *)a, OS_PAGE_SIZE, &v), 0);
+    return v & 1;
+}
+
+static void force_compact(heap_t *h)
+{
+    h->compact_checked = now_ticks() - 2 * PURGE_DELAY;
+    heap_compact_sparse(h);
+}
+
+/* Fill `n` blocks of `size`, returning them in order of allocation. */
+static void **fill(heap_t *h, size_t size, size_t n)
+{
+    void **v = calloc(n, sizeof *v);
+    TU_ASSERT(v != NULL);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = take(h, size);
+        tu_fill(v[i], size, (uint64_t)(uintptr_t)v[i]);
+    }
+    return v;
+}
+
+/* A fresh heap with three pages' worth of blocks of `size` (pages of
+ * page_bytes), filled; *victim is a page other than the one the class
+ * allocates from. */
+static void **fill_three_pages(heap_t **hp, size_t size, size_t page_bytes, size_t *n,
+                               page_t **victim)
+{
+    heap_t *h = heap_new();
+    TU_ASSERT(h != NULL);
+    size_t per_page = page_bytes / size;
+    *n = 3 * per_page;
+    void **v = fill(h, size, *n);
+    *victim = page_holding(v[per_page + per_page / 2]);
+    TU_ASSERT(*victim != h->bins[class_of_size(size)].first);
+    *hp = h;
+    return v;
+}
+
+static void give_all(heap_t *h, void **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i])
+            give(h, v[i]);
+    free(v);
+}
+
+/* Small blocks: a sparse page loses its free OS pages; its live blocks
+ * keep their contents; blocks whose link was purged are never handed out;
+ * when the last live block goes the page goes back to its segment. */
+START_TEST(t_compact_small_blocks)
+{
+    const size_t size = 512, per_page = ((size_t)64 << 10) / size;
+    heap_t *h;
+    page_t *victim;
+    size_t n;
+    void **v = fill_three_pages(&h, size, (size_t)64 << 10, &n, &victim);
+    /* keep the blocks of one OS page in the middle of the victim, free the
+     * rest of the victim */
+    uintptr_t keep_lo = ((uintptr_t)victim->start + OS_PAGE_SIZE * 5) & ~(uintptr_t)(OS_PAGE_SIZE - 1);
+    uintptr_t keep_hi = keep_lo + OS_PAGE_SIZE;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (page_holding(v[i]) != victim)
+            continue;
+        uintptr_t a = (uintptr_t)v[i];
+        if (a + size > keep_lo && a < keep_hi) {
+            kept++;
+            continue;
+        }
+        give(h, v[i]);
+        v[i] = NULL;
+    }
+    TU_ASSERT(kept > 0);
+    ck_assert_uint_eq(victim->used, kept);
+    uint32_t capacity = victim->capacity;
+
+    force_compact(h);
+    TU_ASSERT_MSG(victim->absent > 0, "nothing purged from a page %u/%u used", (unsigned)kept,
+                  (unsigned)capacity);
+    ck_assert_uint_eq(victim->used, kept + victim->absent);
+    /* the OS pages without live blocks are gone, the live ones intact */
+    size_t gone = 0;
+    for (uintptr_t a = ((uintptr_t)victim->start + OS_PAGE_SIZE - 1) & ~(uintptr_t)(OS_PAGE_SIZE - 1);
+         a + OS_PAGE_SIZE <= (uintptr_t)victim->start + (size_t)capacity * size; a += OS_PAGE_SIZE) {
+        bool live = a + OS_PAGE_SIZE > keep_lo - size && a < keep_hi;
+        if (!live && !resident((void *)a))
+            gone++;
+    }
+    TU_ASSERT_MSG(gone >= 8, "only %zu OS pages given back", gone);
+    for (size_t i = 0; i < n; i++)
+        if (v[i])
+            ck_assert_int_lt(tu_check(v[i], size, (uint64_t)(uintptr_t)v[i]), 0);
+
+    /* every block handed out now is distinct from the live ones and usable */
+    size_t extra_n = 2 * per_page;
+    void **extra = calloc(extra_n, sizeof *extra);
+    for (size_t i = 0; i < extra_n; i++) {
+        extra[i] = take(h, size);
+        for (size_t j = 0; j < n; j++)
+            TU_ASSERT_MSG(extra[i] != v[j], "live block %p handed out again", extra[i]);
+        for (size_t j = 0; j < i; j++)
+            TU_ASSERT_MSG(extra[i] != extra[j], "block %p handed out twice", extra[i]);
+        memset(extra[i], 0x77, size);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (v[i])
+            ck_assert_int_lt(tu_check(v[i], size, (uint64_t)(uintptr_t)v[i]), 0);
+    for (size_t i = 0; i < extra_n; i++)
+        give(h, extra[i]);
+
+    /* the last live block of the victim releases it, absent blocks and all */
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] && page_holding(v[i]) == victim) {
+            give(h, v[i]);
+            v[i] = NULL;
+        }
+    }
+    TU_ASSERT_MSG(!victim->in_use, "page with only absent blocks left kept (used %u absent %u)",
+                  victim->used, victim->absent);
+    give_all(h, v, n);
+    free(extra);
+}
+END_TEST
+
+/* Blocks of two OS pages or more stay on the free list: only their tail
+ * pages are purged, so they are reused at the cost of page faults. */
+START_TEST(t_compact_big_blocks)
+{
+    const size_t size = 16384, per_page = ((size_t)512 << 10) / size;
+    heap_t *h;
+    page_t *victim;
+    size_t n;
+    void **v = fill_three_pages(&h, size, (size_t)512 << 10, &n, &victim);
+    void *survivor = NULL;
+    uint8_t *freed_blocks[64];
+    size_t freed = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (page_holding(v[i]) != victim)
+            continue;
+        if (survivor) {
+            give(h, v[i]);
+            freed_blocks[freed++] = v[i];
+            v[i] = NULL;
+        } else {
+            survivor = v[i];
+        }
+    }
+    force_compact(h);
+    ck_assert_uint_eq(victim->absent, 0);
+    ck_assert_int_lt(tu_check(survivor, size, (uint64_t)(uintptr_t)survivor), 0);
+    size_t heads = 0, tails_gone = 0;
+    for (size_t i = 0; i < freed; i++) {
+        heads += resident(freed_blocks[i]);
+        for (size_t off = OS_PAGE_SIZE; off < size; off += OS_PAGE_SIZE)
+            tails_gone += !resident(freed_blocks[i] + off);
+    }
+    ck_assert_uint_eq(heads, freed);
+    TU_ASSERT_MSG(tails_gone >= freed * (size / OS_PAGE_SIZE - 1) / 2,
+                  "only %zu tail pages of %zu free blocks given back", tails_gone, freed);
+    /* every one of them is handed out again before any fresh page */
+    size_t extra_n = 2 * per_page, back = 0;
+    void **extra = calloc(extra_n, sizeof *extra);
+    for (size_t i = 0; i < extra_n; i++) {
+        extra[i] = take(h, size);
+        memset(extra[i], 0x33, size);
+        back += page_holding(extra[i]) == victim;
+    }
+    ck_assert_uint_eq(back, freed);
+    ck_assert_int_lt(tu_check(survivor, size, (uint64_t)(uintptr_t)survivor), 0);
+    give_all(h, extra, extra_n);
+    give_all(h, v, n);
+}
+END_TEST
+
+/* A page that is still mostly used is left alone, even when whole OS
+ * pages of it are free. */
+START_TEST(t_compact_skips_dense_pages)
+{
+    const size_t size = 256;
+    heap_t *h;
+    page_t *victim;
+    size_t n;
+    void **v = fill_three_pages(&h, size, (size_t)64 << 10, &n, &victim);
+    /* free the first 40% of the victim's blocks, a contiguous run */
+    size_t limit = victim->capacity * 2 / 5, k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (page_holding(v[i]) == victim && (size_t)((uint8_t *)v[i] - victim->start) / size < limit) {
+            give(h, v[i]);
+            v[i] = NULL;
+            k++;
+        }
+    ck_assert_uint_eq(k, limit);
+    force_compact(h);
+    ck_assert_uint_eq(victim->absent, 0);
+    /* past half free, the same page is thinned out */
+    for (size_t i = 0; i < n; i++)
+        if (v[i] && page_holding(v[i]) == victim &&
+            (size_t)((uint8_t *)v[i] - victim->start) / size < victim->capacity * 3 / 4) {
+            give(h, v[i]);
+            v[i] = NULL;
+        }
+    force_compact(h);
+    TU_ASSERT(victim->absent > 0);
+    for (size_t i = 0; i < n; i++)
+        if (v[i])
+            ck_assert_int_lt(tu_check(v[i], size, (uint64_t)(uintptr_t)v[i]), 0);
+    give_all(h, v, n);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("unit_compact");
+    TCase *t = tcase_create("compact");
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, t_compact_small_blocks);
+    tcase_add_test(t, t_compact_big_blocks);
+    tcase_add_test(t, t_compact_skips_dense_pages);
+    suite_add_tcase(s, t);
+    return tu_run(s);
+}
