@@ -118,7 +118,7 @@ static void relink(page_t *page, const bitmap_t *free_map, const bitmap_t *gone)
     page->used += absent;
 }
 
-/* Worth a scan: at most half used, and a quarter of it freed since the
+/* Worth a scan: at most a quarter used, and a quarter of it freed since the
  * last scan. */
 static bool page_worth_compacting(const page_t *page)
 {
@@ -128,7 +128,7 @@ static bool page_worth_compacting(const page_t *page)
     uint32_t freed = page->compacted_used - page->used; /* wraps when never scanned */
     size_t free_bytes = (size_t)(page->capacity - page->used) * page->block_size;
     return freed >= page->capacity / 4 && free_bytes >= 4 * OS_PAGE_SIZE &&
-           free_bytes * 2 >= (size_t)page->capacity * page->block_size;
+           free_bytes * 4 >= 3 * (size_t)page->capacity * page->block_size;
 }
 
 static void page_compact(page_t *page)
@@ -146,12 +146,19 @@ static void page_compact(page_t *page)
     page->compacted_used = page->used;
 }
 
+/* A page is thinned out only once two passes in a row found it sparse: a
+ * page the program is about to refill would only fault its memory back. */
 static void compact_class(heap_t *h, unsigned c)
 {
     /* the first page is where allocation happens: never thin it out */
-    for (page_t *page = h->bins[c].first->next; page; page = page->next)
-        if (page_worth_compacting(page))
+    for (page_t *page = h->bins[c].first->next; page; page = page->next) {
+        if (!page_worth_compacting(page))
+            page->sparse_since = 0;
+        else if (page->sparse_since == 0)
+            page->sparse_since = h->compact_pass;
+        else
             page_compact(page);
+    }
 }
 
 void heap_compact_sparse(heap_t *h)
@@ -160,6 +167,8 @@ void heap_compact_sparse(heap_t *h)
     if (now - h->compact_checked < PURGE_DELAY)
         return;
     h->compact_checked = now;
+    if (++h->compact_pass == 0)
+        h->compact_pass = 1; /* 0 means "not seen sparse" */
     for (unsigned c = 1; c < CLASS_COUNT; c++)
         if (h->bins[c].first)
             compact_class(h, c);

@@ -150,6 +150,7 @@ typedef struct page {
     uint64_t freed_at;           /* free page: when (now_ticks) */
     uint32_t absent;             /* blocks purged off the free list (compact.c) */
     uint32_t compacted_used;     /* `used` when compact.c last scanned the page */
+    uint32_t sparse_since;       /* compact.c pass that first saw it sparse, or 0 */
     struct page *next, *prev;    /* bin queue */
 } page_t;
 
@@ -191,6 +192,7 @@ typedef struct heap {
     size_t used_bytes;                   /* memory of pages in use */
     uint64_t purge_checked;              /* now_ticks of the last aged purge */
     uint64_t compact_checked;            /* now_ticks of the last compact pass */
+    uint32_t compact_pass;               /* compact passes so far */
     struct segment *huge_cache[HUGE_CACHE]; /* freed huge mappings (TLS) */
     unsigned huge_cache_count;
     size_t huge_cached_bytes;
@@ -297,8 +299,6 @@ EMMA_HIDDEN heap_t *heap_new(void);
 EMMA_HIDDEN void heap_reset(heap_t *h);
 EMMA_HIDDEN heap_t *heap_acquire_for_thread(void);
 EMMA_HIDDEN heap_t *heap_lock_any(void);
-EMMA_HIDDEN bool heap_trylock(heap_t *h);
-EMMA_HIDDEN void heap_unlock(heap_t *h);
 EMMA_HIDDEN heap_t *heap_registry_first(void);
 
 /* fork.c */
@@ -307,9 +307,18 @@ EMMA_HIDDEN void fork_recover(void (*recover)(void));
 EMMA_HIDDEN void fork_init(void);
 
 /* lock.c */
-EMMA_HIDDEN bool spin_trylock(_Atomic uint32_t *l);
+/* Inline: without TLS every malloc and free takes and drops a heap lock. */
+static inline bool spin_trylock(_Atomic uint32_t *l)
+{
+    uint32_t expected = 0;
+    return atomic_load_explicit(l, memory_order_relaxed) == 0 &&
+           atomic_compare_exchange_strong_explicit(l, &expected, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+static inline void spin_unlock(_Atomic uint32_t *l) { atomic_store_explicit(l, 0, memory_order_release); }
 EMMA_HIDDEN void spin_lock(_Atomic uint32_t *l);
-EMMA_HIDDEN void spin_unlock(_Atomic uint32_t *l);
+static inline bool heap_trylock(heap_t *h) { return spin_trylock(&h->lock); }
+static inline void heap_unlock(heap_t *h) { spin_unlock(&h->lock); }
 
 /* alloc.c: the generic paths behind the inline fast paths */
 EMMA_HIDDEN void *alloc_generic(heap_t *h, size_t size, size_t align);
@@ -338,7 +347,28 @@ static inline heap_t *tls_heap_or_null(void) { return tls_heap == &heap_empty ? 
 static inline void heap_put(heap_t *h) { (void)h; }
 static inline bool heap_owns_segment(heap_t *h, segment_t *seg) { return seg->heap == h; }
 #else
-static inline heap_t *heap_get(void) { return heap_lock_any(); }
+#define HEAP_SLOTS 256
+#define HEAP_SOFT_LIMIT 64
+EMMA_HIDDEN extern _Atomic(heap_t *) heap_slots[HEAP_SLOTS];
+EMMA_HIDDEN extern _Atomic unsigned heap_slot_limit;
+
+/* A thread's preferred slot, from its stack address: threads' stacks lie
+ * megabytes apart, so each thread tends to keep to a heap of its own. */
+static inline unsigned preferred_slot(unsigned limit)
+{
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+    return (unsigned)(((sp >> 20) * 0x9e3779b97f4a7c15ull) >> 40) % limit;
+}
+
+/* The common case inline: the preferred heap exists and is free. */
+static inline heap_t *heap_get(void)
+{
+    unsigned limit = atomic_load_explicit(&heap_slot_limit, memory_order_relaxed);
+    heap_t *h = atomic_load_explicit(&heap_slots[preferred_slot(limit)], memory_order_acquire);
+    if (likely(h != NULL) && likely(heap_trylock(h)))
+        return h;
+    return heap_lock_any();
+}
 static inline heap_t *tls_heap_or_null(void) { return NULL; }
 static inline void heap_put(heap_t *h) { heap_unlock(h); }
 #endif

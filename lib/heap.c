@@ -164,23 +164,19 @@ heap_t *heap_acquire_for_thread(void)
 }
 
 heap_t *heap_lock_any(void) { return tls_heap; }
-bool heap_trylock(heap_t *h) { return spin_trylock(&h->lock); }
-void heap_unlock(heap_t *h) { spin_unlock(&h->lock); }
 
 #else /* !EMMA_CONFIG_TLS */
 
-#define HEAP_SLOTS 256
-#define HEAP_SOFT_LIMIT 64
 #define STUCK_ROUNDS 2000
 #define PREFERRED_SPINS 16
 
-static _Atomic(heap_t *) slots[HEAP_SLOTS];
-static _Atomic unsigned slot_limit = HEAP_SOFT_LIMIT;
+_Atomic(heap_t *) heap_slots[HEAP_SLOTS];
+_Atomic unsigned heap_slot_limit = HEAP_SOFT_LIMIT;
+#define slots heap_slots
+#define slot_limit heap_slot_limit
 
 heap_t *heap_acquire_for_thread(void) { return NULL; }
 
-bool heap_trylock(heap_t *h) { return spin_trylock(&h->lock); }
-void heap_unlock(heap_t *h) { spin_unlock(&h->lock); }
 
 /* The heap in slot i, made (and returned locked) if the slot is empty. */
 static heap_t *slot_heap(unsigned i, bool *locked)
@@ -200,14 +196,6 @@ static heap_t *slot_heap(unsigned i, bool *locked)
     heap_register(fresh);
     *locked = true;
     return fresh;
-}
-
-/* A thread's preferred slot, from its stack address: threads' stacks lie
- * megabytes apart, so each thread tends to keep to a heap of its own. */
-static unsigned preferred_slot(unsigned limit)
-{
-    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
-    return (unsigned)(((sp >> 20) * 0x9e3779b97f4a7c15ull) >> 40) % limit;
 }
 
 static heap_t *try_slot(unsigned i, unsigned spins)

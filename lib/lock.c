@@ -4,14 +4,6 @@
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "emma_internal.h"
 
-bool spin_trylock(_Atomic uint32_t *l)
-{
-    uint32_t expected = 0;
-    return atomic_load_explicit(l, memory_order_relaxed) == 0 &&
-           atomic_compare_exchange_strong_explicit(l, &expected, 1, memory_order_acquire,
-                                                   memory_order_relaxed);
-}
-
 void spin_lock(_Atomic uint32_t *l)
 {
     for (unsigned spins = 0; !spin_trylock(l); spins++) {
@@ -21,5 +13,3 @@ void spin_lock(_Atomic uint32_t *l)
             os_yield();
     }
 }
-
-void spin_unlock(_Atomic uint32_t *l) { atomic_store_explicit(l, 0, memory_order_release); }

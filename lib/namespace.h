@@ -31,8 +31,6 @@
 #define heap_release_empty_pages emma__heap_release_empty_pages
 #define heap_compact_sparse emma__heap_compact_sparse
 #define heap_reset emma__heap_reset
-#define heap_trylock emma__heap_trylock
-#define heap_unlock emma__heap_unlock
 #define huge_alloc emma__huge_alloc
 #define huge_cache_expire emma__huge_cache_expire
 #define huge_free emma__huge_free
@@ -64,8 +62,8 @@
 #define segment_page_alloc emma__segment_page_alloc
 #define segment_page_release emma__segment_page_release
 #define spin_lock emma__spin_lock
-#define spin_trylock emma__spin_trylock
-#define spin_unlock emma__spin_unlock
+#define heap_slots emma__heap_slots
+#define heap_slot_limit emma__heap_slot_limit
 #define tls_heap emma__tls_heap
 #define trim_current emma__trim_current
 #define usable_size emma__usable_size

@@ -84,6 +84,7 @@ void page_init(page_t *page, unsigned c)
     page->used = 0;
     page->absent = 0;
     page->compacted_used = 0; /* "never scanned": see page_worth_compacting */
+    page->sparse_since = 0;
     page->slow_mark = 0;
     page->in_full = 0;
     page->in_use = 1;

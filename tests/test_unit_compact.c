@@ -36,10 +36,13 @@ static bool resident(const void *p)
     return v & 1;
 }
 
+/* Two passes: a page is thinned out the second time it is seen sparse. */
 static void force_compact(heap_t *h)
 {
-    h->compact_checked = now_ticks() - 2 * PURGE_DELAY;
-    heap_compact_sparse(h);
+    for (int pass = 0; pass < 2; pass++) {
+        h->compact_checked = now_ticks() - 2 * PURGE_DELAY;
+        heap_compact_sparse(h);
+    }
 }
 
 /* Fill `n` blocks of `size`, returning them in order of allocation. */
