@@ -15,7 +15,8 @@
  *            other threads).  Segment kinds fix the page size:
  *              small   64 KiB pages, 64 per segment, blocks <= 8 KiB
  *              medium 512 KiB pages,  8 per segment, blocks <= 64 KiB
- *              large    4 MiB page,   1 per segment, blocks <= 1 MiB
+ *              large    1 MiB pages,  4 per segment, blocks <= 512 KiB
+ *              xlarge   4 MiB page,   1 per segment, blocks <= 1 MiB
  *              huge     one block of any size, its own mapping (mremap-able)
  *   heap     what one thread allocates from: per size class a queue of pages
  *            with free blocks, a direct table for sizes <= 1 KiB so the fast
@@ -67,6 +68,7 @@ static const bool config_checks = EMMA_CONFIG_CHECKS;
 #define MIN_ALIGN ((size_t)16)
 #define SMALL_MAX ((size_t)8 << 10)    /* blocks in 64 KiB pages */
 #define MEDIUM_MAX ((size_t)64 << 10)  /* blocks in 512 KiB pages */
+#define LARGE_PAGE_MAX ((size_t)512 << 10) /* blocks in 1 MiB pages */
 #define LARGE_MAX ((size_t)1 << 20)    /* blocks in one 4 MiB page */
 #define DIRECT_MAX ((size_t)1024)      /* sizes served by heap->direct */
 #define DIRECT_COUNT (DIRECT_MAX / 16 + 1)
@@ -77,7 +79,7 @@ static const bool config_checks = EMMA_CONFIG_CHECKS;
 #define CLASS_COUNT 61
 #define CLASS_HUGE 0
 
-enum segment_kind { KIND_SMALL, KIND_MEDIUM, KIND_LARGE, KIND_HUGE, KIND_COUNT };
+enum segment_kind { KIND_SMALL, KIND_MEDIUM, KIND_LARGE, KIND_XLARGE, KIND_HUGE, KIND_COUNT };
 
 static inline unsigned log2_floor(size_t x) { return 63u - (unsigned)__builtin_clzll(x); }
 
@@ -117,7 +119,10 @@ static inline size_t class_align(unsigned c)
 static inline enum segment_kind class_kind(unsigned c)
 {
     size_t s = class_size(c);
-    return s <= SMALL_MAX ? KIND_SMALL : s <= MEDIUM_MAX ? KIND_MEDIUM : KIND_LARGE;
+    return s <= SMALL_MAX    ? KIND_SMALL
+           : s <= MEDIUM_MAX ? KIND_MEDIUM
+           : s <= LARGE_PAGE_MAX ? KIND_LARGE
+                                 : KIND_XLARGE;
 }
 
 EMMA_HIDDEN unsigned class_for(size_t size, size_t align);
@@ -185,7 +190,7 @@ typedef struct heap {
     page_t *direct[DIRECT_COUNT];        /* size/16 -> page to pop from */
     page_queue_t bins[CLASS_COUNT];
     _Atomic(page_t *) remote_pages;      /* pages with frees from others */
-    segment_t *segments[KIND_LARGE + 1]; /* segments with free pages */
+    segment_t *segments[KIND_XLARGE + 1]; /* segments with free pages */
     segment_t *cached[SEGMENT_CACHE];    /* empty segments kept mapped */
     unsigned cached_count;
     size_t dirty_bytes;                  /* free but resident page memory */

@@ -126,8 +126,8 @@ static void page_retire(heap_t *h, page_t *page)
 {
     page_queue_t *q = &h->bins[page->class_idx];
     segment_t *seg = segment_of_page(page);
-    /* Hold a lone small or medium page; a large page is a whole segment. */
-    if (q->first == page && q->last == page && seg->kind != KIND_LARGE) {
+    /* Hold a lone page unless it is a whole segment. */
+    if (q->first == page && q->last == page && seg->kind != KIND_XLARGE) {
         page->slow_mark = SLOW_MARK_HELD;
         return;
     }

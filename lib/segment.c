@@ -11,8 +11,8 @@
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "emma_internal.h"
 
-static const uint8_t kind_shift[KIND_COUNT] = {16, 19, 22, 62};
-static const uint16_t kind_pages[KIND_COUNT] = {64, 8, 1, 1};
+static const uint8_t kind_shift[KIND_COUNT] = {16, 19, 20, 22, 62};
+static const uint16_t kind_pages[KIND_COUNT] = {64, 8, 4, 1, 1};
 
 size_t segment_header_size(enum segment_kind kind)
 {
@@ -248,7 +248,7 @@ static size_t segment_purge(segment_t *seg, uint64_t before)
 static void purge_segments(heap_t *h, uint64_t before)
 {
     size_t bytes = 0;
-    for (int k = 0; k <= KIND_LARGE; k++)
+    for (int k = 0; k <= KIND_XLARGE; k++)
         for (segment_t *seg = h->segments[k]; seg; seg = seg->next)
             if (seg->dirty_mask)
                 bytes += segment_purge(seg, before);

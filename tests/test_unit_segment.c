@@ -23,7 +23,8 @@ START_TEST(t_segment_geometry)
     /* headers fit in the first page and leave room for blocks */
     TU_ASSERT(segment_header_size(KIND_SMALL) + SMALL_MAX <= ((size_t)64 << 10));
     TU_ASSERT(segment_header_size(KIND_MEDIUM) + MEDIUM_MAX <= ((size_t)512 << 10));
-    TU_ASSERT(segment_header_size(KIND_LARGE) + LARGE_MAX <= SEGMENT_SIZE);
+    TU_ASSERT(segment_header_size(KIND_LARGE) + LARGE_PAGE_MAX <= ((size_t)1 << 20));
+    TU_ASSERT(segment_header_size(KIND_XLARGE) + LARGE_MAX <= SEGMENT_SIZE);
     ck_assert_uint_eq(segment_header_size(KIND_SMALL) % 64, 0);
     /* segment_of: every address of a segment maps to its start */
     uint8_t *seg = (uint8_t *)((uintptr_t)7 << SEGMENT_SHIFT);
@@ -124,14 +125,15 @@ START_TEST(t_segment_pages_distinct)
 {
     heap_t *h = heap_new();
     TU_ASSERT((h) != NULL);
-    const unsigned npages[] = {64, 8, 1};
-    for (int k = KIND_SMALL; k <= KIND_LARGE; k++) {
+    const unsigned npages[] = {64, 8, 4, 1};
+    const size_t kind_size[] = {32, 20000, 300000, 900000};
+    for (int k = KIND_SMALL; k <= KIND_XLARGE; k++) {
         page_t *pages[130];
         unsigned n = 2 * npages[k] + 1;
         for (unsigned i = 0; i < n; i++) {
             pages[i] = segment_page_alloc(h, (enum segment_kind)k);
             TU_ASSERT((pages[i]) != NULL);
-            page_init(pages[i], k == KIND_SMALL ? 2 : k == KIND_MEDIUM ? class_of_size(20000) : class_of_size(500000));
+            page_init(pages[i], class_of_size(kind_size[k]));
             for (unsigned j = 0; j < i; j++)
                 TU_ASSERT_MSG(pages[i] != pages[j], "page handed out twice");
         }
@@ -151,7 +153,7 @@ START_TEST(t_segment_pages_distinct)
         page_t *again = segment_page_alloc(h, (enum segment_kind)k);
         TU_ASSERT((again) != NULL);
         TU_ASSERT(!again->in_use);
-        page_init(again, k == KIND_SMALL ? 2 : k == KIND_MEDIUM ? class_of_size(20000) : class_of_size(500000));
+        page_init(again, class_of_size(kind_size[k]));
         segment_page_release(h, again);
     }
     heap_purge(h);

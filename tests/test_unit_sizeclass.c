@@ -90,7 +90,8 @@ START_TEST(t_class_kind)
         switch (k) {
         case KIND_SMALL: ck_assert(s <= SMALL_MAX); break;
         case KIND_MEDIUM: ck_assert(s > SMALL_MAX && s <= MEDIUM_MAX); break;
-        case KIND_LARGE: ck_assert(s > MEDIUM_MAX && s <= LARGE_MAX); break;
+        case KIND_LARGE: ck_assert(s > MEDIUM_MAX && s <= LARGE_PAGE_MAX); break;
+        case KIND_XLARGE: ck_assert(s > LARGE_PAGE_MAX && s <= LARGE_MAX); break;
         default: ck_abort_msg("class %u has kind %d", c, (int)k);
         }
     }
