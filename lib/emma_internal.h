@@ -10,9 +10,11 @@
  *            page as (p - segment) >> page_shift.  ("p - 1" lets a huge block
  *            that is itself 4 MiB aligned keep its header 4 MiB below it.)
  *   page     a run of equal-sized blocks of one size class, with three free
- *            lists: `free` (allocate from here), `local_free` (frees by the
- *            owner thread) and `thread_free` (lock-free stack of frees by
- *            other threads).  Segment kinds fix the page size:
+ *            lists: `free` (allocate from here; the owner frees onto it, so
+ *            a freed block is reused first, while still cached),
+ *            `thread_free` (lock-free stack of frees by other threads) and
+ *            `local_free` (where the owner collects thread_free).  Segment
+ *            kinds fix the page size:
  *              small   64 KiB pages, 64 per segment, blocks <= 8 KiB
  *              medium 512 KiB pages,  8 per segment, blocks <= 64 KiB
  *              large    1 MiB pages,  4 per segment, blocks <= 512 KiB
@@ -144,7 +146,7 @@ typedef struct page {
     uint8_t in_use;              /* assigned to a size class */
     uint8_t class_idx;
     uint8_t page_idx;
-    block_t *local_free;         /* frees by the owner */
+    block_t *local_free;         /* collected frees of other threads */
     _Atomic(block_t *) thread_free; /* frees by other threads */
     struct page *remote_next;    /* link in heap->remote_pages */
     uint8_t *start;              /* first block */
@@ -407,8 +409,8 @@ static inline void *heap_alloc(heap_t *h, size_t size)
 static inline void heap_free_local(heap_t *h, page_t *page, void *p)
 {
     block_t *b = (block_t *)p;
-    b->next = page->local_free;
-    page->local_free = b;
+    b->next = page->free;
+    page->free = b;
     if (unlikely(--page->used == page->slow_mark))
         page_free_local_slow(h, page);
 }

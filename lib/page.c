@@ -1,5 +1,6 @@
 /* Pages: carving blocks, the per-class page queues of a heap, and the
- * three free lists (owner's, local frees, other threads' frees).
+ * three free lists (allocation and owner's frees, collected remote frees,
+ * other threads' frees).
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "emma_internal.h"
 
