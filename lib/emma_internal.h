@@ -138,6 +138,10 @@ typedef struct block {
 
 struct heap;
 
+/* The first cache line holds what the owner touches on every allocation
+ * and free; other threads' frees write only the second, so a consumer
+ * freeing into the page a producer allocates from does not make their
+ * cores fight over one line. */
 typedef struct page {
     block_t *free;               /* allocation list (fast path) */
     uint32_t used;               /* blocks out, including unseen remote frees */
@@ -146,19 +150,20 @@ typedef struct page {
     uint8_t in_use;              /* assigned to a size class */
     uint8_t class_idx;
     uint8_t page_idx;
-    block_t *local_free;         /* collected frees of other threads */
-    _Atomic(block_t *) thread_free; /* frees by other threads */
-    struct page *remote_next;    /* link in heap->remote_pages */
-    uint8_t *start;              /* first block */
     uint32_t block_size;
+    block_t *local_free;         /* collected frees of other threads */
+    uint8_t *start;              /* first block */
     uint32_t capacity;           /* blocks carved out so far */
     uint32_t reserved;           /* blocks that fit */
+    struct page *next, *prev;    /* bin queue */
+    /* second cache line: other threads, and rarely used state */
+    _Alignas(64) _Atomic(block_t *) thread_free; /* frees by other threads */
+    struct page *remote_next;    /* link in heap->remote_pages */
     uint32_t dirty;              /* free page: bytes that may be resident */
-    uint64_t freed_at;           /* free page: when (now_ticks) */
     uint32_t absent;             /* blocks purged off the free list (compact.c) */
+    uint64_t freed_at;           /* free page: when (now_ticks) */
     uint32_t compacted_used;     /* `used` when compact.c last scanned the page */
     uint32_t sparse_since;       /* compact.c pass that first saw it sparse, or 0 */
-    struct page *next, *prev;    /* bin queue */
 } page_t;
 
 typedef struct segment {

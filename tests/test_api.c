@@ -565,6 +565,32 @@ START_TEST(t_free_sized_variants)
 END_TEST
 
 /* Many live blocks of mixed sizes: none may overlap another. */
+/* A block its thread frees is the next one of its size handed out (while
+ * still in the cache), including between other allocations and frees:
+ * a structure built while temporaries come and go is laid out densely. */
+START_TEST(t_free_then_malloc_reuses)
+{
+    static const size_t sizes[] = {16, 40, 64, 200, 1000, 3000, 20000};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k];
+        void *keep = malloc(n);
+        void *tmp = malloc(n);
+        TU_ASSERT(keep != NULL && tmp != NULL);
+        free(tmp);
+        void *next = malloc(n);
+        ck_assert_ptr_eq(next, tmp);
+        /* LIFO: the latest free comes back first */
+        free(keep);
+        free(next);
+        void *a = malloc(n), *b = malloc(n);
+        ck_assert_ptr_eq(a, next);
+        ck_assert_ptr_eq(b, keep);
+        free(a);
+        free(b);
+    }
+}
+END_TEST
+
 START_TEST(t_many_live_blocks)
 {
     enum { N = 60000 };
@@ -1044,6 +1070,7 @@ static Suite *api_suite(void)
     tcase_add_test(m, t_valloc_pvalloc);
     tcase_add_test(m, t_free_sized_variants);
     tcase_add_test(m, t_many_live_blocks);
+    tcase_add_test(m, t_free_then_malloc_reuses);
     suite_add_tcase(s, m);
 
     TCase *e = tcase_create("emma");
