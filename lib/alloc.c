@@ -34,6 +34,11 @@ static void *alloc_class(heap_t *h, unsigned c)
             page_extend(page);
             return page_pop(page);
         }
+        if (page->absent) {
+            /* its class needs blocks again: cheaper than a fresh page */
+            page_revive(page);
+            return page_pop(page);
+        }
         page_t *next = page->next;
         page_mark_full(h, page);
         page = next;

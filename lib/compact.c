@@ -12,8 +12,9 @@
  * back as zeroes.  So a small block (under two OS pages) whose first bytes
  * lie in a purged OS page leaves the free list: it becomes "absent", still
  * counted in page->used, and comes back only with the whole page (the page
- * is released when used == absent).  A bigger block keeps its first OS
- * page and stays on the list; only its other OS pages are purged.
+ * is released when used == absent), or when allocation reaches the page
+ * again with nothing else free (page_revive).  A bigger block keeps its
+ * first OS page and stays on the list; only its other OS pages are purged.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "emma_internal.h"
 
@@ -94,18 +95,24 @@ static size_t purge_free_os_pages(const page_t *page, const bitmap_t *free_map, 
     return n;
 }
 
+static size_t os_page_index(const page_t *page, uintptr_t a)
+{
+    return (a - os_page_down((uintptr_t)page->start)) / OS_PAGE_SIZE;
+}
+
 /* Rebuild the free list without the blocks whose link was purged. */
 static void relink(page_t *page, const bitmap_t *free_map, const bitmap_t *gone)
 {
-    uintptr_t base = os_page_down((uintptr_t)page->start);
     block_t *head = NULL;
     uint32_t absent = 0;
     for (size_t i = page->capacity; i-- > 0;) {
         if (!bit_get(free_map, i))
             continue;
         uintptr_t a = (uintptr_t)page->start + i * page->block_size;
-        if (bit_get(gone, (a - base) / OS_PAGE_SIZE)) {
+        size_t os_page = os_page_index(page, a);
+        if (bit_get(gone, os_page)) {
             absent++;
+            page->purged |= (uint16_t)(1u << os_page);
             continue;
         }
         block_t *b = (block_t *)a;
@@ -116,6 +123,30 @@ static void relink(page_t *page, const bitmap_t *free_map, const bitmap_t *gone)
     page->local_free = NULL;
     page->absent += absent;
     page->used += absent;
+}
+
+/* Put the absent blocks back on the free list (their memory faults back
+ * in as they are used, as a fresh page's would). */
+void page_revive(page_t *page)
+{
+    block_t *head = page->free;
+    uint32_t n = 0;
+    for (size_t i = page->capacity; i-- > 0;) {
+        uintptr_t a = (uintptr_t)page->start + i * page->block_size;
+        if (!(page->purged & (1u << os_page_index(page, a))))
+            continue;
+        block_t *b = (block_t *)a;
+        b->next = head;
+        head = b;
+        n++;
+    }
+    page->free = head;
+    page->used -= n;
+    page->absent = 0;
+    page->purged = 0;
+    page->slow_mark = 0;
+    page->compacted_used = page->used;
+    page->sparse_since = 0;
 }
 
 /* Worth a scan: at most a quarter used, and a quarter of it freed since the
@@ -146,8 +177,10 @@ static void page_compact(page_t *page)
     page->compacted_used = page->used;
 }
 
-/* A page is thinned out only once two passes in a row found it sparse: a
- * page the program is about to refill would only fault its memory back. */
+/* A page is thinned out only once SPARSE_PASSES + 1 passes in a row found
+ * it sparse: a page the program is about to refill would only fault its
+ * memory back. */
+#define SPARSE_PASSES 1
 static void compact_class(heap_t *h, unsigned c)
 {
     /* the first page is where allocation happens: never thin it out */
@@ -156,7 +189,7 @@ static void compact_class(heap_t *h, unsigned c)
             page->sparse_since = 0;
         else if (page->sparse_since == 0)
             page->sparse_since = h->compact_pass;
-        else
+        else if (h->compact_pass - page->sparse_since >= SPARSE_PASSES)
             page_compact(page);
     }
 }

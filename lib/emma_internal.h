@@ -164,6 +164,7 @@ typedef struct page {
     uint64_t freed_at;           /* free page: when (now_ticks) */
     uint32_t compacted_used;     /* `used` when compact.c last scanned the page */
     uint32_t sparse_since;       /* compact.c pass that first saw it sparse, or 0 */
+    uint16_t purged;             /* OS pages whose blocks are absent (small pages) */
 } page_t;
 
 typedef struct segment {
@@ -303,6 +304,7 @@ EMMA_HIDDEN void heap_release_empty_pages(heap_t *h);
 
 /* compact.c */
 EMMA_HIDDEN void heap_compact_sparse(heap_t *h);
+EMMA_HIDDEN void page_revive(page_t *page);
 
 /* heap.c */
 EMMA_HIDDEN extern page_t empty_page;

@@ -30,6 +30,7 @@
 #define heap_registry_first emma__heap_registry_first
 #define heap_release_empty_pages emma__heap_release_empty_pages
 #define heap_compact_sparse emma__heap_compact_sparse
+#define page_revive emma__page_revive
 #define heap_reset emma__heap_reset
 #define huge_alloc emma__huge_alloc
 #define huge_cache_expire emma__huge_cache_expire

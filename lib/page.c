@@ -86,6 +86,7 @@ void page_init(page_t *page, unsigned c)
     page->absent = 0;
     page->compacted_used = 0; /* "never scanned": see page_worth_compacting */
     page->sparse_since = 0;
+    page->purged = 0;
     page->slow_mark = 0;
     page->in_full = 0;
     page->in_use = 1;

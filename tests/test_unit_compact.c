@@ -160,6 +160,49 @@ START_TEST(t_compact_small_blocks)
 }
 END_TEST
 
+/* When allocation comes back to a thinned-out page with nothing else free,
+ * its absent blocks are handed out again rather than a fresh page. */
+START_TEST(t_compact_revive)
+{
+    const size_t size = 1024, per_page = ((size_t)64 << 10) / size;
+    heap_t *h;
+    page_t *victim;
+    size_t n;
+    void **v = fill_three_pages(&h, size, (size_t)64 << 10, &n, &victim);
+    void *survivor = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (page_holding(v[i]) == victim) {
+            if (survivor) {
+                give(h, v[i]);
+                v[i] = NULL;
+            } else {
+                survivor = v[i];
+            }
+        }
+    force_compact(h);
+    uint32_t absent = victim->absent;
+    TU_ASSERT(absent > 0);
+    ck_assert_uint_eq(victim->used, 1 + absent);
+    /* allocate until the victim has handed out every block it has */
+    size_t extra_n = 4 * per_page, from_victim = 0;
+    void **extra = calloc(extra_n, sizeof *extra);
+    for (size_t i = 0; i < extra_n; i++) {
+        extra[i] = take(h, size);
+        TU_ASSERT(extra[i] != survivor);
+        for (size_t j = 0; j < i; j++)
+            TU_ASSERT_MSG(extra[i] != extra[j], "block %p handed out twice", extra[i]);
+        memset(extra[i], 0x44, size);
+        from_victim += page_holding(extra[i]) == victim;
+    }
+    ck_assert_uint_eq(victim->absent, 0);
+    ck_assert_uint_eq(victim->used, victim->capacity);
+    ck_assert_uint_eq(from_victim, victim->capacity - 1);
+    ck_assert_int_lt(tu_check(survivor, size, (uint64_t)(uintptr_t)survivor), 0);
+    give_all(h, extra, extra_n);
+    give_all(h, v, n);
+}
+END_TEST
+
 /* Blocks of two OS pages or more stay on the free list: only their tail
  * pages are purged, so they are reused at the cost of page faults. */
 START_TEST(t_compact_big_blocks)
@@ -252,6 +295,7 @@ int main(void)
     TCase *t = tcase_create("compact");
     tcase_set_timeout(t, 60);
     tcase_add_test(t, t_compact_small_blocks);
+    tcase_add_test(t, t_compact_revive);
     tcase_add_test(t, t_compact_big_blocks);
     tcase_add_test(t, t_compact_skips_dense_pages);
     suite_add_tcase(s, t);
