@@ -82,6 +82,31 @@ static void give_all(heap_t *h, void **v, size_t n)
     free(v);
 }
 
+/* Free every block of victim but the first one (returned); the freed ones
+ * are cleared in v and, if `freed` is given, listed there. */
+static void *free_all_but_one(heap_t *h, void **v, size_t n, page_t *victim, void **freed,
+                              size_t *nfreed)
+{
+    void *survivor = NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (page_holding(v[i]) != victim)
+            continue;
+        if (!survivor) {
+            survivor = v[i];
+            continue;
+        }
+        give(h, v[i]);
+        if (freed)
+            freed[k] = v[i];
+        k++;
+        v[i] = NULL;
+    }
+    if (nfreed)
+        *nfreed = k;
+    return survivor;
+}
+
 /* Small blocks: a sparse page loses its free OS pages; its live blocks
  * keep their contents; blocks whose link was purged are never handed out;
  * when the last live block goes the page goes back to its segment. */
@@ -169,16 +194,7 @@ START_TEST(t_compact_revive)
     page_t *victim;
     size_t n;
     void **v = fill_three_pages(&h, size, (size_t)64 << 10, &n, &victim);
-    void *survivor = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (page_holding(v[i]) == victim) {
-            if (survivor) {
-                give(h, v[i]);
-                v[i] = NULL;
-            } else {
-                survivor = v[i];
-            }
-        }
+    void *survivor = free_all_but_one(h, v, n, victim, NULL, NULL);
     force_compact(h);
     uint32_t absent = victim->absent;
     TU_ASSERT(absent > 0);
@@ -212,28 +228,18 @@ START_TEST(t_compact_big_blocks)
     page_t *victim;
     size_t n;
     void **v = fill_three_pages(&h, size, (size_t)512 << 10, &n, &victim);
-    void *survivor = NULL;
-    uint8_t *freed_blocks[64];
-    size_t freed = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (page_holding(v[i]) != victim)
-            continue;
-        if (survivor) {
-            give(h, v[i]);
-            freed_blocks[freed++] = v[i];
-            v[i] = NULL;
-        } else {
-            survivor = v[i];
-        }
-    }
+    void *freed_blocks[64];
+    size_t freed;
+    void *survivor = free_all_but_one(h, v, n, victim, freed_blocks, &freed);
     force_compact(h);
     ck_assert_uint_eq(victim->absent, 0);
     ck_assert_int_lt(tu_check(survivor, size, (uint64_t)(uintptr_t)survivor), 0);
     size_t heads = 0, tails_gone = 0;
     for (size_t i = 0; i < freed; i++) {
-        heads += resident(freed_blocks[i]);
+        uint8_t *b = freed_blocks[i];
+        heads += resident(b);
         for (size_t off = OS_PAGE_SIZE; off < size; off += OS_PAGE_SIZE)
-            tails_gone += !resident(freed_blocks[i] + off);
+            tails_gone += !resident(b + off);
     }
     ck_assert_uint_eq(heads, freed);
     TU_ASSERT_MSG(tails_gone >= freed * (size / OS_PAGE_SIZE - 1) / 2,
