@@ -69,13 +69,18 @@ static bool os_page_purgeable(const page_t *page, const bitmap_t *free_map, uint
     return true;
 }
 
-/* Purge the purgeable OS pages of page, in runs; record them in `gone`
- * (by OS page index from the first block's OS page).  Returns the number
- * of OS pages purged. */
-static size_t purge_free_os_pages(const page_t *page, const bitmap_t *free_map, bitmap_t *gone)
+static size_t os_page_index(const page_t *page, uintptr_t a)
 {
-    bool big = page->block_size >= 2 * OS_PAGE_SIZE;
-    uintptr_t base = os_page_down((uintptr_t)page->start);
+    return (a - os_page_down((uintptr_t)page->start)) / OS_PAGE_SIZE;
+}
+
+/* Purge the purgeable OS pages of page, in runs.  Returns the number of
+ * OS pages purged; for a page of small blocks (at most 16 OS pages, the
+ * only kind that gets absent blocks) *gone gets one bit per purged page,
+ * by os_page_index. */
+static size_t purge_free_os_pages(const page_t *page, const bitmap_t *free_map, bool big,
+                                  uint16_t *gone)
+{
     uintptr_t lo = os_page_up((uintptr_t)page->start);
     uintptr_t hi = os_page_down((uintptr_t)page->start + (size_t)page->capacity * page->block_size);
     uintptr_t run = 0;
@@ -83,7 +88,8 @@ static size_t purge_free_os_pages(const page_t *page, const bitmap_t *free_map, 
     for (uintptr_t a = lo; a <= hi; a += OS_PAGE_SIZE) {
         bool purge = a < hi && os_page_purgeable(page, free_map, a, big);
         if (purge) {
-            bit_set(gone, (a - base) / OS_PAGE_SIZE);
+            if (!big)
+                *gone |= (uint16_t)(1u << os_page_index(page, a));
             n++;
             if (!run)
                 run = a;
@@ -95,13 +101,9 @@ static size_t purge_free_os_pages(const page_t *page, const bitmap_t *free_map, 
     return n;
 }
 
-static size_t os_page_index(const page_t *page, uintptr_t a)
-{
-    return (a - os_page_down((uintptr_t)page->start)) / OS_PAGE_SIZE;
-}
-
-/* Rebuild the free list without the blocks whose link was purged. */
-static void relink(page_t *page, const bitmap_t *free_map, const bitmap_t *gone)
+/* Rebuild the free list without the blocks whose link was purged (their
+ * first bytes lie in an OS page of `gone`). */
+static void relink(page_t *page, const bitmap_t *free_map, uint16_t gone)
 {
     block_t *head = NULL;
     uint32_t absent = 0;
@@ -109,10 +111,8 @@ static void relink(page_t *page, const bitmap_t *free_map, const bitmap_t *gone)
         if (!bit_get(free_map, i))
             continue;
         uintptr_t a = (uintptr_t)page->start + i * page->block_size;
-        size_t os_page = os_page_index(page, a);
-        if (bit_get(gone, os_page)) {
+        if (gone & (1u << os_page_index(page, a))) {
             absent++;
-            page->purged |= (uint16_t)(1u << os_page);
             continue;
         }
         block_t *b = (block_t *)a;
@@ -121,8 +121,10 @@ static void relink(page_t *page, const bitmap_t *free_map, const bitmap_t *gone)
     }
     page->free = head;
     page->local_free = NULL;
+    page->purged |= gone;
     page->absent += absent;
     page->used += absent;
+    page->slow_mark = page->absent;
 }
 
 /* Put the absent blocks back on the free list (their memory faults back
@@ -164,16 +166,18 @@ static bool page_worth_compacting(const page_t *page)
 
 static void page_compact(page_t *page)
 {
-    bitmap_t free_map = {{0}}, gone = {{0}};
+    bitmap_t free_map = {{0}};
     size_t count = 0;
+    uint16_t gone = 0;
+    bool big = page->block_size >= 2 * OS_PAGE_SIZE;
     page->compacted_used = page->used;
     if (page->capacity > MAX_BLOCKS || !mark_list(page, page->free, &free_map, &count) ||
         !mark_list(page, page->local_free, &free_map, &count))
         return;
-    if (purge_free_os_pages(page, &free_map, &gone) == 0)
+    /* a big block keeps its link, so its free list stays as it is */
+    if (purge_free_os_pages(page, &free_map, big, &gone) == 0 || big)
         return;
-    relink(page, &free_map, &gone);
-    page->slow_mark = page->absent;
+    relink(page, &free_map, gone);
     page->compacted_used = page->used;
 }
 

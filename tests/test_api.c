@@ -1040,12 +1040,7 @@ START_TEST(t_out_of_memory)
     ck_assert_int_ge(pid, 0);
     if (pid == 0)
         _exit(oom_child());
-    int st;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "out-of-memory child: %s %d (see oom_child() for the code)",
-                  WIFEXITED(st) ? "exit code" : "killed by signal",
-                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    tu_wait_exit0(pid, "out-of-memory child (see oom_child() for the code)");
 }
 END_TEST
 

@@ -57,21 +57,30 @@ static void **fill(heap_t *h, size_t size, size_t n)
     return v;
 }
 
-/* A fresh heap with three pages' worth of blocks of `size` (pages of
- * page_bytes), filled; *victim is a page other than the one the class
+/* A fresh heap h with three pages' worth of blocks of `size`, all
+ * allocated (v[0..n-1]); victim is a page other than the one the class
  * allocates from. */
-static void **fill_three_pages(heap_t **hp, size_t size, size_t page_bytes, size_t *n,
-                               page_t **victim)
+typedef struct {
+    heap_t *h;
+    void **v;
+    size_t n;
+    size_t per_page; /* blocks of `size` a page holds, about */
+    page_t *victim;
+} scene_t;
+
+static scene_t fill_three_pages(size_t size)
 {
-    heap_t *h = heap_new();
-    TU_ASSERT(h != NULL);
-    size_t per_page = page_bytes / size;
-    *n = 3 * per_page;
-    void **v = fill(h, size, *n);
-    *victim = page_holding(v[per_page + per_page / 2]);
-    TU_ASSERT(*victim != h->bins[class_of_size(size)].first);
-    *hp = h;
-    return v;
+    bool small = class_kind(class_of_size(size)) == KIND_SMALL;
+    size_t page_bytes = small ? (size_t)64 << 10 : (size_t)512 << 10;
+    scene_t sc;
+    sc.h = heap_new();
+    TU_ASSERT(sc.h != NULL);
+    sc.per_page = page_bytes / size;
+    sc.n = 3 * sc.per_page;
+    sc.v = fill(sc.h, size, sc.n);
+    sc.victim = page_holding(sc.v[sc.per_page + sc.per_page / 2]);
+    TU_ASSERT(sc.victim != sc.h->bins[class_of_size(size)].first);
+    return sc;
 }
 
 static void give_all(heap_t *h, void **v, size_t n)
@@ -112,75 +121,72 @@ static void *free_all_but_one(heap_t *h, void **v, size_t n, page_t *victim, voi
  * when the last live block goes the page goes back to its segment. */
 START_TEST(t_compact_small_blocks)
 {
-    const size_t size = 512, per_page = ((size_t)64 << 10) / size;
-    heap_t *h;
-    page_t *victim;
-    size_t n;
-    void **v = fill_three_pages(&h, size, (size_t)64 << 10, &n, &victim);
-    /* keep the blocks of one OS page in the middle of the victim, free the
-     * rest of the victim */
-    uintptr_t keep_lo = ((uintptr_t)victim->start + OS_PAGE_SIZE * 5) & ~(uintptr_t)(OS_PAGE_SIZE - 1);
+    const size_t size = 512;
+    scene_t sc = fill_three_pages(size);
+    /* keep the blocks of one OS page in the middle of the sc.victim, free the
+     * rest of the sc.victim */
+    uintptr_t keep_lo = ((uintptr_t)sc.victim->start + OS_PAGE_SIZE * 5) & ~(uintptr_t)(OS_PAGE_SIZE - 1);
     uintptr_t keep_hi = keep_lo + OS_PAGE_SIZE;
     size_t kept = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (page_holding(v[i]) != victim)
+    for (size_t i = 0; i < sc.n; i++) {
+        if (page_holding(sc.v[i]) != sc.victim)
             continue;
-        uintptr_t a = (uintptr_t)v[i];
+        uintptr_t a = (uintptr_t)sc.v[i];
         if (a + size > keep_lo && a < keep_hi) {
             kept++;
             continue;
         }
-        give(h, v[i]);
-        v[i] = NULL;
+        give(sc.h, sc.v[i]);
+        sc.v[i] = NULL;
     }
     TU_ASSERT(kept > 0);
-    ck_assert_uint_eq(victim->used, kept);
-    uint32_t capacity = victim->capacity;
+    ck_assert_uint_eq(sc.victim->used, kept);
+    uint32_t capacity = sc.victim->capacity;
 
-    force_compact(h);
-    TU_ASSERT_MSG(victim->absent > 0, "nothing purged from a page %u/%u used", (unsigned)kept,
+    force_compact(sc.h);
+    TU_ASSERT_MSG(sc.victim->absent > 0, "nothing purged from a page %u/%u used", (unsigned)kept,
                   (unsigned)capacity);
-    ck_assert_uint_eq(victim->used, kept + victim->absent);
+    ck_assert_uint_eq(sc.victim->used, kept + sc.victim->absent);
     /* the OS pages without live blocks are gone, the live ones intact */
     size_t gone = 0;
-    for (uintptr_t a = ((uintptr_t)victim->start + OS_PAGE_SIZE - 1) & ~(uintptr_t)(OS_PAGE_SIZE - 1);
-         a + OS_PAGE_SIZE <= (uintptr_t)victim->start + (size_t)capacity * size; a += OS_PAGE_SIZE) {
+    for (uintptr_t a = ((uintptr_t)sc.victim->start + OS_PAGE_SIZE - 1) & ~(uintptr_t)(OS_PAGE_SIZE - 1);
+         a + OS_PAGE_SIZE <= (uintptr_t)sc.victim->start + (size_t)capacity * size; a += OS_PAGE_SIZE) {
         bool live = a + OS_PAGE_SIZE > keep_lo - size && a < keep_hi;
         if (!live && !resident((void *)a))
             gone++;
     }
     TU_ASSERT_MSG(gone >= 8, "only %zu OS pages given back", gone);
-    for (size_t i = 0; i < n; i++)
-        if (v[i])
-            ck_assert_int_lt(tu_check(v[i], size, (uint64_t)(uintptr_t)v[i]), 0);
+    for (size_t i = 0; i < sc.n; i++)
+        if (sc.v[i])
+            ck_assert_int_lt(tu_check(sc.v[i], size, (uint64_t)(uintptr_t)sc.v[i]), 0);
 
     /* every block handed out now is distinct from the live ones and usable */
-    size_t extra_n = 2 * per_page;
+    size_t extra_n = 2 * sc.per_page;
     void **extra = calloc(extra_n, sizeof *extra);
     for (size_t i = 0; i < extra_n; i++) {
-        extra[i] = take(h, size);
-        for (size_t j = 0; j < n; j++)
-            TU_ASSERT_MSG(extra[i] != v[j], "live block %p handed out again", extra[i]);
+        extra[i] = take(sc.h, size);
+        for (size_t j = 0; j < sc.n; j++)
+            TU_ASSERT_MSG(extra[i] != sc.v[j], "live block %p handed out again", extra[i]);
         for (size_t j = 0; j < i; j++)
             TU_ASSERT_MSG(extra[i] != extra[j], "block %p handed out twice", extra[i]);
         memset(extra[i], 0x77, size);
     }
-    for (size_t i = 0; i < n; i++)
-        if (v[i])
-            ck_assert_int_lt(tu_check(v[i], size, (uint64_t)(uintptr_t)v[i]), 0);
+    for (size_t i = 0; i < sc.n; i++)
+        if (sc.v[i])
+            ck_assert_int_lt(tu_check(sc.v[i], size, (uint64_t)(uintptr_t)sc.v[i]), 0);
     for (size_t i = 0; i < extra_n; i++)
-        give(h, extra[i]);
+        give(sc.h, extra[i]);
 
-    /* the last live block of the victim releases it, absent blocks and all */
-    for (size_t i = 0; i < n; i++) {
-        if (v[i] && page_holding(v[i]) == victim) {
-            give(h, v[i]);
-            v[i] = NULL;
+    /* the last live block of the sc.victim releases it, absent blocks and all */
+    for (size_t i = 0; i < sc.n; i++) {
+        if (sc.v[i] && page_holding(sc.v[i]) == sc.victim) {
+            give(sc.h, sc.v[i]);
+            sc.v[i] = NULL;
         }
     }
-    TU_ASSERT_MSG(!victim->in_use, "page with only absent blocks left kept (used %u absent %u)",
-                  victim->used, victim->absent);
-    give_all(h, v, n);
+    TU_ASSERT_MSG(!sc.victim->in_use, "page with only absent blocks left kept (used %u absent %u)",
+                  sc.victim->used, sc.victim->absent);
+    give_all(sc.h, sc.v, sc.n);
     free(extra);
 }
 END_TEST
@@ -189,33 +195,30 @@ END_TEST
  * its absent blocks are handed out again rather than a fresh page. */
 START_TEST(t_compact_revive)
 {
-    const size_t size = 1024, per_page = ((size_t)64 << 10) / size;
-    heap_t *h;
-    page_t *victim;
-    size_t n;
-    void **v = fill_three_pages(&h, size, (size_t)64 << 10, &n, &victim);
-    void *survivor = free_all_but_one(h, v, n, victim, NULL, NULL);
-    force_compact(h);
-    uint32_t absent = victim->absent;
+    const size_t size = 1024;
+    scene_t sc = fill_three_pages(size);
+    void *survivor = free_all_but_one(sc.h, sc.v, sc.n, sc.victim, NULL, NULL);
+    force_compact(sc.h);
+    uint32_t absent = sc.victim->absent;
     TU_ASSERT(absent > 0);
-    ck_assert_uint_eq(victim->used, 1 + absent);
-    /* allocate until the victim has handed out every block it has */
-    size_t extra_n = 4 * per_page, from_victim = 0;
+    ck_assert_uint_eq(sc.victim->used, 1 + absent);
+    /* allocate until the sc.victim has handed out every block it has */
+    size_t extra_n = 4 * sc.per_page, from_victim = 0;
     void **extra = calloc(extra_n, sizeof *extra);
     for (size_t i = 0; i < extra_n; i++) {
-        extra[i] = take(h, size);
+        extra[i] = take(sc.h, size);
         TU_ASSERT(extra[i] != survivor);
         for (size_t j = 0; j < i; j++)
             TU_ASSERT_MSG(extra[i] != extra[j], "block %p handed out twice", extra[i]);
         memset(extra[i], 0x44, size);
-        from_victim += page_holding(extra[i]) == victim;
+        from_victim += page_holding(extra[i]) == sc.victim;
     }
-    ck_assert_uint_eq(victim->absent, 0);
-    ck_assert_uint_eq(victim->used, victim->capacity);
-    ck_assert_uint_eq(from_victim, victim->capacity - 1);
+    ck_assert_uint_eq(sc.victim->absent, 0);
+    ck_assert_uint_eq(sc.victim->used, sc.victim->capacity);
+    ck_assert_uint_eq(from_victim, sc.victim->capacity - 1);
     ck_assert_int_lt(tu_check(survivor, size, (uint64_t)(uintptr_t)survivor), 0);
-    give_all(h, extra, extra_n);
-    give_all(h, v, n);
+    give_all(sc.h, extra, extra_n);
+    give_all(sc.h, sc.v, sc.n);
 }
 END_TEST
 
@@ -223,16 +226,13 @@ END_TEST
  * pages are purged, so they are reused at the cost of page faults. */
 START_TEST(t_compact_big_blocks)
 {
-    const size_t size = 16384, per_page = ((size_t)512 << 10) / size;
-    heap_t *h;
-    page_t *victim;
-    size_t n;
-    void **v = fill_three_pages(&h, size, (size_t)512 << 10, &n, &victim);
+    const size_t size = 16384;
+    scene_t sc = fill_three_pages(size);
     void *freed_blocks[64];
     size_t freed;
-    void *survivor = free_all_but_one(h, v, n, victim, freed_blocks, &freed);
-    force_compact(h);
-    ck_assert_uint_eq(victim->absent, 0);
+    void *survivor = free_all_but_one(sc.h, sc.v, sc.n, sc.victim, freed_blocks, &freed);
+    force_compact(sc.h);
+    ck_assert_uint_eq(sc.victim->absent, 0);
     ck_assert_int_lt(tu_check(survivor, size, (uint64_t)(uintptr_t)survivor), 0);
     size_t heads = 0, tails_gone = 0;
     for (size_t i = 0; i < freed; i++) {
@@ -245,17 +245,17 @@ START_TEST(t_compact_big_blocks)
     TU_ASSERT_MSG(tails_gone >= freed * (size / OS_PAGE_SIZE - 1) / 2,
                   "only %zu tail pages of %zu free blocks given back", tails_gone, freed);
     /* every one of them is handed out again before any fresh page */
-    size_t extra_n = 2 * per_page, back = 0;
+    size_t extra_n = 2 * sc.per_page, back = 0;
     void **extra = calloc(extra_n, sizeof *extra);
     for (size_t i = 0; i < extra_n; i++) {
-        extra[i] = take(h, size);
+        extra[i] = take(sc.h, size);
         memset(extra[i], 0x33, size);
-        back += page_holding(extra[i]) == victim;
+        back += page_holding(extra[i]) == sc.victim;
     }
     ck_assert_uint_eq(back, freed);
     ck_assert_int_lt(tu_check(survivor, size, (uint64_t)(uintptr_t)survivor), 0);
-    give_all(h, extra, extra_n);
-    give_all(h, v, n);
+    give_all(sc.h, extra, extra_n);
+    give_all(sc.h, sc.v, sc.n);
 }
 END_TEST
 
@@ -264,34 +264,31 @@ END_TEST
 START_TEST(t_compact_skips_dense_pages)
 {
     const size_t size = 256;
-    heap_t *h;
-    page_t *victim;
-    size_t n;
-    void **v = fill_three_pages(&h, size, (size_t)64 << 10, &n, &victim);
-    /* free the first 40% of the victim's blocks, a contiguous run */
-    size_t limit = victim->capacity * 2 / 5, k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (page_holding(v[i]) == victim && (size_t)((uint8_t *)v[i] - victim->start) / size < limit) {
-            give(h, v[i]);
-            v[i] = NULL;
+    scene_t sc = fill_three_pages(size);
+    /* free the first 40% of the sc.victim's blocks, a contiguous run */
+    size_t limit = sc.victim->capacity * 2 / 5, k = 0;
+    for (size_t i = 0; i < sc.n; i++)
+        if (page_holding(sc.v[i]) == sc.victim && (size_t)((uint8_t *)sc.v[i] - sc.victim->start) / size < limit) {
+            give(sc.h, sc.v[i]);
+            sc.v[i] = NULL;
             k++;
         }
     ck_assert_uint_eq(k, limit);
-    force_compact(h);
-    ck_assert_uint_eq(victim->absent, 0);
+    force_compact(sc.h);
+    ck_assert_uint_eq(sc.victim->absent, 0);
     /* past half free, the same page is thinned out */
-    for (size_t i = 0; i < n; i++)
-        if (v[i] && page_holding(v[i]) == victim &&
-            (size_t)((uint8_t *)v[i] - victim->start) / size < victim->capacity * 3 / 4) {
-            give(h, v[i]);
-            v[i] = NULL;
+    for (size_t i = 0; i < sc.n; i++)
+        if (sc.v[i] && page_holding(sc.v[i]) == sc.victim &&
+            (size_t)((uint8_t *)sc.v[i] - sc.victim->start) / size < sc.victim->capacity * 3 / 4) {
+            give(sc.h, sc.v[i]);
+            sc.v[i] = NULL;
         }
-    force_compact(h);
-    TU_ASSERT(victim->absent > 0);
-    for (size_t i = 0; i < n; i++)
-        if (v[i])
-            ck_assert_int_lt(tu_check(v[i], size, (uint64_t)(uintptr_t)v[i]), 0);
-    give_all(h, v, n);
+    force_compact(sc.h);
+    TU_ASSERT(sc.victim->absent > 0);
+    for (size_t i = 0; i < sc.n; i++)
+        if (sc.v[i])
+            ck_assert_int_lt(tu_check(sc.v[i], size, (uint64_t)(uintptr_t)sc.v[i]), 0);
+    give_all(sc.h, sc.v, sc.n);
 }
 END_TEST
 

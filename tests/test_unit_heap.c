@@ -95,12 +95,8 @@ START_TEST(t_fork_detection)
             code |= 8;
         _exit(code);
     }
-    int st;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "fork child: status %#x (1: not detected, 2: recover not "
-                  "run exactly once, 4: still detected after recovery, 8: "
-                  "grandchild)", st);
+    tu_wait_exit0(pid, "fork child (1: not detected, 2: recover not run exactly "
+                       "once, 4: still detected after recovery, 8: grandchild)");
     ck_assert(!fork_detected());
     ck_assert_int_eq(recovered, 0);
 }
@@ -208,12 +204,9 @@ START_TEST(t_live_heaps_not_adopted)
     pthread_barrier_wait(&bar);
     pthread_join(t, NULL);
     ck_assert_int_eq(write(go[1], "g", 1), 1);
-    int st;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "fork child status %#x (1: forking thread lost its heap, 3: "
-                  "a heap owned at fork time by another thread was adopted, "
-                  "4: a live heap was shared)", st);
+    tu_wait_exit0(pid, "fork child (1: forking thread lost its heap, 3: a heap "
+                       "owned at fork time by another thread was adopted, 4: a "
+                       "live heap was shared)");
     pthread_barrier_destroy(&bar);
     close(go[0]);
     close(go[1]);

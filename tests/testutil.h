@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ */
@@ -136,6 +137,17 @@ static __attribute__((unused)) size_t tu_rss(void)
 }
 
 #define TU_MIB ((size_t)1 << 20)
+
+/* Wait for child `pid` and require exit status 0; `what` names the child
+ * and explains its exit codes. */
+static __attribute__((unused)) void tu_wait_exit0(pid_t pid, const char *what)
+{
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: %s %d", what,
+                  WIFEXITED(st) ? "exit code" : "killed by signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
 
 /* ------------------------------------------------------------------ */
 /* Run a suite with TAP output on stdout (read by automake's tap-driver)
