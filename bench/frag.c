@@ -9,10 +9,12 @@
  *   70% short-lived  (0 .. SCALE/8),
  *   25% medium       (SCALE/8 .. SCALE),
  *    5% long-lived   (SCALE .. 2*SCALE).
- * Sizes are log-uniform in a window that changes every phase
- * (PHASE_FACTOR*SCALE bytes allocated per phase): 16..256 B, 32..512 B, ...
- * up to 1..16 KiB and back down, so consecutive phases share half their
- * sizes while survivors of earlier phases pin memory of other sizes.  The
+ * Sizes come from a window that changes every phase (PHASE_FACTOR*SCALE
+ * bytes allocated per phase): 16..256 B, 32..512 B, ... up to 1..16 KiB and
+ * back down, so consecutive phases share half their sizes while survivors
+ * of earlier phases pin memory of other sizes.  rng_logrange picks one of
+ * the window's five octaves, then a size in it; the top octave is the upper
+ * bound alone, so one size in five is exactly that power of two.  The
  * program tracks the bytes it holds (requested sizes, plus its own
  * bookkeeping array) and prints "peak_live BYTES"; the harness divides the
  * peak RSS by it.  One op = one malloc + (eventually) one free.
