@@ -4,9 +4,9 @@
  * it did, the survivors of that size keep whole pages half empty: they are
  * not free, so purging free pages does not help.  At most every
  * PURGE_DELAY, when the heap is about to take a fresh page, the pages that
- * are at most half used (other than the one each class allocates from) are
- * scanned, and every OS page inside them that holds only free blocks goes
- * back to the kernel.
+ * are at most a quarter used (other than the one each class allocates
+ * from) are scanned, and every OS page inside them that holds only free
+ * blocks goes back to the kernel.
  *
  * A free block's link lives in its first bytes, and a purged OS page reads
  * back as zeroes.  So a small block (under two OS pages) whose first bytes

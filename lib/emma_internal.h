@@ -371,7 +371,8 @@ EMMA_HIDDEN extern _Atomic unsigned heap_slot_limit;
 static inline unsigned preferred_slot(unsigned limit)
 {
     uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
-    return (unsigned)(((sp >> 20) * 0x9e3779b97f4a7c15ull) >> 40) % limit;
+    uint64_t hash = ((sp >> 20) * 0x9e3779b97f4a7c15ull) >> 32;
+    return (unsigned)((hash * limit) >> 32); /* hash * limit / 2^32: no division */
 }
 
 /* The common case inline: the preferred heap exists and is free. */

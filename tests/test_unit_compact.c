@@ -83,6 +83,30 @@ static scene_t fill_three_pages(size_t size)
     return sc;
 }
 
+/* Take n more blocks of `size`, each filled with `byte`; returns them and
+ * the number that came from `page`. */
+static void **take_more(heap_t *h, size_t size, size_t n, int byte, page_t *page,
+                        size_t *from_page)
+{
+    void **v = calloc(n, sizeof *v);
+    TU_ASSERT(v != NULL);
+    *from_page = 0;
+    for (size_t i = 0; i < n; i++) {
+        v[i] = take(h, size);
+        memset(v[i], byte, size);
+        *from_page += page_holding(v[i]) == page;
+    }
+    return v;
+}
+
+/* Fail if a block appears twice in v[0..n-1]. */
+static void assert_distinct(void **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < i; j++)
+            TU_ASSERT_MSG(v[i] != v[j], "block %p handed out twice", v[i]);
+}
+
 static void give_all(heap_t *h, void **v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -161,21 +185,16 @@ START_TEST(t_compact_small_blocks)
             ck_assert_int_lt(tu_check(sc.v[i], size, (uint64_t)(uintptr_t)sc.v[i]), 0);
 
     /* every block handed out now is distinct from the live ones and usable */
-    size_t extra_n = 2 * sc.per_page;
-    void **extra = calloc(extra_n, sizeof *extra);
-    for (size_t i = 0; i < extra_n; i++) {
-        extra[i] = take(sc.h, size);
+    size_t extra_n = 2 * sc.per_page, unused;
+    void **extra = take_more(sc.h, size, extra_n, 0x77, sc.victim, &unused);
+    for (size_t i = 0; i < extra_n; i++)
         for (size_t j = 0; j < sc.n; j++)
             TU_ASSERT_MSG(extra[i] != sc.v[j], "live block %p handed out again", extra[i]);
-        for (size_t j = 0; j < i; j++)
-            TU_ASSERT_MSG(extra[i] != extra[j], "block %p handed out twice", extra[i]);
-        memset(extra[i], 0x77, size);
-    }
+    assert_distinct(extra, extra_n);
     for (size_t i = 0; i < sc.n; i++)
         if (sc.v[i])
             ck_assert_int_lt(tu_check(sc.v[i], size, (uint64_t)(uintptr_t)sc.v[i]), 0);
-    for (size_t i = 0; i < extra_n; i++)
-        give(sc.h, extra[i]);
+    give_all(sc.h, extra, extra_n);
 
     /* the last live block of the sc.victim releases it, absent blocks and all */
     for (size_t i = 0; i < sc.n; i++) {
@@ -187,7 +206,6 @@ START_TEST(t_compact_small_blocks)
     TU_ASSERT_MSG(!sc.victim->in_use, "page with only absent blocks left kept (used %u absent %u)",
                   sc.victim->used, sc.victim->absent);
     give_all(sc.h, sc.v, sc.n);
-    free(extra);
 }
 END_TEST
 
@@ -203,16 +221,11 @@ START_TEST(t_compact_revive)
     TU_ASSERT(absent > 0);
     ck_assert_uint_eq(sc.victim->used, 1 + absent);
     /* allocate until the sc.victim has handed out every block it has */
-    size_t extra_n = 4 * sc.per_page, from_victim = 0;
-    void **extra = calloc(extra_n, sizeof *extra);
-    for (size_t i = 0; i < extra_n; i++) {
-        extra[i] = take(sc.h, size);
+    size_t extra_n = 4 * sc.per_page, from_victim;
+    void **extra = take_more(sc.h, size, extra_n, 0x44, sc.victim, &from_victim);
+    for (size_t i = 0; i < extra_n; i++)
         TU_ASSERT(extra[i] != survivor);
-        for (size_t j = 0; j < i; j++)
-            TU_ASSERT_MSG(extra[i] != extra[j], "block %p handed out twice", extra[i]);
-        memset(extra[i], 0x44, size);
-        from_victim += page_holding(extra[i]) == sc.victim;
-    }
+    assert_distinct(extra, extra_n);
     ck_assert_uint_eq(sc.victim->absent, 0);
     ck_assert_uint_eq(sc.victim->used, sc.victim->capacity);
     ck_assert_uint_eq(from_victim, sc.victim->capacity - 1);
@@ -245,13 +258,8 @@ START_TEST(t_compact_big_blocks)
     TU_ASSERT_MSG(tails_gone >= freed * (size / OS_PAGE_SIZE - 1) / 2,
                   "only %zu tail pages of %zu free blocks given back", tails_gone, freed);
     /* every one of them is handed out again before any fresh page */
-    size_t extra_n = 2 * sc.per_page, back = 0;
-    void **extra = calloc(extra_n, sizeof *extra);
-    for (size_t i = 0; i < extra_n; i++) {
-        extra[i] = take(sc.h, size);
-        memset(extra[i], 0x33, size);
-        back += page_holding(extra[i]) == sc.victim;
-    }
+    size_t extra_n = 2 * sc.per_page, back;
+    void **extra = take_more(sc.h, size, extra_n, 0x33, sc.victim, &back);
     ck_assert_uint_eq(back, freed);
     ck_assert_int_lt(tu_check(survivor, size, (uint64_t)(uintptr_t)survivor), 0);
     give_all(sc.h, extra, extra_n);
