@@ -102,8 +102,11 @@ void free_generic(void *p)
         return;
     }
 #else
+    /* Only the heap this thread prefers is worth locking: another thread's
+     * heap is likely in use, and fighting over its lock and its free list
+     * (producer/consumer) costs more than one push on the remote list. */
     heap_t *h = seg->heap;
-    if (heap_trylock(h)) {
+    if (h == preferred_heap() && heap_trylock(h)) {
         heap_free_local(h, page, p);
         heap_unlock(h);
         return;

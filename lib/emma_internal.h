@@ -375,11 +375,16 @@ static inline unsigned preferred_slot(unsigned limit)
     return (unsigned)((hash * limit) >> 32); /* hash * limit / 2^32: no division */
 }
 
+static inline heap_t *preferred_heap(void)
+{
+    unsigned limit = atomic_load_explicit(&heap_slot_limit, memory_order_relaxed);
+    return atomic_load_explicit(&heap_slots[preferred_slot(limit)], memory_order_acquire);
+}
+
 /* The common case inline: the preferred heap exists and is free. */
 static inline heap_t *heap_get(void)
 {
-    unsigned limit = atomic_load_explicit(&heap_slot_limit, memory_order_relaxed);
-    heap_t *h = atomic_load_explicit(&heap_slots[preferred_slot(limit)], memory_order_acquire);
+    heap_t *h = preferred_heap();
     if (likely(h != NULL) && likely(heap_trylock(h)))
         return h;
     return heap_lock_any();
