@@ -16,32 +16,54 @@ void mem_zero(void *dst, size_t n)
     __asm__ volatile("rep stosb" : "+D"(dst), "+c"(n) : "a"(0) : "memory");
 }
 
+/* A block from page, making room on its free list if it has any: collected
+ * remote frees, blocks not carved yet, or blocks compact.c purged. */
+static void *page_take(page_t *page)
+{
+    if (page->free)
+        return page_pop(page);
+    if (page->local_free) {
+        page->free = page->local_free;
+        page->local_free = NULL;
+        return page_pop(page);
+    }
+    if (page->capacity < page->reserved) {
+        page_extend(page);
+        return page_pop(page);
+    }
+    if (page->absent) {
+        /* its class needs blocks again: cheaper than a fresh page */
+        page_revive(page);
+        return page_pop(page);
+    }
+    return NULL;
+}
+
 /* Take a block of class c from h: from the first page in the class queue
- * that has one (moving exhausted pages out of the queue as we pass them),
- * else from a fresh page. */
+ * that has one, moving exhausted pages out of the queue and sparse ones to
+ * the parked queue as we pass them (so that allocation refills the fuller
+ * pages and a sparse page can drain and be released); then from the
+ * fullest recently parked page; else from a fresh page. */
 static void *alloc_class(heap_t *h, unsigned c)
 {
     page_t *page = h->bins[c].first;
     while (page) {
-        if (page->free)
-            return page_pop(page);
-        if (page->local_free) {
-            page->free = page->local_free;
-            page->local_free = NULL;
-            return page_pop(page);
-        }
-        if (page->capacity < page->reserved) {
-            page_extend(page);
-            return page_pop(page);
-        }
-        if (page->absent) {
-            /* its class needs blocks again: cheaper than a fresh page */
-            page_revive(page);
-            return page_pop(page);
-        }
         page_t *next = page->next;
-        page_mark_full(h, page);
+        if (page_is_sparse(page) && page->slow_mark != SLOW_MARK_HELD) {
+            page_park(h, page);
+        } else {
+            void *b = page_take(page);
+            if (b)
+                return b;
+            page_mark_full(h, page);
+        }
         page = next;
+    }
+    while ((page = page_unpark(h, c)) != NULL) {
+        void *b = page_take(page);
+        if (b)
+            return b;
+        page_mark_full(h, page);
     }
     heap_compact_sparse(h);
     page = segment_page_alloc(h, class_kind(c));

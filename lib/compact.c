@@ -185,10 +185,9 @@ static void page_compact(page_t *page)
  * it sparse: a page the program is about to refill would only fault its
  * memory back. */
 #define SPARSE_PASSES 1
-static void compact_class(heap_t *h, unsigned c)
+static void compact_queue(heap_t *h, page_t *page)
 {
-    /* the first page is where allocation happens: never thin it out */
-    for (page_t *page = h->bins[c].first->next; page; page = page->next) {
+    for (; page; page = page->next) {
         if (!page_worth_compacting(page))
             page->sparse_since = 0;
         else if (page->sparse_since == 0)
@@ -206,7 +205,10 @@ void heap_compact_sparse(heap_t *h)
     h->compact_checked = now;
     if (++h->compact_pass == 0)
         h->compact_pass = 1; /* 0 means "not seen sparse" */
-    for (unsigned c = 1; c < CLASS_COUNT; c++)
+    for (unsigned c = 1; c < CLASS_COUNT; c++) {
+        /* the first page is where allocation happens: never thin it out */
         if (h->bins[c].first)
-            compact_class(h, c);
+            compact_queue(h, h->bins[c].first->next);
+        compact_queue(h, h->parked[c].first);
+    }
 }

@@ -165,6 +165,7 @@ typedef struct page {
     uint32_t compacted_used;     /* `used` when compact.c last scanned the page */
     uint32_t sparse_since;       /* compact.c pass that first saw it sparse, or 0 */
     uint16_t purged;             /* OS pages whose blocks are absent (small pages) */
+    uint8_t parked;              /* in heap->parked: sparse, left to drain */
 } page_t;
 
 typedef struct segment {
@@ -196,7 +197,8 @@ typedef struct page_queue {
 
 typedef struct heap {
     page_t *direct[DIRECT_COUNT];        /* size/16 -> page to pop from */
-    page_queue_t bins[CLASS_COUNT];
+    page_queue_t bins[CLASS_COUNT];      /* pages with room, allocation at the front */
+    page_queue_t parked[CLASS_COUNT];    /* sparse pages used only when bins run dry */
     _Atomic(page_t *) remote_pages;      /* pages with frees from others */
     segment_t *segments[KIND_XLARGE + 1]; /* segments with free pages */
     segment_t *cached[SEGMENT_CACHE];    /* empty segments kept mapped */
@@ -296,6 +298,9 @@ EMMA_HIDDEN void page_extend(page_t *page);
 EMMA_HIDDEN void bin_push_front(heap_t *h, page_t *page);
 EMMA_HIDDEN void bin_push_back(heap_t *h, page_t *page);
 EMMA_HIDDEN void bin_remove(heap_t *h, page_t *page);
+EMMA_HIDDEN void page_park(heap_t *h, page_t *page);
+EMMA_HIDDEN page_t *page_unpark(heap_t *h, unsigned c);
+EMMA_HIDDEN bool page_is_sparse(const page_t *page);
 EMMA_HIDDEN void page_free_local_slow(heap_t *h, page_t *page);
 EMMA_HIDDEN void page_mark_full(heap_t *h, page_t *page);
 EMMA_HIDDEN void heap_collect_remote(heap_t *h);

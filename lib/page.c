@@ -16,9 +16,8 @@ static void direct_update(heap_t *h, unsigned c)
         h->direct[i] = page;
 }
 
-void bin_push_front(heap_t *h, page_t *page)
+static void queue_push_front(page_queue_t *q, page_t *page)
 {
-    page_queue_t *q = &h->bins[page->class_idx];
     page->prev = NULL;
     page->next = q->first;
     if (q->first)
@@ -26,6 +25,24 @@ void bin_push_front(heap_t *h, page_t *page)
     else
         q->last = page;
     q->first = page;
+}
+
+static void queue_remove(page_queue_t *q, page_t *page)
+{
+    if (page->prev)
+        page->prev->next = page->next;
+    else
+        q->first = page->next;
+    if (page->next)
+        page->next->prev = page->prev;
+    else
+        q->last = page->prev;
+    page->next = page->prev = NULL;
+}
+
+void bin_push_front(heap_t *h, page_t *page)
+{
+    queue_push_front(&h->bins[page->class_idx], page);
     direct_update(h, page->class_idx);
 }
 
@@ -45,21 +62,54 @@ void bin_push_back(heap_t *h, page_t *page)
         direct_update(h, page->class_idx);
 }
 
+/* Take a page out of whichever queue of its class holds it. */
 void bin_remove(heap_t *h, page_t *page)
 {
-    page_queue_t *q = &h->bins[page->class_idx];
-    bool was_first = q->first == page;
-    if (page->prev)
-        page->prev->next = page->next;
-    else
-        q->first = page->next;
-    if (page->next)
-        page->next->prev = page->prev;
-    else
-        q->last = page->prev;
-    page->next = page->prev = NULL;
+    if (page->parked) {
+        queue_remove(&h->parked[page->class_idx], page);
+        page->parked = 0;
+        return;
+    }
+    bool was_first = h->bins[page->class_idx].first == page;
+    queue_remove(&h->bins[page->class_idx], page);
     if (was_first)
         direct_update(h, page->class_idx);
+}
+
+/* Move a sparse page out of allocation's way.  The most recently parked
+ * pages (the fullest) are at the front, where page_unpark looks. */
+void page_park(heap_t *h, page_t *page)
+{
+    bin_remove(h, page);
+    queue_push_front(&h->parked[page->class_idx], page);
+    page->parked = 1;
+}
+
+/* Live blocks (absent ones are free but off the lists). */
+static uint32_t page_live(const page_t *page) { return page->used - page->absent; }
+
+/* The fullest of the first UNPARK_SCAN parked pages of class c, back at
+ * the front of the class queue; NULL if none is parked. */
+#define UNPARK_SCAN 16
+page_t *page_unpark(heap_t *h, unsigned c)
+{
+    page_t *best = NULL;
+    unsigned n = 0;
+    for (page_t *page = h->parked[c].first; page && n < UNPARK_SCAN; page = page->next, n++)
+        if (!best || page_live(page) > page_live(best))
+            best = page;
+    if (best) {
+        bin_remove(h, best);
+        bin_push_front(h, best);
+    }
+    return best;
+}
+
+/* At most a quarter of the carved blocks live: leave the page to drain
+ * while fuller pages of its class have room. */
+bool page_is_sparse(const page_t *page)
+{
+    return page_live(page) * 4 <= page->capacity;
 }
 
 void page_init(page_t *page, unsigned c)
@@ -89,6 +139,7 @@ void page_init(page_t *page, unsigned c)
     page->purged = 0;
     page->slow_mark = 0;
     page->in_full = 0;
+    page->parked = 0;
     page->in_use = 1;
     page->next = page->prev = NULL;
 }
@@ -129,7 +180,8 @@ static void page_retire(heap_t *h, page_t *page)
     page_queue_t *q = &h->bins[page->class_idx];
     segment_t *seg = segment_of_page(page);
     /* Hold a lone page unless it is a whole segment. */
-    if (q->first == page && q->last == page && seg->kind != KIND_XLARGE) {
+    if (q->first == page && q->last == page && !h->parked[page->class_idx].first &&
+        seg->kind != KIND_XLARGE) {
         page->slow_mark = SLOW_MARK_HELD;
         return;
     }
@@ -210,17 +262,23 @@ void heap_collect_remote(heap_t *h)
 }
 
 /* For trim: give every completely free page back to its segment. */
+static void release_empty_in(heap_t *h, page_queue_t *q)
+{
+    page_t *page = q->first;
+    while (page) {
+        page_t *next = page->next;
+        if (page->used == page->absent) {
+            bin_remove(h, page);
+            segment_page_release(h, page);
+        }
+        page = next;
+    }
+}
+
 void heap_release_empty_pages(heap_t *h)
 {
     for (unsigned c = 1; c < CLASS_COUNT; c++) {
-        page_t *page = h->bins[c].first;
-        while (page) {
-            page_t *next = page->next;
-            if (page->used == page->absent) {
-                bin_remove(h, page);
-                segment_page_release(h, page);
-            }
-            page = next;
-        }
+        release_empty_in(h, &h->bins[c]);
+        release_empty_in(h, &h->parked[c]);
     }
 }

@@ -105,6 +105,12 @@ static void segment_cut(heap_t *h, segment_t *seg, enum segment_kind kind, bool 
     }
 }
 
+static size_t purge_threshold(heap_t *h)
+{
+    size_t t = h->used_bytes / PURGE_FRACTION;
+    return t > PURGE_MIN ? t : PURGE_MIN;
+}
+
 static segment_t *segment_alloc(heap_t *h, enum segment_kind kind)
 {
     segment_t *seg;
@@ -113,6 +119,11 @@ static segment_t *segment_alloc(heap_t *h, enum segment_kind kind)
         seg = h->cached[--h->cached_count];
         h->dirty_bytes -= dirty_in_range(seg, 0, SEGMENT_SIZE);
     } else {
+        /* New memory while more than the allowance of free pages stays
+         * resident: those pages are of other kinds (this one has none free),
+         * so the program has moved on to other sizes; let them go now. */
+        if (h->dirty_bytes > purge_threshold(h))
+            heap_purge(h);
         seg = os_map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0, NULL);
         if (!seg)
             return NULL;
@@ -157,12 +168,6 @@ static void segment_release(heap_t *h, segment_t *seg)
     }
     h->dirty_bytes -= dirty_in_range(seg, 0, SEGMENT_SIZE);
     segment_unmap(seg);
-}
-
-static size_t purge_threshold(heap_t *h)
-{
-    size_t t = h->used_bytes / PURGE_FRACTION;
-    return t > PURGE_MIN ? t : PURGE_MIN;
 }
 
 /* Past the soft limit, pages free for longer than PURGE_DELAY go back to

@@ -7,26 +7,9 @@
  * heap is driven directly (alloc_generic, heap_free_local), so the tests
  * behave the same with and without TLS.
  */
-#include "testutil.h"
+#include "unitheap.h"
 
 #include <sys/mman.h>
-
-#include "emma_internal.h"
-
-static void *take(heap_t *h, size_t size)
-{
-    void *p = alloc_generic(h, size, MIN_ALIGN);
-    TU_ASSERT(p != NULL);
-    return p;
-}
-
-static void give(heap_t *h, void *p)
-{
-    segment_t *seg = segment_of(p);
-    heap_free_local(h, page_of(seg, p), p);
-}
-
-static page_t *page_holding(void *p) { return page_of(segment_of(p), p); }
 
 static bool resident(const void *p)
 {

@@ -198,6 +198,43 @@ START_TEST(t_purge_releases_memory)
 }
 END_TEST
 
+/* A heap that must map a new segment while more than its allowance of free
+ * pages is still resident (pages of another kind, freed a moment ago, so
+ * not old enough for the aged purge) gives those pages back first. */
+START_TEST(t_new_segment_purges_free_pages)
+{
+    enum { N = 320 }; /* 20 MiB of small pages: above the 8 MiB allowance */
+    heap_t *h = heap_new();
+    TU_ASSERT(h != NULL);
+    page_t *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = segment_page_alloc(h, KIND_SMALL);
+        TU_ASSERT(p[i] != NULL);
+        page_init(p[i], class_of_size(1024));
+        while (p[i]->capacity < p[i]->reserved)
+            page_extend(p[i]);
+        memset(p[i]->start, 0x5a, (size_t)p[i]->reserved * p[i]->block_size);
+    }
+    /* one page per segment stays in use, so no segment goes to the cache */
+    for (int i = 0; i < N; i++)
+        if (p[i]->page_idx != 0)
+            segment_page_release(h, p[i]);
+    TU_ASSERT_MSG(h->dirty_bytes > ((size_t)16 << 20), "free pages purged too early: %zu",
+                  h->dirty_bytes);
+    page_t *medium = segment_page_alloc(h, KIND_MEDIUM);
+    TU_ASSERT(medium != NULL);
+    ck_assert_uint_eq(h->dirty_bytes, 0);
+    for (int i = 0; i < N; i++) {
+        if (p[i]->page_idx == 0)
+            continue;
+        unsigned char vec[16];
+        ck_assert_int_eq(mincore(p[i]->start, (size_t)16 * OS_PAGE_SIZE, vec), 0);
+        for (int k = 0; k < 16; k++)
+            TU_ASSERT_MSG(!(vec[k] & 1), "free page %d still resident", i);
+    }
+}
+END_TEST
+
 START_TEST(t_huge_blocks)
 {
     const size_t sizes[] = {0, 1, LARGE_MAX + 1, 3 << 20, SEGMENT_SIZE,
@@ -261,6 +298,7 @@ int main(void)
     tcase_add_test(t, t_pages_every_class);
     tcase_add_test(t, t_segment_pages_distinct);
     tcase_add_test(t, t_purge_releases_memory);
+    tcase_add_test(t, t_new_segment_purges_free_pages);
     tcase_add_test(t, t_huge_blocks);
     suite_add_tcase(s, t);
     return tu_run(s);

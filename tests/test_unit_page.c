@@ -1,0 +1,121 @@
+/* White-box tests of the page queues (page.c, alloc.c): sparse pages are
+ * parked out of allocation's way, so that fuller pages are refilled first
+ * and a sparse page can drain and be released; the fullest parked page is
+ * the one taken back when nothing else has room.
+ * SPDX-License-Identifier: MIT OR Apache-2.0
+ *
+ * Linked against libemma_core.la; this program's malloc is glibc's.  The
+ * heap is driven directly (alloc_generic, heap_free_local), so the tests
+ * behave the same with and without TLS.
+ */
+#include "unitheap.h"
+
+#define SIZE 256
+#define PAGES 4
+
+/* A fresh heap with PAGES full pages of SIZE blocks: v[k][i] is block i of
+ * page k (n[k] blocks), marked with byte 0x40 + k. */
+typedef struct {
+    heap_t *h;
+    page_t *page[PAGES];
+    void **v[PAGES];
+    size_t n[PAGES];
+} scene_t;
+
+static scene_t fill_pages(void)
+{
+    scene_t sc;
+    sc.h = heap_new();
+    TU_ASSERT(sc.h != NULL);
+    for (int k = 0; k < PAGES; k++) {
+        void *first = take(sc.h, SIZE);
+        sc.page[k] = page_holding(first);
+        sc.n[k] = sc.page[k]->reserved;
+        sc.v[k] = calloc(sc.n[k], sizeof(void *));
+        TU_ASSERT(sc.v[k] != NULL);
+        for (size_t i = 0; i < sc.n[k]; i++) {
+            sc.v[k][i] = i ? take(sc.h, SIZE) : first;
+            TU_ASSERT_MSG(page_holding(sc.v[k][i]) == sc.page[k], "page %d not filled in order", k);
+            memset(sc.v[k][i], 0x40 + k, SIZE);
+        }
+    }
+    return sc;
+}
+
+/* Free the blocks of page k whose index is (keep: is not) a multiple of
+ * step; returns how many were freed. */
+static size_t free_blocks(scene_t *sc, int k, size_t step, bool keep)
+{
+    size_t freed = 0;
+    for (size_t i = 0; i < sc->n[k]; i++) {
+        if (!sc->v[k][i] || (i % step == 0) == keep)
+            continue;
+        give(sc->h, sc->v[k][i]);
+        sc->v[k][i] = NULL;
+        freed++;
+    }
+    return freed;
+}
+
+/* The survivors still hold what was written into them. */
+static void check_survivors(const scene_t *sc)
+{
+    for (int k = 0; k < PAGES; k++)
+        for (size_t i = 0; i < sc->n[k]; i++)
+            if (sc->v[k][i])
+                TU_ASSERT_MSG(((unsigned char *)sc->v[k][i])[SIZE - 1] == 0x40 + k,
+                              "survivor of page %d overwritten", k);
+}
+
+/* Pages 0 and 1 keep a tenth of their blocks and are freed into first, so
+ * they come first in the class queue; page 2 keeps nine tenths.
+ * Allocation refills page 2, not the sparse pages ahead of it, and a
+ * sparse page whose last survivor goes is released. */
+START_TEST(t_sparse_pages_drain)
+{
+    scene_t sc = fill_pages();
+    free_blocks(&sc, 0, 10, true);
+    free_blocks(&sc, 1, 10, true);
+    size_t room = free_blocks(&sc, 2, 10, false);
+    TU_ASSERT(room > 0);
+    for (size_t i = 0; i < room; i++)
+        TU_ASSERT_MSG(page_holding(take(sc.h, SIZE)) == sc.page[2],
+                      "allocation %zu went to a sparse page while a fuller one had room", i);
+    TU_ASSERT(sc.page[0]->parked && sc.page[1]->parked);
+    check_survivors(&sc);
+    /* the sparse pages' survivors die: both pages go back to the segment */
+    free_blocks(&sc, 0, 1, false);
+    free_blocks(&sc, 1, 1, false);
+    TU_ASSERT_MSG(!sc.page[0]->in_use && !sc.page[1]->in_use, "drained sparse page kept");
+    check_survivors(&sc);
+}
+END_TEST
+
+/* With nothing but sparse pages left, allocation takes the fullest parked
+ * page back and fills it, then the next fullest, before any fresh page. */
+START_TEST(t_fullest_parked_page_first)
+{
+    scene_t sc = fill_pages();
+    free_blocks(&sc, 0, 10, true); /* a tenth live */
+    free_blocks(&sc, 1, 5, true);  /* a fifth live: the fullest */
+    free_blocks(&sc, 2, 8, true);  /* an eighth live */
+    size_t room = sc.page[1]->reserved - sc.page[1]->used;
+    for (size_t i = 0; i < room; i++)
+        TU_ASSERT_MSG(page_holding(take(sc.h, SIZE)) == sc.page[1],
+                      "allocation %zu did not come from the fullest page", i);
+    TU_ASSERT(sc.page[0]->parked && sc.page[2]->parked);
+    TU_ASSERT_MSG(page_holding(take(sc.h, SIZE)) == sc.page[2], "second choice not the next fullest");
+    check_survivors(&sc);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("unit_page");
+    TCase *t = tcase_create("page");
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, t_sparse_pages_drain);
+    tcase_add_test(t, t_fullest_parked_page_first);
+    suite_add_tcase(s, t);
+    return tu_run(s);
+}
