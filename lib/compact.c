@@ -3,10 +3,12 @@
  * Size classes keep pages apart, so when a program uses a size less than
  * it did, the survivors of that size keep whole pages half empty: they are
  * not free, so purging free pages does not help.  At most every
- * PURGE_DELAY, when the heap is about to take a fresh page, the pages that
- * are at most a quarter used (other than the one each class allocates
- * from) are scanned, and every OS page inside them that holds only free
- * blocks goes back to the kernel.
+ * PURGE_DELAY, when the heap is about to take a fresh page, the parked
+ * pages (at most a quarter used, and left out of allocation while fuller
+ * pages have room: alloc.c) are scanned, and every OS page inside them that
+ * holds only free blocks goes back to the kernel.  Pages still in their
+ * class queue are not: allocation is refilling them, and scanning their
+ * free lists costs more than it saves.
  *
  * A free block's link lives in its first bytes, and a purged OS page reads
  * back as zeroes.  So a small block (under two OS pages) whose first bytes
@@ -182,10 +184,10 @@ static void page_compact(page_t *page)
 }
 
 /* A page is thinned out only once SPARSE_PASSES + 1 passes in a row found
- * it sparse: a page the program is about to refill would only fault its
- * memory back. */
+ * it sparse: a page the program is about to take back would only fault
+ * its memory back. */
 #define SPARSE_PASSES 1
-static void compact_queue(heap_t *h, page_t *page)
+static void compact_parked(heap_t *h, page_t *page)
 {
     for (; page; page = page->next) {
         if (!page_worth_compacting(page))
@@ -205,10 +207,6 @@ void heap_compact_sparse(heap_t *h)
     h->compact_checked = now;
     if (++h->compact_pass == 0)
         h->compact_pass = 1; /* 0 means "not seen sparse" */
-    for (unsigned c = 1; c < CLASS_COUNT; c++) {
-        /* the first page is where allocation happens: never thin it out */
-        if (h->bins[c].first)
-            compact_queue(h, h->bins[c].first->next);
-        compact_queue(h, h->parked[c].first);
-    }
+    for (unsigned c = 1; c < CLASS_COUNT; c++)
+        compact_parked(h, h->parked[c].first);
 }
