@@ -109,6 +109,29 @@ START_TEST(t_fullest_parked_page_first)
 }
 END_TEST
 
+/* Survivors freed by other threads (the remote list) drain a parked page
+ * just the same: collecting them releases it. */
+START_TEST(t_parked_page_drained_remotely)
+{
+    scene_t sc = fill_pages();
+    free_blocks(&sc, 0, 10, true);
+    free_blocks(&sc, 1, 10, false); /* nine tenths live: page 1 takes the next blocks */
+    TU_ASSERT(page_holding(take(sc.h, SIZE)) == sc.page[1]);
+    TU_ASSERT(sc.page[0]->parked);
+    for (size_t i = 0; i < sc.n[0]; i++) {
+        if (!sc.v[0][i])
+            continue;
+        page_free_remote(segment_of(sc.v[0][i]), sc.page[0], (block_t *)sc.v[0][i]);
+        sc.v[0][i] = NULL;
+    }
+    TU_ASSERT(sc.page[0]->in_use);
+    heap_collect_remote(sc.h);
+    TU_ASSERT_MSG(!sc.page[0]->in_use, "parked page emptied by remote frees kept");
+    TU_ASSERT(sc.h->parked[class_of_size(SIZE)].first != sc.page[0]);
+    check_survivors(&sc);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("unit_page");
@@ -116,6 +139,7 @@ int main(void)
     tcase_set_timeout(t, 60);
     tcase_add_test(t, t_sparse_pages_drain);
     tcase_add_test(t, t_fullest_parked_page_first);
+    tcase_add_test(t, t_parked_page_drained_remotely);
     suite_add_tcase(s, t);
     return tu_run(s);
 }
