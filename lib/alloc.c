@@ -49,7 +49,7 @@ static void *alloc_class(heap_t *h, unsigned c)
     page_t *page = h->bins[c].first;
     while (page) {
         page_t *next = page->next;
-        if (page_is_sparse(page) && page->slow_mark != SLOW_MARK_HELD) {
+        if (page_should_park(page)) {
             page_park(h, page);
         } else {
             void *b = page_take(page);

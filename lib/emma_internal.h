@@ -300,7 +300,7 @@ EMMA_HIDDEN void bin_push_back(heap_t *h, page_t *page);
 EMMA_HIDDEN void bin_remove(heap_t *h, page_t *page);
 EMMA_HIDDEN void page_park(heap_t *h, page_t *page);
 EMMA_HIDDEN page_t *page_unpark(heap_t *h, unsigned c);
-EMMA_HIDDEN bool page_is_sparse(const page_t *page);
+EMMA_HIDDEN bool page_should_park(const page_t *page);
 EMMA_HIDDEN void page_free_local_slow(heap_t *h, page_t *page);
 EMMA_HIDDEN void page_mark_full(heap_t *h, page_t *page);
 EMMA_HIDDEN void heap_collect_remote(heap_t *h);

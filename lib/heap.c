@@ -172,8 +172,6 @@ heap_t *heap_lock_any(void) { return tls_heap; }
 
 _Atomic(heap_t *) heap_slots[HEAP_SLOTS];
 _Atomic unsigned heap_slot_limit = HEAP_SOFT_LIMIT;
-#define slots heap_slots
-#define slot_limit heap_slot_limit
 
 heap_t *heap_acquire_for_thread(void) { return NULL; }
 
@@ -181,7 +179,7 @@ heap_t *heap_acquire_for_thread(void) { return NULL; }
 /* The heap in slot i, made (and returned locked) if the slot is empty. */
 static heap_t *slot_heap(unsigned i, bool *locked)
 {
-    heap_t *h = atomic_load_explicit(&slots[i], memory_order_acquire);
+    heap_t *h = atomic_load_explicit(&heap_slots[i], memory_order_acquire);
     *locked = false;
     if (h)
         return h;
@@ -189,7 +187,7 @@ static heap_t *slot_heap(unsigned i, bool *locked)
     if (!fresh)
         return NULL;
     atomic_store(&fresh->lock, 1);
-    if (!atomic_compare_exchange_strong(&slots[i], &h, fresh)) {
+    if (!atomic_compare_exchange_strong(&heap_slots[i], &h, fresh)) {
         os_unmap(fresh, (sizeof(heap_t) + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1));
         return h;
     }
@@ -219,20 +217,20 @@ static heap_t *try_slot(unsigned i, unsigned spins)
  * nobody waits forever on a lock that will not come free. */
 heap_t *heap_lock_any(void)
 {
-    unsigned limit = atomic_load_explicit(&slot_limit, memory_order_relaxed);
+    unsigned limit = atomic_load_explicit(&heap_slot_limit, memory_order_relaxed);
     unsigned pref = preferred_slot(limit);
     heap_t *h = try_slot(pref, PREFERRED_SPINS);
     if (h)
         return h;
     for (unsigned round = 0;; round++) {
-        limit = atomic_load_explicit(&slot_limit, memory_order_relaxed);
+        limit = atomic_load_explicit(&heap_slot_limit, memory_order_relaxed);
         for (unsigned i = 1; i <= limit; i++) {
             h = try_slot((pref + i) % limit, 0);
             if (h)
                 return h;
         }
         if (round >= STUCK_ROUNDS && limit < HEAP_SLOTS) {
-            atomic_compare_exchange_strong(&slot_limit, &limit, limit + 1);
+            atomic_compare_exchange_strong(&heap_slot_limit, &limit, limit + 1);
             round = 0;
         }
         os_yield();

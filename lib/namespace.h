@@ -53,7 +53,7 @@
 #define page_free_remote emma__page_free_remote
 #define page_init emma__page_init
 #define page_mark_full emma__page_mark_full
-#define page_is_sparse emma__page_is_sparse
+#define page_should_park emma__page_should_park
 #define page_park emma__page_park
 #define page_unpark emma__page_unpark
 #define realloc_block emma__realloc_block

@@ -106,10 +106,11 @@ page_t *page_unpark(heap_t *h, unsigned c)
 }
 
 /* At most a quarter of the carved blocks live: leave the page to drain
- * while fuller pages of its class have room. */
-bool page_is_sparse(const page_t *page)
+ * while fuller pages of its class have room.  A held page (the class's
+ * only one, empty) stays where it is. */
+bool page_should_park(const page_t *page)
 {
-    return page_live(page) * 4 <= page->capacity;
+    return page_live(page) * 4 <= page->capacity && page->slow_mark != SLOW_MARK_HELD;
 }
 
 void page_init(page_t *page, unsigned c)

@@ -27,10 +27,19 @@ static void park_sparse_pages(heap_t *h)
         page_t *page = h->bins[c].first ? h->bins[c].first->next : NULL;
         while (page) {
             page_t *next = page->next;
-            if (page_is_sparse(page))
+            if (page_should_park(page))
                 page_park(h, page);
             page = next;
         }
+    }
+}
+
+/* n compaction passes, each as if a purge delay had passed. */
+static void compact_passes(heap_t *h, int n)
+{
+    for (int pass = 0; pass < n; pass++) {
+        h->compact_checked = now_ticks() - 2 * PURGE_DELAY;
+        heap_compact_sparse(h);
     }
 }
 
@@ -38,10 +47,7 @@ static void park_sparse_pages(heap_t *h)
 static void force_compact(heap_t *h)
 {
     park_sparse_pages(h);
-    for (int pass = 0; pass < 2; pass++) {
-        h->compact_checked = now_ticks() - 2 * PURGE_DELAY;
-        heap_compact_sparse(h);
-    }
+    compact_passes(h, 2);
 }
 
 /* Fill `n` blocks of `size`, returning them in order of allocation. */
@@ -292,10 +298,7 @@ START_TEST(t_compact_skips_dense_pages)
         }
     /* sparse now, but still in its class queue (allocation may refill
      * it): left alone */
-    for (int pass = 0; pass < 3; pass++) {
-        sc.h->compact_checked = now_ticks() - 2 * PURGE_DELAY;
-        heap_compact_sparse(sc.h);
-    }
+    compact_passes(sc.h, 3);
     ck_assert_uint_eq(sc.victim->absent, 0);
     /* once parked, it is thinned out */
     force_compact(sc.h);
