@@ -118,10 +118,9 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("dlopen");
-    TCase *t = tcase_create("dlopen");
-    tcase_set_timeout(t, 60);
-    tcase_add_test(t, t_dlopen_local);
-    suite_add_tcase(s, t);
-    return tu_run(s);
+    const TTest *tests[] = {
+        t_dlopen_local,
+        NULL,
+    };
+    return tu_run_case("dlopen", "dlopen", 60, tests);
 }

@@ -116,12 +116,11 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("twocopies");
-    TCase *t = tcase_create("twocopies");
-    tcase_set_timeout(t, 120);
-    tcase_add_test(t, t_no_leaked_symbols);
-    tcase_add_test(t, t_ownership);
-    tcase_add_test(t, t_threads);
-    suite_add_tcase(s, t);
-    return tu_run(s);
+    const TTest *tests[] = {
+        t_no_leaked_symbols,
+        t_ownership,
+        t_threads,
+        NULL,
+    };
+    return tu_run_case("twocopies", "twocopies", 120, tests);
 }

@@ -313,13 +313,12 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("unit_compact");
-    TCase *t = tcase_create("compact");
-    tcase_set_timeout(t, 60);
-    tcase_add_test(t, t_compact_small_blocks);
-    tcase_add_test(t, t_compact_revive);
-    tcase_add_test(t, t_compact_big_blocks);
-    tcase_add_test(t, t_compact_skips_dense_pages);
-    suite_add_tcase(s, t);
-    return tu_run(s);
+    const TTest *tests[] = {
+        t_compact_small_blocks,
+        t_compact_revive,
+        t_compact_big_blocks,
+        t_compact_skips_dense_pages,
+        NULL,
+    };
+    return tu_run_case("unit_compact", "compact", 60, tests);
 }

@@ -270,20 +270,19 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("unit_heap");
-    TCase *t = tcase_create("heap");
-    tcase_set_timeout(t, 60);
-    tcase_add_test(t, t_spin_lock_basic);
-    tcase_add_test(t, t_spin_lock_excludes);
-    tcase_add_test(t, t_fork_detection);
+    const TTest *tests[] = {
+        t_spin_lock_basic,
+        t_spin_lock_excludes,
+        t_fork_detection,
 #if EMMA_CONFIG_TLS
-    tcase_add_test(t, t_heap_per_thread);
-    tcase_add_test(t, t_dead_thread_heap_adopted);
-    tcase_add_test(t, t_live_heaps_not_adopted);
+        t_heap_per_thread,
+        t_dead_thread_heap_adopted,
+        t_live_heaps_not_adopted,
 #else
-    tcase_add_test(t, t_heap_lock_any);
-    tcase_add_test(t, t_heap_stuck_lock_skipped);
+        t_heap_lock_any,
+        t_heap_stuck_lock_skipped,
 #endif
-    suite_add_tcase(s, t);
-    return tu_run(s);
+        NULL,
+    };
+    return tu_run_case("unit_heap", "heap", 60, tests);
 }

@@ -269,17 +269,16 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("unit_os");
-    TCase *t = tcase_create("os");
-    tcase_set_timeout(t, 60);
-    tcase_add_test(t, t_os_map);
-    tcase_add_test(t, t_os_map_aligned);
-    tcase_add_test(t, t_os_purge);
-    tcase_add_test(t, t_os_remap);
-    tcase_add_test(t, t_os_misc);
-    tcase_add_test(t, t_registry);
-    tcase_add_test(t, t_mem_copy_zero);
-    tcase_add_test(t, t_fatal_format);
-    suite_add_tcase(s, t);
-    return tu_run(s);
+    const TTest *tests[] = {
+        t_os_map,
+        t_os_map_aligned,
+        t_os_purge,
+        t_os_remap,
+        t_os_misc,
+        t_registry,
+        t_mem_copy_zero,
+        t_fatal_format,
+        NULL,
+    };
+    return tu_run_case("unit_os", "os", 60, tests);
 }

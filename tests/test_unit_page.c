@@ -134,12 +134,11 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("unit_page");
-    TCase *t = tcase_create("page");
-    tcase_set_timeout(t, 60);
-    tcase_add_test(t, t_sparse_pages_drain);
-    tcase_add_test(t, t_fullest_parked_page_first);
-    tcase_add_test(t, t_parked_page_drained_remotely);
-    suite_add_tcase(s, t);
-    return tu_run(s);
+    const TTest *tests[] = {
+        t_sparse_pages_drain,
+        t_fullest_parked_page_first,
+        t_parked_page_drained_remotely,
+        NULL,
+    };
+    return tu_run_case("unit_page", "page", 60, tests);
 }

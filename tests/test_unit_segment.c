@@ -291,15 +291,14 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("unit_segment");
-    TCase *t = tcase_create("segment");
-    tcase_set_timeout(t, 60);
-    tcase_add_test(t, t_segment_geometry);
-    tcase_add_test(t, t_pages_every_class);
-    tcase_add_test(t, t_segment_pages_distinct);
-    tcase_add_test(t, t_purge_releases_memory);
-    tcase_add_test(t, t_new_segment_purges_free_pages);
-    tcase_add_test(t, t_huge_blocks);
-    suite_add_tcase(s, t);
-    return tu_run(s);
+    const TTest *tests[] = {
+        t_segment_geometry,
+        t_pages_every_class,
+        t_segment_pages_distinct,
+        t_purge_releases_memory,
+        t_new_segment_purges_free_pages,
+        t_huge_blocks,
+        NULL,
+    };
+    return tu_run_case("unit_segment", "segment", 60, tests);
 }

@@ -153,16 +153,15 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("unit_sizeclass");
-    TCase *t = tcase_create("sizeclass");
-    tcase_set_timeout(t, 60);
-    tcase_add_test(t, t_class_sizes_monotone);
-    tcase_add_test(t, t_class_of_size_covers_tightly);
-    tcase_add_test(t, t_class_waste_bounded);
-    tcase_add_test(t, t_class_align);
-    tcase_add_test(t, t_class_kind);
-    tcase_add_test(t, t_class_for);
-    tcase_add_test(t, t_direct_table_consistent);
-    suite_add_tcase(s, t);
-    return tu_run(s);
+    const TTest *tests[] = {
+        t_class_sizes_monotone,
+        t_class_of_size_covers_tightly,
+        t_class_waste_bounded,
+        t_class_align,
+        t_class_kind,
+        t_class_for,
+        t_direct_table_consistent,
+        NULL,
+    };
+    return tu_run_case("unit_sizeclass", "sizeclass", 60, tests);
 }

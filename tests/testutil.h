@@ -163,4 +163,19 @@ static __attribute__((unused)) int tu_run(Suite *s)
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+/* Run the NULL-terminated tests as one test case of one suite, as tu_run
+ * does: what every test program's main() but test_api's and test_checks'
+ * comes down to. */
+static __attribute__((unused)) int tu_run_case(const char *suite, const char *tcase, int timeout,
+                                               const TTest *const *tests)
+{
+    Suite *s = suite_create(suite);
+    TCase *t = tcase_create(tcase);
+    tcase_set_timeout(t, timeout);
+    for (; *tests; tests++)
+        tcase_add_test(t, *tests);
+    suite_add_tcase(s, t);
+    return tu_run(s);
+}
+
 #endif /* EMMA_TESTUTIL_H */
