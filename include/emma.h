@@ -18,9 +18,9 @@ extern "C" {
 #endif
 
 #define EMMA_VERSION_MAJOR 0
-#define EMMA_VERSION_MINOR 1
+#define EMMA_VERSION_MINOR 2
 #define EMMA_VERSION_PATCH 0
-#define EMMA_VERSION_STRING "0.1.0"
+#define EMMA_VERSION_STRING "0.2.0"
 
 #if defined(__GNUC__)
 #define EMMA_MALLOC_ATTR __attribute__((malloc, warn_unused_result))
