@@ -1,8 +1,9 @@
-/* The generic allocation paths behind the inline fast paths of
- * emma_internal.h: finding or making a page with a free block, freeing from
- * other threads, realloc, calloc, trim.
+/* The generic allocation paths behind alloc.h's inline fast path: finding
+ * or making a page with a free block, huge requests, calloc, realloc and
+ * usable size; and the memory copy/zero primitives.  Free is in free.c.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
+#include "alloc.h"
+#include "policy.h"
 
 /* gcc may still emit calls to memcpy/memset for plain loops; these use the
  * string instructions directly, which modern x86 cores run at full speed. */
@@ -17,7 +18,7 @@ void mem_zero(void *dst, size_t n)
 }
 
 /* A block from page, making room on its free list if it has any: collected
- * remote frees, blocks not carved yet, or blocks compact.c purged. */
+ * remote frees, blocks not carved yet, or blocks sparse.c purged. */
 static void *page_take(page_t *page)
 {
     if (page->free)
@@ -65,7 +66,7 @@ static void *alloc_class(heap_t *h, unsigned c)
             return b;
         page_mark_full(h, page);
     }
-    heap_compact_sparse(h);
+    policy_before_fresh_page(h);
     page = segment_page_alloc(h, class_kind(c));
     if (!page)
         return NULL;
@@ -85,7 +86,9 @@ void *alloc_generic(heap_t *h, size_t size, size_t align)
         }
     }
     if (align <= MIN_ALIGN && size <= LARGE_MAX) {
-        /* Sizes above the direct table: the class queue's first page. */
+        /* The class queue's first page: the fast path of sizes above the
+         * direct table, and a second look for direct sizes (a heap just
+         * acquired for the thread may have blocks where heap_empty had none). */
         page_t *first = h->bins[class_of_size(size)].first;
         void *b = first ? page_pop(first) : NULL;
         if (b)
@@ -105,36 +108,6 @@ void *alloc_generic(heap_t *h, size_t size, size_t align)
     if (unlikely(!p))
         os_set_errno(EMMA_ENOMEM);
     return p;
-}
-
-/* Everything free() does not do inline: huge blocks, other threads' blocks,
- * and (without TLS) taking the owner heap's lock. */
-void free_generic(void *p)
-{
-    segment_t *seg = segment_of(p);
-    if (seg->kind == KIND_HUGE) {
-        huge_free(seg);
-        return;
-    }
-    page_t *page = page_of(seg, p);
-#if EMMA_CONFIG_TLS
-    heap_t *h = tls_heap;
-    if (seg->heap == h) {
-        heap_free_local(h, page, p);
-        return;
-    }
-#else
-    /* Only the heap this thread prefers is worth locking: another thread's
-     * heap is likely in use, and fighting over its lock and its free list
-     * (producer/consumer) costs more than one push on the remote list. */
-    heap_t *h = seg->heap;
-    if (h == preferred_heap() && heap_trylock(h)) {
-        heap_free_local(h, page, p);
-        heap_unlock(h);
-        return;
-    }
-#endif
-    page_free_remote(seg, page, (block_t *)p);
 }
 
 size_t usable_size(const void *p)
@@ -172,9 +145,8 @@ void *alloc_zeroed(size_t size, size_t align)
 }
 
 /* Resize p (already validated) to new_size bytes aligned to align. */
-void *realloc_block(void *p, size_t new_size, size_t align, const char *func)
+void *realloc_block(void *p, size_t new_size, size_t align)
 {
-    (void)func;
     if (new_size > MAX_REQUEST) {
         os_set_errno(EMMA_ENOMEM);
         return NULL;
@@ -202,31 +174,6 @@ void *realloc_block(void *p, size_t new_size, size_t align, const char *func)
     mem_copy(q, p, old_usable < new_size ? old_usable : new_size);
     if (config_checks)
         check_mark_free(p);
-    free_generic(p);
+    free_validated(p);
     return q;
-}
-
-static void trim_heap(heap_t *h)
-{
-    h->busy = 1;
-    heap_collect_remote(h);
-    heap_release_empty_pages(h);
-    heap_purge(h);
-    huge_cache_expire(h, UINT64_MAX);
-    h->busy = 0;
-}
-
-void trim_current(void)
-{
-#if EMMA_CONFIG_TLS
-    if (tls_heap != &heap_empty)
-        trim_heap(tls_heap);
-#else
-    for (heap_t *h = heap_registry_first(); h; h = h->next_heap) {
-        if (heap_trylock(h)) {
-            trim_heap(h);
-            heap_unlock(h);
-        }
-    }
-#endif
 }

@@ -1,6 +1,7 @@
 /* The emma_* API: size and alignment on every call.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
+#include "alloc.h"
+#include "policy.h"
 
 #define EMMA_API __attribute__((visibility("default")))
 #include "emma.h"
@@ -46,10 +47,9 @@ EMMA_API void *emma_realloc(void *ptr, size_t old_size, size_t align, size_t new
         return NULL;
     if (!ptr)
         return alloc_block(new_size, align);
-    if (config_checks) {
+    if (config_checks)
         check_layout(ptr, old_size, align, "emma_realloc");
-    }
-    return realloc_block(ptr, new_size, align, "emma_realloc");
+    return realloc_block(ptr, new_size, align);
 }
 
 EMMA_API size_t emma_usable_size(const void *ptr)
@@ -67,8 +67,8 @@ EMMA_API void emma_free(void *ptr)
         free_block(ptr, "emma_free");
 }
 
-EMMA_API int emma_owns(const void *ptr) { return registry_segment(ptr) != NULL; }
+EMMA_API int emma_owns(const void *ptr) { return addrmap_segment(ptr) != NULL; }
 
-EMMA_API void emma_trim(void) { trim_current(); }
+EMMA_API void emma_trim(void) { policy_trim(); }
 
 EMMA_API const char *emma_version(void) { return EMMA_VERSION_STRING; }

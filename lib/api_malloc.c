@@ -2,7 +2,7 @@
  * its own object so a program that embeds libemma.a for the emma_* API
  * alone does not replace its malloc.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
+#include "alloc.h"
 
 #define EMMA_API __attribute__((visibility("default")))
 
@@ -56,7 +56,7 @@ EMMA_API void *realloc(void *ptr, size_t size)
         free_block(ptr, "realloc");
         return NULL;
     }
-    return realloc_block(ptr, size, MIN_ALIGN, "realloc");
+    return realloc_block(ptr, size, MIN_ALIGN);
 }
 
 EMMA_API void *reallocarray(void *ptr, size_t n, size_t size)
@@ -105,7 +105,7 @@ EMMA_API void *valloc(size_t size) { return alloc_block(size, OS_PAGE_SIZE); }
 
 EMMA_API void *pvalloc(size_t size)
 {
-    size_t rounded = (size + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1);
+    size_t rounded = align_up(size, OS_PAGE_SIZE);
     if (rounded < size) {
         os_set_errno(EMMA_ENOMEM);
         return NULL;

@@ -1,16 +1,8 @@
 /* Boundary checks (--enable-boundary-checks) and fatal errors.  Messages are
- * one line on stderr written with a raw write(2), then SIGABRT: no stdio, no
- * allocation, safe whatever state the heap is in.
+ * one line on stderr (os_write_stderr, a raw write(2)), then SIGABRT
+ * (os_abort): no stdio, no allocation, safe whatever state the heap is in.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
-
-static size_t str_len(const char *s)
-{
-    size_t n = 0;
-    while (s[n])
-        n++;
-    return n;
-}
+#include "internal.h"
 
 static size_t put(char *buf, size_t at, size_t cap, const char *s)
 {
@@ -44,15 +36,8 @@ void emma_fatal(const char *func, const char *problem, const void *p)
     n = put_hex(line, n, sizeof line - 2, (uintptr_t)p);
     n = put(line, n, sizeof line - 1, ")");
     line[n++] = '\n';
-    (void)str_len;
-    sys_call3(SYS_write, 2, (long)line, (long)n);
-    /* Unblock and raise SIGABRT for this thread; if that somehow returns,
-     * leave with the conventional status. */
-    uint64_t set = (uint64_t)1 << (EMMA_SIGABRT - 1);
-    sys_call4(SYS_rt_sigprocmask, 1 /* SIG_UNBLOCK */, (long)&set, 0, 8);
-    sys_call3(SYS_tgkill, sys_call1(SYS_getpid, 0), sys_call1(SYS_gettid, 0), EMMA_SIGABRT);
-    sys_call1(SYS_exit_group, 127);
-    __builtin_unreachable();
+    os_write_stderr(line, n);
+    os_abort();
 }
 
 static bool block_tagged_free(const void *p)
@@ -63,8 +48,8 @@ static bool block_tagged_free(const void *p)
 /* Validate a pointer about to be freed, resized or measured. */
 static page_t *checked_page(const void *p, const char *func)
 {
-    unsigned chunk = registry_lookup(p);
-    if (chunk == CHUNK_NONE || !registry_segment(p))
+    unsigned chunk = addrmap_lookup(p);
+    if (chunk == CHUNK_NONE || !addrmap_segment(p))
         emma_fatal(func, "pointer was not allocated by emma", p);
     if (chunk == CHUNK_INTERIOR || ((uintptr_t)p & (MIN_ALIGN - 1)))
         emma_fatal(func, "interior or misaligned pointer", p);

@@ -12,7 +12,7 @@
  * threads that did not survive the fork are never adopted, because their
  * owners may have been in the middle of updating them.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
+#include "internal.h"
 
 #define FORK_STATE_OK 2u        /* parent, or child already recovered */
 #define FORK_STATE_RECOVERING 1u
@@ -20,8 +20,6 @@
 
 static _Atomic(_Atomic uint32_t *) wipe_word;
 static _Atomic int32_t recorded_pid;
-
-static int32_t os_getpid(void) { return (int32_t)sys_call1(SYS_getpid, 0); }
 
 void fork_init(void)
 {
@@ -31,7 +29,7 @@ void fork_init(void)
     uint32_t *page = os_map(OS_PAGE_SIZE);
     if (!page)
         return;
-    if (sys_failed(sys_call3(SYS_madvise, (long)page, (long)OS_PAGE_SIZE, EMMA_MADV_WIPEONFORK))) {
+    if (!os_wipe_on_fork(page, OS_PAGE_SIZE)) {
         os_unmap(page, OS_PAGE_SIZE);
         return; /* getpid fallback */
     }

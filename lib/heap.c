@@ -15,14 +15,15 @@
  * fork): such heaps might be half-updated, and leaking them beats
  * corrupting memory.
  *
+ * Every heap ever made is on one push-only list (heap_list_first), for
+ * adoption, fork recovery and emma_trim.
+ *
  * Without TLS the same heaps are shared: each has a spin lock, a thread
  * try-locks them starting from one picked by its stack address, and never
  * waits for one particular heap, so a lock left held by a dead thread (or
  * by a thread that vanished in a fork) only takes that heap out of use.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
-
-#define PR_SECCOMP_FILTER 2
+#include "internal.h"
 
 page_t empty_page;
 
@@ -30,9 +31,9 @@ heap_t heap_empty = {
     .direct = {[0 ... DIRECT_COUNT - 1] = &empty_page},
 };
 
-static _Atomic(heap_t *) heaps; /* registry, push-only */
+static _Atomic(heap_t *) heap_list; /* every heap, push-only */
 
-heap_t *heap_registry_first(void) { return atomic_load_explicit(&heaps, memory_order_acquire); }
+heap_t *heap_list_first(void) { return atomic_load_explicit(&heap_list, memory_order_acquire); }
 
 void heap_reset(heap_t *h)
 {
@@ -40,18 +41,20 @@ void heap_reset(heap_t *h)
         h->direct[i] = &empty_page;
 }
 
-static void heap_register(heap_t *h)
+static void heap_list_push(heap_t *h)
 {
-    heap_t *head = atomic_load_explicit(&heaps, memory_order_relaxed);
+    heap_t *head = atomic_load_explicit(&heap_list, memory_order_relaxed);
     do {
         h->next_heap = head;
-    } while (!atomic_compare_exchange_weak_explicit(&heaps, &head, h, memory_order_release,
+    } while (!atomic_compare_exchange_weak_explicit(&heap_list, &head, h, memory_order_release,
                                                     memory_order_relaxed));
 }
 
+#define HEAP_MAP_SIZE align_up(sizeof(heap_t), OS_PAGE_SIZE)
+
 heap_t *heap_new(void)
 {
-    heap_t *h = os_map((sizeof(heap_t) + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1));
+    heap_t *h = os_map(HEAP_MAP_SIZE);
     if (!h)
         return NULL;
     heap_reset(h);
@@ -69,20 +72,10 @@ static bool pi_futex_usable(void)
 {
     int u = atomic_load_explicit(&pi_usable, memory_order_relaxed);
     if (u < 0) {
-        long mode = sys_call2(SYS_prctl, EMMA_PR_GET_SECCOMP, 0);
-        u = (mode == PR_SECCOMP_FILTER || mode == 1) ? 0 : 1;
+        u = os_seccomp_active() ? 0 : 1;
         atomic_store(&pi_usable, u);
     }
     return u == 1;
-}
-
-/* The fallback liveness test: signal 0 to the TID within our own thread
- * group.  Sandboxes allow tgkill (abort needs it), and it cannot be fooled
- * by a thread of another process that got the TID. */
-static bool owner_gone_tgkill(uint32_t owner_tid)
-{
-    long pid = sys_call1(SYS_getpid, 0);
-    return sys_call3(SYS_tgkill, pid, (long)owner_tid, 0) == -EMMA_ESRCH;
 }
 
 /* Take the owner word from the dead owner whose TID bits it holds. */
@@ -108,22 +101,24 @@ static bool heap_try_adopt(heap_t *h, uint32_t tid)
         atomic_store(&h->owner, tid); /* our TID was the dead owner's */
         return true;
     }
+    /* Sandboxes allow tgkill (abort needs it), not always PI futexes. */
     if (!pi_futex_usable())
-        return owner_gone_tgkill(w & FUTEX_TID_MASK) && take_owner_word(h, w, tid);
-    long r = sys_call4(SYS_futex, (long)&h->owner, EMMA_FUTEX_TRYLOCK_PI, 0, 0);
-    if (r == 0)
-        return atomic_load(&h->owner) == tid ? true : false; /* word was free */
-    if (r == -EMMA_EDEADLK) {
+        return os_thread_gone(w & FUTEX_TID_MASK) && take_owner_word(h, w, tid);
+    switch (os_futex_trylock_pi(&h->owner)) {
+    case OS_PI_TAKEN:
+        return atomic_load(&h->owner) == tid; /* word was free */
+    case OS_PI_SELF:
         atomic_store(&h->owner, tid); /* our TID was the dead owner's */
         return true;
-    }
-    if (r == -EMMA_ENOSYS || r == -EMMA_EPERM || r == -EMMA_EINVAL) {
+    case OS_PI_UNSUPPORTED:
         atomic_store(&pi_usable, 0);
-        return owner_gone_tgkill(w & FUTEX_TID_MASK) && take_owner_word(h, w, tid);
+        return os_thread_gone(w & FUTEX_TID_MASK) && take_owner_word(h, w, tid);
+    case OS_PI_OWNER_DEAD:
+        return take_owner_word(h, w, tid);
+    case OS_PI_BUSY:
+        break;
     }
-    if (r != -EMMA_ESRCH)
-        return false; /* alive (EAGAIN/EBUSY) or unknown */
-    return take_owner_word(h, w, tid);
+    return false; /* alive (EAGAIN/EBUSY) or unknown */
 }
 
 /* In a fork child: every heap owned at fork time is poisoned; only the
@@ -131,7 +126,7 @@ static bool heap_try_adopt(heap_t *h, uint32_t tid)
  * pointer (poison only forbids adoption). */
 static void poison_owned_heaps(void)
 {
-    for (heap_t *h = heap_registry_first(); h; h = h->next_heap)
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap)
         if (atomic_load(&h->owner) != 0)
             atomic_store(&h->poisoned, 1);
 }
@@ -142,7 +137,7 @@ heap_t *heap_acquire_for_thread(void)
     if (fork_detected())
         fork_recover(poison_owned_heaps);
     uint32_t tid = os_gettid();
-    for (heap_t *h = heap_registry_first(); h; h = h->next_heap) {
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap) {
         if (atomic_load(&h->poisoned))
             continue;
         if (!heap_try_adopt(h, tid))
@@ -158,12 +153,10 @@ heap_t *heap_acquire_for_thread(void)
     if (!h)
         return NULL;
     atomic_store(&h->owner, tid);
-    heap_register(h);
+    heap_list_push(h);
     tls_heap = h;
     return h;
 }
-
-heap_t *heap_lock_any(void) { return tls_heap; }
 
 #else /* !EMMA_CONFIG_TLS */
 
@@ -188,10 +181,10 @@ static heap_t *slot_heap(unsigned i, bool *locked)
         return NULL;
     atomic_store(&fresh->lock, 1);
     if (!atomic_compare_exchange_strong(&heap_slots[i], &h, fresh)) {
-        os_unmap(fresh, (sizeof(heap_t) + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1));
+        os_unmap(fresh, HEAP_MAP_SIZE);
         return h;
     }
-    heap_register(fresh);
+    heap_list_push(fresh);
     *locked = true;
     return fresh;
 }

@@ -11,12 +11,14 @@
  * huge pages: a growing buffer is filled from the front, so 2 MiB pages
  * waste at most one page's worth and save hundreds of page faults each.
  * Fresh blocks are not advised (a big calloc may be used sparsely).
+ * How much the cache holds and for how long is policy.c's decision.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
+#include "internal.h"
+#include "policy.h"
 
 #define THP_MIN ((size_t)8 << 20)
 
-static size_t round_pages(size_t n) { return (n + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1); }
+static size_t round_pages(size_t n) { return align_up(n, OS_PAGE_SIZE); }
 
 /* Offset of the block from the header for a given alignment. */
 static size_t huge_offset(size_t align)
@@ -32,7 +34,7 @@ static void huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map
     seg->origin = config_tls ? (heap_t *)tls_heap_or_null() : NULL;
     seg->kind = KIND_HUGE;
     seg->flags = 0;
-    seg->page_shift = 62;
+    seg->page_shift = HUGE_PAGE_SHIFT;
     seg->page_count = 1;
     seg->used_pages = 1;
     seg->free_mask = seg->dirty_mask = 0;
@@ -47,7 +49,7 @@ static void huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map
     page->block_size = 0; /* see huge_usable */
     page->reserved = log2_floor(map_align); /* kept by realloc */
     page->free = page->local_free = NULL;
-    registry_mark(seg, map_size, true);
+    addrmap_mark(seg, map_size, true);
 }
 
 /* ------------------------------------------------------------------ */
@@ -67,7 +69,7 @@ static void cache_drop(heap_t *h, unsigned i)
     segment_t *seg = h->huge_cache[i];
     h->huge_cached_bytes -= cache_weight(seg);
     h->huge_cache[i] = h->huge_cache[--h->huge_cache_count];
-    registry_clear(seg, seg->map_size);
+    addrmap_clear(seg, seg->map_size);
     os_unmap(seg, seg->map_size);
 }
 
@@ -85,20 +87,18 @@ void huge_cache_expire(heap_t *h, uint64_t before)
 static bool cache_put(segment_t *seg)
 {
     heap_t *h = tls_heap_or_null();
-    if (!config_tls || !h || seg->origin != h || cache_weight(seg) > HUGE_CACHE_BYTES)
+    if (!config_tls || !h || seg->origin != h || !policy_huge_cacheable(h, cache_weight(seg)))
         return false;
-    uint64_t now = now_ticks();
-    huge_cache_expire(h, now - PURGE_DELAY);
     while (h->huge_cache_count &&
-           (h->huge_cache_count == HUGE_CACHE || h->huge_cached_bytes + cache_weight(seg) > HUGE_CACHE_BYTES))
+           (h->huge_cache_count == HUGE_CACHE || policy_huge_cache_full(h, cache_weight(seg))))
         cache_drop(h, 0);
     if (seg->flags & SEG_THP) {
         /* the next user of this mapping may touch it sparsely */
-        sys_call3(SYS_madvise, (long)seg, (long)seg->map_size, EMMA_MADV_NOHUGEPAGE);
+        os_advise_huge_pages(seg, seg->map_size, false);
         seg->flags &= (uint16_t)~SEG_THP;
     }
     seg->pages[0].in_use = 0;
-    seg->pages[0].freed_at = now;
+    seg->pages[0].freed_at = now_ticks();
     h->huge_cache[h->huge_cache_count++] = seg;
     h->huge_cached_bytes += cache_weight(seg);
     return true;
@@ -155,7 +155,7 @@ void huge_free(segment_t *seg)
     if (cache_put(seg))
         return;
     size_t size = seg->map_size;
-    registry_clear(seg, size);
+    addrmap_clear(seg, size);
     os_unmap(seg, size);
 }
 
@@ -175,20 +175,20 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
     size_t new_map = offset + round_pages(new_size);
     if (new_map == old_map)
         return p;
-    registry_clear(seg, old_map);
+    addrmap_clear(seg, old_map);
     size_t map_align = (size_t)1 << seg->pages[0].reserved;
     size_t header_pos = map_align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
     segment_t *moved = os_remap(seg, old_map, new_map, map_align, header_pos);
     if (!moved) {
-        registry_mark(seg, old_map, true);
+        addrmap_mark(seg, old_map, true);
         return NULL;
     }
     moved->map_size = new_map;
     if (new_map > old_map && new_map >= THP_MIN && !(moved->flags & SEG_THP) &&
-        !sys_failed(sys_call3(SYS_madvise, (long)moved, (long)new_map, EMMA_MADV_HUGEPAGE)))
+        os_advise_huge_pages(moved, new_map, true))
         moved->flags |= SEG_THP;
     moved->cookie = (uintptr_t)moved ^ os_secret();
     moved->pages[0].start = (uint8_t *)moved + offset;
-    registry_mark(moved, new_map, true);
+    addrmap_mark(moved, new_map, true);
     return moved->pages[0].start;
 }

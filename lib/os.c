@@ -1,7 +1,11 @@
-/* The operating-system layer: every mapping emma makes goes through here,
- * along with errno interop and the registry of emma's own address ranges.
+/* The operating-system layer, the only code that talks to the kernel:
+ * one named function per service (mappings, madvise, thread and process
+ * ids, liveness probes, the PI-futex try-lock, writing to stderr and
+ * aborting), errno interop, the per-process secret, and the address map
+ * of emma's own memory.  Raw system calls come from syscall.h.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
+#include "internal.h"
+#include "syscall.h"
 
 /* errno lives in libc.  A weak reference resolves to libc's accessor when
  * one is loaded (LD_PRELOAD, -lemma in a normal program) and stays NULL in a
@@ -14,12 +18,15 @@ void os_set_errno(int e)
         *__errno_location() = e;
 }
 
-void *os_map(size_t size)
+/* Private anonymous read-write memory, at `hint` if the kernel agrees. */
+static void *map_anon(uintptr_t hint, size_t size, long flags)
 {
-    long r = sys_call6(SYS_mmap, 0, (long)size, EMMA_PROT_RW,
-                       EMMA_MAP_PRIVATE | EMMA_MAP_ANONYMOUS, -1, 0);
+    long r = sys_call6(SYS_mmap, (long)hint, (long)size, EMMA_PROT_RW,
+                       EMMA_MAP_PRIVATE | EMMA_MAP_ANONYMOUS | flags, -1, 0);
     return sys_failed(r) ? NULL : (void *)r;
 }
+
+void *os_map(size_t size) { return map_anon(0, size, 0); }
 
 void os_unmap(void *p, size_t size)
 {
@@ -27,13 +34,26 @@ void os_unmap(void *p, size_t size)
         sys_call2(SYS_munmap, (long)p, (long)size);
 }
 
+/* Give the memory back; the range stays mapped and reads as zeroes. */
 void os_purge(void *p, size_t size)
 {
     if (size)
         sys_call3(SYS_madvise, (long)p, (long)size, EMMA_MADV_DONTNEED);
 }
 
-static inline uintptr_t align_up(uintptr_t x, size_t a) { return (x + a - 1) & ~(uintptr_t)(a - 1); }
+/* A forked child sees the range as zeroes (Linux 4.14); false if the
+ * kernel cannot. */
+bool os_wipe_on_fork(void *p, size_t size)
+{
+    return !sys_failed(sys_call3(SYS_madvise, (long)p, (long)size, EMMA_MADV_WIPEONFORK));
+}
+
+/* Ask for (huge) or against transparent huge pages in the range. */
+bool os_advise_huge_pages(void *p, size_t size, bool huge)
+{
+    long advice = huge ? EMMA_MADV_HUGEPAGE : EMMA_MADV_NOHUGEPAGE;
+    return !sys_failed(sys_call3(SYS_madvise, (long)p, (long)size, advice));
+}
 
 /* Where the next aligned mapping probably fits: just below the last one
  * (the kernel hands out addresses top-down). */
@@ -44,16 +64,13 @@ static void *map_at_hint(size_t size, size_t align)
     uintptr_t hint = atomic_load_explicit(&aligned_hint, memory_order_relaxed);
     if (hint == 0 || hint < size || (hint & (align - 1)))
         return NULL;
-    uintptr_t want = hint - ((size + align - 1) & ~(uintptr_t)(align - 1));
-    long r = sys_call6(SYS_mmap, (long)want, (long)size, EMMA_PROT_RW,
-                       EMMA_MAP_PRIVATE | EMMA_MAP_ANONYMOUS, -1, 0);
-    if (sys_failed(r))
-        return NULL;
-    if ((uintptr_t)r != want) {
-        os_unmap((void *)r, size);
+    uintptr_t want = hint - align_up(size, align);
+    void *p = map_anon(want, size, 0);
+    if (p && (uintptr_t)p != want) {
+        os_unmap(p, size);
         return NULL;
     }
-    return (void *)r;
+    return p;
 }
 
 /* Map size bytes so that (start + offset) is aligned to align; the slack is
@@ -108,16 +125,59 @@ void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t o
 
 void os_yield(void) { sys_call1(SYS_sched_yield, 0); }
 
+int32_t os_getpid(void) { return (int32_t)sys_call1(SYS_getpid, 0); }
+
 uint32_t os_gettid(void) { return (uint32_t)sys_call1(SYS_gettid, 0); }
+
+/* Signal 0 to the TID within our own thread group: ESRCH means no such
+ * thread in this process (a thread of another process that got the TID
+ * cannot fool it). */
+bool os_thread_gone(uint32_t tid)
+{
+    return sys_call3(SYS_tgkill, os_getpid(), (long)tid, 0) == -EMMA_ESRCH;
+}
+
+/* Does a seccomp mode (strict, or a filter that could kill us for a PI
+ * futex call) confine this thread? */
+bool os_seccomp_active(void)
+{
+    long mode = sys_call2(SYS_prctl, EMMA_PR_GET_SECCOMP, 0);
+    return mode == EMMA_SECCOMP_MODE_FILTER || mode == EMMA_SECCOMP_MODE_STRICT;
+}
+
+enum os_pi_result os_futex_trylock_pi(_Atomic uint32_t *word)
+{
+    long r = sys_call4(SYS_futex, (long)word, EMMA_FUTEX_TRYLOCK_PI, 0, 0);
+    if (r == 0)
+        return OS_PI_TAKEN;
+    if (r == -EMMA_ESRCH)
+        return OS_PI_OWNER_DEAD;
+    if (r == -EMMA_EDEADLK)
+        return OS_PI_SELF;
+    if (r == -EMMA_ENOSYS || r == -EMMA_EPERM || r == -EMMA_EINVAL)
+        return OS_PI_UNSUPPORTED;
+    return OS_PI_BUSY;
+}
+
+void os_write_stderr(const char *s, size_t n) { sys_call3(SYS_write, 2, (long)s, (long)n); }
+
+/* Unblock and raise SIGABRT for this thread; if that somehow returns,
+ * leave with the conventional status. */
+void os_abort(void)
+{
+    uint64_t set = (uint64_t)1 << (EMMA_SIGABRT - 1);
+    sys_call4(SYS_rt_sigprocmask, EMMA_SIG_UNBLOCK, (long)&set, 0, sizeof set);
+    sys_call3(SYS_tgkill, os_getpid(), (long)os_gettid(), EMMA_SIGABRT);
+    sys_call1(SYS_exit_group, 127);
+    __builtin_unreachable();
+}
 
 uintptr_t os_secret(void)
 {
     static uintptr_t secret;
     uintptr_t s = __atomic_load_n(&secret, __ATOMIC_RELAXED);
     if (!s) {
-        uint32_t lo, hi;
-        __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-        s = (((uintptr_t)hi << 32) | lo) * 0x9e3779b97f4a7c15ull;
+        s = (uintptr_t)now_ticks() * GOLDEN_RATIO_64;
         s ^= (uintptr_t)&secret;
         s |= 1;
         uintptr_t expected = 0;
@@ -129,60 +189,59 @@ uintptr_t os_secret(void)
 }
 
 /* ------------------------------------------------------------------ */
-/* Registry of emma's address space: one byte per 4 MiB chunk of the
+/* The address map of emma's memory: one byte per 4 MiB chunk of the
  * 47-bit user address space (32 MiB reserved, touched only where emma has
  * memory).  It answers emma_owns() and lets boundary checks reject a
  * foreign pointer before reading any header. */
 
-#define REGISTRY_CHUNKS ((size_t)1 << (47 - SEGMENT_SHIFT))
-static _Atomic(uint8_t *) registry;
+#define ADDRMAP_CHUNKS ((size_t)1 << (47 - SEGMENT_SHIFT))
+static _Atomic(uint8_t *) addrmap;
 
-static uint8_t *registry_get(bool create)
+static uint8_t *addrmap_get(bool create)
 {
-    uint8_t *r = atomic_load_explicit(&registry, memory_order_acquire);
+    uint8_t *r = atomic_load_explicit(&addrmap, memory_order_acquire);
     if (r || !create)
         return r;
-    long m = sys_call6(SYS_mmap, 0, (long)REGISTRY_CHUNKS, EMMA_PROT_RW,
-                       EMMA_MAP_PRIVATE | EMMA_MAP_ANONYMOUS | EMMA_MAP_NORESERVE, -1, 0);
-    if (sys_failed(m))
+    uint8_t *m = map_anon(0, ADDRMAP_CHUNKS, EMMA_MAP_NORESERVE);
+    if (!m)
         return NULL;
     uint8_t *expected = NULL;
-    if (!atomic_compare_exchange_strong(&registry, &expected, (uint8_t *)m)) {
-        os_unmap((void *)m, REGISTRY_CHUNKS);
+    if (!atomic_compare_exchange_strong(&addrmap, &expected, m)) {
+        os_unmap(m, ADDRMAP_CHUNKS);
         return expected;
     }
-    return (uint8_t *)m;
+    return m;
 }
 
-static void registry_fill(void *start, size_t size, uint8_t first, uint8_t rest)
+static void addrmap_fill(void *start, size_t size, uint8_t first, uint8_t rest)
 {
-    uint8_t *r = registry_get(first != CHUNK_NONE);
+    uint8_t *r = addrmap_get(first != CHUNK_NONE);
     if (!r)
         return;
     uintptr_t c = (uintptr_t)start >> SEGMENT_SHIFT;
     uintptr_t end = ((uintptr_t)start + size - 1) >> SEGMENT_SHIFT;
-    if (end >= REGISTRY_CHUNKS)
+    if (end >= ADDRMAP_CHUNKS)
         return;
     __atomic_store_n(&r[c], first, __ATOMIC_RELEASE);
     for (c++; c <= end; c++)
         __atomic_store_n(&r[c], rest, __ATOMIC_RELEASE);
 }
 
-bool registry_mark(void *start, size_t size, bool header)
+bool addrmap_mark(void *start, size_t size, bool header)
 {
-    registry_fill(start, size, header ? CHUNK_HEADER : CHUNK_INTERIOR, CHUNK_INTERIOR);
-    return registry_get(false) != NULL;
+    addrmap_fill(start, size, header ? CHUNK_HEADER : CHUNK_INTERIOR, CHUNK_INTERIOR);
+    return addrmap_get(false) != NULL;
 }
 
-void registry_clear(void *start, size_t size) { registry_fill(start, size, CHUNK_NONE, CHUNK_NONE); }
+void addrmap_clear(void *start, size_t size) { addrmap_fill(start, size, CHUNK_NONE, CHUNK_NONE); }
 
 /* The segment (or huge mapping) whose mapped extent contains p, or NULL. */
-segment_t *registry_segment(const void *p)
+segment_t *addrmap_segment(const void *p)
 {
-    uint8_t *r = registry_get(false);
+    uint8_t *r = addrmap_get(false);
     uintptr_t a = (uintptr_t)p;
     uintptr_t c = a >> SEGMENT_SHIFT;
-    if (!r || c >= REGISTRY_CHUNKS)
+    if (!r || c >= ADDRMAP_CHUNKS)
         return NULL;
     unsigned cls;
     while ((cls = __atomic_load_n(&r[c], __ATOMIC_ACQUIRE)) == CHUNK_INTERIOR && c > 0)
@@ -195,14 +254,14 @@ segment_t *registry_segment(const void *p)
 
 /* Classify the chunk holding p, the way segment_of() maps blocks: a block
  * that starts exactly at a chunk boundary belongs to the chunk below. */
-unsigned registry_lookup(const void *p)
+unsigned addrmap_lookup(const void *p)
 {
-    uint8_t *r = registry_get(false);
+    uint8_t *r = addrmap_get(false);
     uintptr_t a = (uintptr_t)p;
     if (!r || a == 0)
         return CHUNK_NONE;
     uintptr_t c = (a - 1) >> SEGMENT_SHIFT;
-    if (c >= REGISTRY_CHUNKS)
+    if (c >= ADDRMAP_CHUNKS)
         return CHUNK_NONE;
     return __atomic_load_n(&r[c], __ATOMIC_ACQUIRE);
 }

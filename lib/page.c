@@ -1,8 +1,8 @@
-/* Pages: carving blocks, the per-class page queues of a heap, and the
- * three free lists (allocation and owner's frees, collected remote frees,
- * other threads' frees).
+/* Pages: carving blocks, the per-class page queues of a heap (bins, and
+ * parked sparse pages), a page's slow path when it empties or stops being
+ * full, and the owner collecting other threads' frees (pushed by free.c).
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
+#include "internal.h"
 
 /* Sizes <= DIRECT_MAX map to direct[] slots lo..hi of class c. */
 static void direct_update(heap_t *h, unsigned c)
@@ -11,8 +11,8 @@ static void direct_update(heap_t *h, unsigned c)
     if (size > DIRECT_MAX)
         return;
     page_t *page = h->bins[c].first ? h->bins[c].first : &empty_page;
-    size_t lo = c == 1 ? 0 : class_size(c - 1) / 16 + 1;
-    for (size_t i = lo; i <= size / 16; i++)
+    size_t lo = c == 1 ? 0 : class_size(c - 1) / MIN_ALIGN + 1;
+    for (size_t i = lo; i <= size / MIN_ALIGN; i++)
         h->direct[i] = page;
 }
 
@@ -124,7 +124,7 @@ void page_init(page_t *page, unsigned c)
     /* Every block is aligned to its class's natural alignment: aligned
      * requests are served by picking a suitable class (class_for). */
     size_t a = class_align(c) < MIN_ALIGN ? MIN_ALIGN : class_align(c);
-    area = (area + a - 1) & ~(uintptr_t)(a - 1);
+    area = align_up(area, a);
     page->class_idx = (uint8_t)c;
     page->block_size = (uint32_t)bsize;
     page->start = (uint8_t *)area;
@@ -135,7 +135,7 @@ void page_init(page_t *page, unsigned c)
     atomic_store_explicit(&page->thread_free, NULL, memory_order_relaxed);
     page->used = 0;
     page->absent = 0;
-    page->compacted_used = 0; /* "never scanned": see page_worth_compacting */
+    page->scanned_used = 0; /* "never scanned": see policy.c's page_sparse */
     page->sparse_since = 0;
     page->purged = 0;
     page->slow_mark = 0;
@@ -209,28 +209,6 @@ void page_free_local_slow(heap_t *h, page_t *page)
     if (page->used == page->absent)
         page_retire(h, page);
     h->busy = was_busy;
-}
-
-/* Lock-free push of a block freed by a thread that does not own the page.
- * The first block to arrive also pushes the page onto its heap's
- * remote_pages stack; a page is on that stack exactly while its
- * thread_free list is non-empty, and only the owner empties both, with
- * exchanges, so neither stack can suffer ABA. */
-void page_free_remote(segment_t *seg, page_t *page, block_t *b)
-{
-    block_t *old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
-    do {
-        b->next = old;
-    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, b,
-                                                    memory_order_release, memory_order_relaxed));
-    if (old != NULL)
-        return;
-    heap_t *owner = seg->heap; /* stable: our block pins the page */
-    page_t *head = atomic_load_explicit(&owner->remote_pages, memory_order_relaxed);
-    do {
-        page->remote_next = head;
-    } while (!atomic_compare_exchange_weak_explicit(&owner->remote_pages, &head, page,
-                                                    memory_order_release, memory_order_relaxed));
 }
 
 static void page_collect_thread_free(heap_t *h, page_t *page)

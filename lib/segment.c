@@ -1,24 +1,25 @@
-/* Segments: 4 MiB aligned mappings cut into pages, owned by one heap; and
- * giving free pages back to the kernel.
+/* Segments: 4 MiB aligned mappings cut into pages, owned by one heap;
+ * the accounting of free pages that may still be resident ("dirty"), and
+ * purging them.
  *
- * Purging policy: a freed page stays resident ("dirty") so it can be reused
- * without page faults, until the heap's dirty memory exceeds
- * max(PURGE_MIN, used_bytes / PURGE_FRACTION); then all of it is returned
- * with MADV_DONTNEED (one call per run of free pages, never splitting a
- * mapping, so vm.max_map_count is not touched).  A heap keeps up to
- * SEGMENT_CACHE empty segments mapped (their dirty pages still counted and
- * purged like any others) and unmaps the rest.
+ * A freed page stays resident so it can be reused without page faults;
+ * when its memory goes back to the kernel is policy.c's decision, told of
+ * every page freed, segment emptied and segment about to be mapped.  A
+ * purge is MADV_DONTNEED, one call per run of free pages, never splitting
+ * a mapping (so vm.max_map_count is not touched).  Empty segments the
+ * policy keeps stay mapped in heap->cached, their dirty pages still counted
+ * and purged like any others.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
+#include "internal.h"
+#include "policy.h"
 
-static const uint8_t kind_shift[KIND_COUNT] = {16, 19, 20, 22, 62};
-static const uint16_t kind_pages[KIND_COUNT] = {64, 8, 4, 1, 1};
+static const uint8_t kind_shift[KIND_COUNT] = {SMALL_PAGE_SHIFT, MEDIUM_PAGE_SHIFT, LARGE_PAGE_SHIFT,
+                                               XLARGE_PAGE_SHIFT, HUGE_PAGE_SHIFT};
+static const uint16_t kind_pages[KIND_COUNT] = {
+    PAGES_PER_SEGMENT(SMALL_PAGE_SHIFT), PAGES_PER_SEGMENT(MEDIUM_PAGE_SHIFT),
+    PAGES_PER_SEGMENT(LARGE_PAGE_SHIFT), PAGES_PER_SEGMENT(XLARGE_PAGE_SHIFT), 1};
 
-size_t segment_header_size(enum segment_kind kind)
-{
-    size_t s = sizeof(segment_t) + kind_pages[kind] * sizeof(page_t);
-    return (s + 63) & ~(size_t)63;
-}
+size_t segment_header_size(enum segment_kind kind) { return SEGMENT_HEADER_SIZE(kind_pages[kind]); }
 
 segment_t *segment_of_page(page_t *page)
 {
@@ -50,7 +51,7 @@ static void seglist_remove(heap_t *h, segment_t *seg)
 
 static void segment_unmap(segment_t *seg)
 {
-    registry_clear(seg, SEGMENT_SIZE);
+    addrmap_clear(seg, SEGMENT_SIZE);
     os_unmap(seg, SEGMENT_SIZE);
 }
 
@@ -105,12 +106,6 @@ static void segment_cut(heap_t *h, segment_t *seg, enum segment_kind kind, bool 
     }
 }
 
-static size_t purge_threshold(heap_t *h)
-{
-    size_t t = h->used_bytes / PURGE_FRACTION;
-    return t > PURGE_MIN ? t : PURGE_MIN;
-}
-
 static segment_t *segment_alloc(heap_t *h, enum segment_kind kind)
 {
     segment_t *seg;
@@ -119,15 +114,11 @@ static segment_t *segment_alloc(heap_t *h, enum segment_kind kind)
         seg = h->cached[--h->cached_count];
         h->dirty_bytes -= dirty_in_range(seg, 0, SEGMENT_SIZE);
     } else {
-        /* New memory while more than the allowance of free pages stays
-         * resident: those pages are of other kinds (this one has none free),
-         * so the program has moved on to other sizes; let them go now. */
-        if (h->dirty_bytes > purge_threshold(h))
-            heap_purge(h);
+        policy_before_map(h);
         seg = os_map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0, NULL);
         if (!seg)
             return NULL;
-        registry_mark(seg, SEGMENT_SIZE, true);
+        addrmap_mark(seg, SEGMENT_SIZE, true);
     }
     segment_cut(h, seg, kind, recycled);
     h->dirty_bytes += dirty_in_range(seg, 0, SEGMENT_SIZE);
@@ -162,32 +153,12 @@ page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
 static void segment_release(heap_t *h, segment_t *seg)
 {
     seglist_remove(h, seg);
-    if (h->cached_count < SEGMENT_CACHE) {
+    if (h->cached_count < SEGMENT_CACHE && policy_keep_empty_segment(h)) {
         h->cached[h->cached_count++] = seg;
         return;
     }
     h->dirty_bytes -= dirty_in_range(seg, 0, SEGMENT_SIZE);
     segment_unmap(seg);
-}
-
-/* Past the soft limit, pages free for longer than PURGE_DELAY go back to
- * the kernel (a page freed a moment ago is likely wanted again soon); past
- * four times that, everything goes. */
-static void purge_if_needed(heap_t *h)
-{
-    size_t soft = purge_threshold(h);
-    if (h->dirty_bytes <= soft)
-        return;
-    if (h->dirty_bytes > 4 * soft) {
-        heap_purge(h);
-        return;
-    }
-    uint64_t now = now_ticks();
-    if (now - h->purge_checked < PURGE_DELAY / 4)
-        return;
-    h->purge_checked = now;
-    heap_purge_older(h, now - PURGE_DELAY);
-    huge_cache_expire(h, now - PURGE_DELAY);
 }
 
 void segment_page_release(heap_t *h, page_t *page)
@@ -204,14 +175,14 @@ void segment_page_release(heap_t *h, page_t *page)
     if (page->capacity) {
         /* Only the blocks carved out were ever touched. */
         size_t touched = (size_t)page->capacity * page->block_size;
-        page->dirty = (uint32_t)((touched + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1));
+        page->dirty = (uint32_t)align_up(touched, OS_PAGE_SIZE);
         page->freed_at = now_ticks();
         seg->dirty_mask |= bit;
         h->dirty_bytes += page->dirty;
     }
     if (seg->used_pages == 0)
         segment_release(h, seg);
-    purge_if_needed(h);
+    policy_page_freed(h);
 }
 
 /* Return the memory of free pages [first, last] of seg to the kernel. */
@@ -220,7 +191,7 @@ static void purge_run(segment_t *seg, unsigned first, unsigned last)
     uintptr_t start = (uintptr_t)seg + ((uintptr_t)first << seg->page_shift);
     uintptr_t end = (uintptr_t)seg + ((uintptr_t)(last + 1) << seg->page_shift);
     if (first == 0)
-        start += (segment_header_size(seg->kind) + OS_PAGE_SIZE - 1) & ~(OS_PAGE_SIZE - 1);
+        start += align_up(segment_header_size(seg->kind), OS_PAGE_SIZE);
     if (end > start)
         os_purge((void *)start, end - start);
 }

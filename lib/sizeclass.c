@@ -4,7 +4,7 @@
  * enough and aligned enough; power-of-two classes every four classes bound
  * the waste by a factor of two.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
+#include "sizeclass.h"
 
 /* Class for (size, align) with size <= LARGE_MAX and align <= LARGE_MAX,
  * align a power of two. */

@@ -1,8 +1,17 @@
-/* Raw Linux x86_64 system calls: the only way emma talks to the kernel.
- * No libc, no errno: every call returns the kernel's value, where
- * -4095..-1 is -errno. */
+/* Raw Linux x86_64 system calls and the kernel's constants, for os.c
+ * alone (the rest of lib/ calls os.c's named functions).  No libc, no
+ * errno: every call returns the kernel's value, where -4095..-1 is -errno.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #ifndef EMMA_SYSCALL_H
 #define EMMA_SYSCALL_H
+
+/* emma talks to the kernel with the `syscall` instruction and x86_64
+ * Linux's call numbers, and relies on its 4 KiB pages, 47-bit user address
+ * space (os.c's address map), MADV_WIPEONFORK/PI-futex semantics and the
+ * invariant TSC (now_ticks): a port needs a new OS layer, not a rebuild. */
+#if !defined(__x86_64__) || !defined(__linux__)
+#error "emma supports only x86_64 Linux: lib/syscall.h and lib/os.c use its system calls and memory layout"
+#endif
 
 #include <stddef.h>
 #include <stdint.h>
@@ -38,11 +47,12 @@
 #define EMMA_FUTEX_WAKE_PRIVATE 129
 #define EMMA_FUTEX_TRYLOCK_PI 8
 #define EMMA_PR_GET_SECCOMP 21
+#define EMMA_SECCOMP_MODE_STRICT 1
+#define EMMA_SECCOMP_MODE_FILTER 2
+#define EMMA_SIG_UNBLOCK 1
 #define EMMA_SIGABRT 6
 
 #define EMMA_EAGAIN 11
-#define EMMA_ENOMEM 12
-#define EMMA_EINVAL 22
 #define EMMA_ESRCH 3
 #define EMMA_EDEADLK 35
 #define EMMA_ENOSYS 38

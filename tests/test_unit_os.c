@@ -1,4 +1,4 @@
-/* White-box tests of the OS layer (os.c: mappings, errno, registry), the
+/* White-box tests of the OS layer (os.c: mappings, errno, address map), the
  * memory primitives (alloc.c) and the fatal-error writer (check.c).
  * SPDX-License-Identifier: MIT OR Apache-2.0
  *
@@ -10,9 +10,10 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
-#include "emma_internal.h"
+#include "internal.h"
 
 /* Total mapped size of this process, read without stdio (fopen would
  * allocate, and glibc's malloc may grow the heap, changing the figure). */
@@ -163,34 +164,34 @@ START_TEST(t_os_misc)
 }
 END_TEST
 
-START_TEST(t_registry)
+START_TEST(t_addrmap)
 {
     unsigned char *seg = os_map_aligned(3 * SEGMENT_SIZE, SEGMENT_SIZE, 0, NULL);
     ck_assert_ptr_nonnull(seg);
-    ck_assert_uint_eq(registry_lookup(seg + 64), CHUNK_NONE);
+    ck_assert_uint_eq(addrmap_lookup(seg + 64), CHUNK_NONE);
     /* one segment with a header */
-    registry_mark(seg, SEGMENT_SIZE, true);
-    ck_assert_uint_eq(registry_lookup(seg + 1), CHUNK_HEADER);
-    ck_assert_uint_eq(registry_lookup(seg + SEGMENT_SIZE / 2), CHUNK_HEADER);
+    addrmap_mark(seg, SEGMENT_SIZE, true);
+    ck_assert_uint_eq(addrmap_lookup(seg + 1), CHUNK_HEADER);
+    ck_assert_uint_eq(addrmap_lookup(seg + SEGMENT_SIZE / 2), CHUNK_HEADER);
     /* a block ending at the chunk boundary belongs to the chunk below */
-    ck_assert_uint_eq(registry_lookup(seg + SEGMENT_SIZE), CHUNK_HEADER);
-    ck_assert_uint_eq(registry_lookup(seg + SEGMENT_SIZE + 1), CHUNK_NONE);
-    registry_clear(seg, SEGMENT_SIZE);
-    ck_assert_uint_eq(registry_lookup(seg + 1), CHUNK_NONE);
+    ck_assert_uint_eq(addrmap_lookup(seg + SEGMENT_SIZE), CHUNK_HEADER);
+    ck_assert_uint_eq(addrmap_lookup(seg + SEGMENT_SIZE + 1), CHUNK_NONE);
+    addrmap_clear(seg, SEGMENT_SIZE);
+    ck_assert_uint_eq(addrmap_lookup(seg + 1), CHUNK_NONE);
     /* a multi-chunk (huge) mapping: header chunk, then interior chunks */
-    registry_mark(seg, 2 * SEGMENT_SIZE + 4096, true);
-    ck_assert_uint_eq(registry_lookup(seg + 4096), CHUNK_HEADER);
-    ck_assert_uint_eq(registry_lookup(seg + SEGMENT_SIZE + 4096), CHUNK_INTERIOR);
-    ck_assert_uint_eq(registry_lookup(seg + 2 * SEGMENT_SIZE + 16), CHUNK_INTERIOR);
-    ck_assert_uint_eq(registry_lookup(seg + 3 * SEGMENT_SIZE + 16), CHUNK_NONE);
-    registry_clear(seg, 2 * SEGMENT_SIZE + 4096);
+    addrmap_mark(seg, 2 * SEGMENT_SIZE + 4096, true);
+    ck_assert_uint_eq(addrmap_lookup(seg + 4096), CHUNK_HEADER);
+    ck_assert_uint_eq(addrmap_lookup(seg + SEGMENT_SIZE + 4096), CHUNK_INTERIOR);
+    ck_assert_uint_eq(addrmap_lookup(seg + 2 * SEGMENT_SIZE + 16), CHUNK_INTERIOR);
+    ck_assert_uint_eq(addrmap_lookup(seg + 3 * SEGMENT_SIZE + 16), CHUNK_NONE);
+    addrmap_clear(seg, 2 * SEGMENT_SIZE + 4096);
     for (size_t off = 1; off < 3 * SEGMENT_SIZE; off += 65536)
-        ck_assert_uint_eq(registry_lookup(seg + off), CHUNK_NONE);
+        ck_assert_uint_eq(addrmap_lookup(seg + off), CHUNK_NONE);
     /* any value is safe */
     const uintptr_t odd[] = {0, 1, 4096, (uintptr_t)1 << 47, UINTPTR_MAX,
                              0x8000000000000000ull, (uintptr_t)-4096};
     for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
-        ck_assert_uint_eq(registry_lookup((void *)odd[i]), CHUNK_NONE);
+        ck_assert_uint_eq(addrmap_lookup((void *)odd[i]), CHUNK_NONE);
     os_unmap(seg, 3 * SEGMENT_SIZE);
 }
 END_TEST
@@ -275,7 +276,7 @@ int main(void)
         t_os_purge,
         t_os_remap,
         t_os_misc,
-        t_registry,
+        t_addrmap,
         t_mem_copy_zero,
         t_fatal_format,
         NULL,

@@ -9,7 +9,7 @@
 
 #include <sys/mman.h>
 
-#include "emma_internal.h"
+#include "internal.h"
 
 static size_t page_area(segment_t *seg) { return (size_t)1 << seg->page_shift; }
 
@@ -53,7 +53,7 @@ START_TEST(t_pages_every_class)
         ck_assert_int_eq(seg->kind, kind);
         ck_assert_ptr_eq(seg->heap, h);
         ck_assert_uint_lt(page->page_idx, seg->page_count);
-        ck_assert_uint_eq(registry_lookup((uint8_t *)seg + 64), CHUNK_HEADER);
+        ck_assert_uint_eq(addrmap_lookup((uint8_t *)seg + 64), CHUNK_HEADER);
         ck_assert_uint_eq(seg->cookie, (uintptr_t)seg ^ os_secret());
 
         page_init(page, c);
@@ -106,7 +106,7 @@ START_TEST(t_pages_every_class)
                               page_of(seg, p + page->block_size - 1) == page,
                           "class %u: end of block %p maps elsewhere", c,
                           (void *)p);
-            TU_ASSERT(registry_lookup(p) == CHUNK_HEADER);
+            TU_ASSERT(addrmap_lookup(p) == CHUNK_HEADER);
         }
         ck_assert_uint_eq(carved, page->reserved);
         ck_assert_uint_eq(page->capacity, page->reserved);
@@ -194,7 +194,7 @@ START_TEST(t_purge_releases_memory)
     }
     /* the page in use is untouched */
     TU_ASSERT(keep->in_use);
-    ck_assert_uint_eq(registry_lookup(keep->start), CHUNK_HEADER);
+    ck_assert_uint_eq(addrmap_lookup(keep->start), CHUNK_HEADER);
 }
 END_TEST
 
@@ -252,9 +252,9 @@ START_TEST(t_huge_blocks)
             ck_assert_ptr_eq(seg->pages[0].start, p);
             ck_assert_uint_eq(seg->cookie, (uintptr_t)seg ^ os_secret());
             TU_ASSERT(huge_usable(seg, p) >= s);
-            ck_assert_uint_eq(registry_lookup(p), CHUNK_HEADER);
+            ck_assert_uint_eq(addrmap_lookup(p), CHUNK_HEADER);
             if (s > 1) {
-                ck_assert_uint_ne(registry_lookup(p + s - 1), CHUNK_NONE);
+                ck_assert_uint_ne(addrmap_lookup(p + s - 1), CHUNK_NONE);
                 tu_fill(p + s - 4096 * (s > 4096), s > 4096 ? 4096 : s, s);
             }
             p[0] = 0x11;
@@ -268,7 +268,7 @@ START_TEST(t_huge_blocks)
                 TU_ASSERT(tu_check(q + s - 4096 * (s > 4096), s > 4096 ? 4096 : s, s) < 0);
             segment_t *qs = segment_of(q);
             TU_ASSERT(huge_usable(qs, q) >= ns);
-            ck_assert_uint_ne(registry_lookup(q + ns - 1), CHUNK_NONE);
+            ck_assert_uint_ne(addrmap_lookup(q + ns - 1), CHUNK_NONE);
             q[ns - 1] = 1;
             uint8_t *r = huge_realloc(qs, q, LARGE_MAX + 100);
             TU_ASSERT((r) != NULL);
@@ -277,7 +277,7 @@ START_TEST(t_huge_blocks)
             TU_ASSERT(huge_usable(rs, r) >= LARGE_MAX + 100);
             size_t end_off = (size_t)(r - (uint8_t *)rs) + huge_usable(rs, r);
             huge_free(rs);
-            ck_assert_uint_eq(registry_lookup(r), CHUNK_NONE);
+            ck_assert_uint_eq(addrmap_lookup(r), CHUNK_NONE);
             unsigned char v;
             TU_ASSERT_MSG(mincore((uint8_t *)rs + end_off - 4096, 4096, &v) != 0,
                           "huge block still mapped after huge_free");

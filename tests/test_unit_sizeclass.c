@@ -6,7 +6,7 @@
  */
 #include "testutil.h"
 
-#include "emma_internal.h"
+#include "internal.h"
 
 static int is_pow2(size_t x) { return x && !(x & (x - 1)); }
 

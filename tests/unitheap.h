@@ -6,7 +6,7 @@
 
 #include "testutil.h"
 
-#include "emma_internal.h"
+#include "alloc.h"
 
 static inline void *take(heap_t *h, size_t size)
 {

@@ -1,12 +1,13 @@
-/* Giving back the free memory inside sparse pages.
+/* Giving back the free OS pages inside sparse pages ("thinning" them).
  *
  * Size classes keep pages apart, so when a program uses a size less than
  * it did, the survivors of that size keep whole pages half empty: they are
- * not free, so purging free pages does not help.  At most every
- * PURGE_DELAY, when the heap is about to take a fresh page, the parked
- * pages (at most a quarter used, and left out of allocation while fuller
- * pages have room: alloc.c) are scanned, and every OS page inside them that
- * holds only free blocks goes back to the kernel.  Pages still in their
+ * not free, so purging free pages does not help.  When policy.c says so
+ * (at most every PURGE_DELAY, when the heap is about to take a fresh page)
+ * a pass scans the parked pages (at most a quarter used, and left out of
+ * allocation while fuller pages have room: alloc.c), and every OS page
+ * inside the ones policy.c picks that holds only free blocks goes back to
+ * the kernel.  Pages still in their
  * class queue are not: allocation is refilling them, and scanning their
  * free lists costs more than it saves.
  *
@@ -18,10 +19,11 @@
  * again with nothing else free (page_revive).  A bigger block keeps its
  * first OS page and stays on the list; only its other OS pages are purged.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
-#include "emma_internal.h"
+#include "internal.h"
+#include "policy.h"
 
-/* Blocks per page at most: a 64 KiB page of 16-byte blocks. */
-#define MAX_BLOCKS (((size_t)1 << 16) / 16)
+/* Blocks per page at most: a small page of MIN_ALIGN-byte blocks. */
+#define MAX_BLOCKS (((size_t)1 << SMALL_PAGE_SHIFT) / MIN_ALIGN)
 
 typedef struct {
     uint64_t w[MAX_BLOCKS / 64];
@@ -31,7 +33,7 @@ static inline bool bit_get(const bitmap_t *m, size_t i) { return (m->w[i / 64] >
 static inline void bit_set(bitmap_t *m, size_t i) { m->w[i / 64] |= (uint64_t)1 << (i % 64); }
 
 static uintptr_t os_page_down(uintptr_t a) { return a & ~(uintptr_t)(OS_PAGE_SIZE - 1); }
-static uintptr_t os_page_up(uintptr_t a) { return os_page_down(a + OS_PAGE_SIZE - 1); }
+static uintptr_t os_page_up(uintptr_t a) { return align_up(a, OS_PAGE_SIZE); }
 
 static size_t block_index(const page_t *page, uintptr_t a)
 {
@@ -149,30 +151,17 @@ void page_revive(page_t *page)
     page->absent = 0;
     page->purged = 0;
     page->slow_mark = 0;
-    page->compacted_used = page->used;
+    page->scanned_used = page->used;
     page->sparse_since = 0;
 }
 
-/* Worth a scan: at most a quarter used, and a quarter of it freed since the
- * last scan. */
-static bool page_worth_compacting(const page_t *page)
-{
-    if (page->slow_mark == SLOW_MARK_HELD || page->in_full ||
-        atomic_load_explicit(&page->thread_free, memory_order_relaxed) != NULL)
-        return false;
-    uint32_t freed = page->compacted_used - page->used; /* wraps when never scanned */
-    size_t free_bytes = (size_t)(page->capacity - page->used) * page->block_size;
-    return freed >= page->capacity / 4 && free_bytes >= 4 * OS_PAGE_SIZE &&
-           free_bytes * 4 >= 3 * (size_t)page->capacity * page->block_size;
-}
-
-static void page_compact(page_t *page)
+static void page_thin(page_t *page)
 {
     bitmap_t free_map = {{0}};
     size_t count = 0;
     uint16_t gone = 0;
     bool big = page->block_size >= 2 * OS_PAGE_SIZE;
-    page->compacted_used = page->used;
+    page->scanned_used = page->used;
     if (page->capacity > MAX_BLOCKS || !mark_list(page, page->free, &free_map, &count) ||
         !mark_list(page, page->local_free, &free_map, &count))
         return;
@@ -180,33 +169,16 @@ static void page_compact(page_t *page)
     if (purge_free_os_pages(page, &free_map, big, &gone) == 0 || big)
         return;
     relink(page, &free_map, gone);
-    page->compacted_used = page->used;
+    page->scanned_used = page->used;
 }
 
-/* A page is thinned out only once SPARSE_PASSES + 1 passes in a row found
- * it sparse: a page the program is about to take back would only fault
- * its memory back. */
-#define SPARSE_PASSES 1
-static void compact_parked(heap_t *h, page_t *page)
+/* One pass over the parked pages of every class. */
+void sparse_pass(heap_t *h)
 {
-    for (; page; page = page->next) {
-        if (!page_worth_compacting(page))
-            page->sparse_since = 0;
-        else if (page->sparse_since == 0)
-            page->sparse_since = h->compact_pass;
-        else if (h->compact_pass - page->sparse_since >= SPARSE_PASSES)
-            page_compact(page);
-    }
-}
-
-void heap_compact_sparse(heap_t *h)
-{
-    uint64_t now = now_ticks();
-    if (now - h->compact_checked < PURGE_DELAY)
-        return;
-    h->compact_checked = now;
-    if (++h->compact_pass == 0)
-        h->compact_pass = 1; /* 0 means "not seen sparse" */
+    if (++h->sparse_passes == 0)
+        h->sparse_passes = 1; /* 0 means "not seen sparse" */
     for (unsigned c = 1; c < CLASS_COUNT; c++)
-        compact_parked(h, h->parked[c].first);
+        for (page_t *page = h->parked[c].first; page; page = page->next)
+            if (policy_thin_page(h, page))
+                page_thin(page);
 }

@@ -1,4 +1,4 @@
-/* White-box tests of compact.c: the free OS pages inside sparse pages go
+/* White-box tests of sparse.c: the free OS pages inside sparse pages go
  * back to the kernel without losing a live block or handing out a purged
  * one twice.
  * SPDX-License-Identifier: MIT OR Apache-2.0
@@ -8,6 +8,7 @@
  * behave the same with and without TLS.
  */
 #include "unitheap.h"
+#include "policy.h"
 
 #include <sys/mman.h>
 
@@ -34,20 +35,21 @@ static void park_sparse_pages(heap_t *h)
     }
 }
 
-/* n compaction passes, each as if a purge delay had passed. */
-static void compact_passes(heap_t *h, int n)
+/* n sparse passes, each as if a purge delay had passed since the last
+ * (run as policy.c runs them before a heap takes a fresh page). */
+static void sparse_passes(heap_t *h, int n)
 {
     for (int pass = 0; pass < n; pass++) {
-        h->compact_checked = now_ticks() - 2 * PURGE_DELAY;
-        heap_compact_sparse(h);
+        h->sparse_checked = now_ticks() - 2 * PURGE_DELAY;
+        policy_before_fresh_page(h);
     }
 }
 
 /* Two passes: a page is thinned out the second time it is seen sparse. */
-static void force_compact(heap_t *h)
+static void force_thin(heap_t *h)
 {
     park_sparse_pages(h);
-    compact_passes(h, 2);
+    sparse_passes(h, 2);
 }
 
 /* Fill `n` blocks of `size`, returning them in order of allocation. */
@@ -148,7 +150,7 @@ static void *free_all_but_one(heap_t *h, void **v, size_t n, page_t *victim, voi
 /* Small blocks: a sparse page loses its free OS pages; its live blocks
  * keep their contents; blocks whose link was purged are never handed out;
  * when the last live block goes the page goes back to its segment. */
-START_TEST(t_compact_small_blocks)
+START_TEST(t_thin_small_blocks)
 {
     const size_t size = 512;
     scene_t sc = fill_three_pages(size);
@@ -172,7 +174,7 @@ START_TEST(t_compact_small_blocks)
     ck_assert_uint_eq(sc.victim->used, kept);
     uint32_t capacity = sc.victim->capacity;
 
-    force_compact(sc.h);
+    force_thin(sc.h);
     TU_ASSERT_MSG(sc.victim->absent > 0, "nothing purged from a page %u/%u used", (unsigned)kept,
                   (unsigned)capacity);
     ck_assert_uint_eq(sc.victim->used, kept + sc.victim->absent);
@@ -216,12 +218,12 @@ END_TEST
 
 /* When allocation comes back to a thinned-out page with nothing else free,
  * its absent blocks are handed out again rather than a fresh page. */
-START_TEST(t_compact_revive)
+START_TEST(t_thin_revive)
 {
     const size_t size = 1024;
     scene_t sc = fill_three_pages(size);
     void *survivor = free_all_but_one(sc.h, sc.v, sc.n, sc.victim, NULL, NULL);
-    force_compact(sc.h);
+    force_thin(sc.h);
     uint32_t absent = sc.victim->absent;
     TU_ASSERT(absent > 0);
     ck_assert_uint_eq(sc.victim->used, 1 + absent);
@@ -242,14 +244,14 @@ END_TEST
 
 /* Blocks of two OS pages or more stay on the free list: only their tail
  * pages are purged, so they are reused at the cost of page faults. */
-START_TEST(t_compact_big_blocks)
+START_TEST(t_thin_big_blocks)
 {
     const size_t size = 16384;
     scene_t sc = fill_three_pages(size);
     void *freed_blocks[64];
     size_t freed;
     void *survivor = free_all_but_one(sc.h, sc.v, sc.n, sc.victim, freed_blocks, &freed);
-    force_compact(sc.h);
+    force_thin(sc.h);
     ck_assert_uint_eq(sc.victim->absent, 0);
     ck_assert_int_lt(tu_check(survivor, size, (uint64_t)(uintptr_t)survivor), 0);
     size_t heads = 0, tails_gone = 0;
@@ -274,7 +276,7 @@ END_TEST
 
 /* A page that is still mostly used is left alone, even when whole OS
  * pages of it are free. */
-START_TEST(t_compact_skips_dense_pages)
+START_TEST(t_thin_skips_dense_pages)
 {
     const size_t size = 256;
     scene_t sc = fill_three_pages(size);
@@ -287,7 +289,7 @@ START_TEST(t_compact_skips_dense_pages)
             k++;
         }
     ck_assert_uint_eq(k, limit);
-    force_compact(sc.h);
+    force_thin(sc.h);
     ck_assert_uint_eq(sc.victim->absent, 0);
     /* past three quarters free, the same page is sparse */
     for (size_t i = 0; i < sc.n; i++)
@@ -298,10 +300,10 @@ START_TEST(t_compact_skips_dense_pages)
         }
     /* sparse now, but still in its class queue (allocation may refill
      * it): left alone */
-    compact_passes(sc.h, 3);
+    sparse_passes(sc.h, 3);
     ck_assert_uint_eq(sc.victim->absent, 0);
     /* once parked, it is thinned out */
-    force_compact(sc.h);
+    force_thin(sc.h);
     TU_ASSERT(sc.victim->parked);
     TU_ASSERT(sc.victim->absent > 0);
     for (size_t i = 0; i < sc.n; i++)
@@ -314,11 +316,11 @@ END_TEST
 int main(void)
 {
     const TTest *tests[] = {
-        t_compact_small_blocks,
-        t_compact_revive,
-        t_compact_big_blocks,
-        t_compact_skips_dense_pages,
+        t_thin_small_blocks,
+        t_thin_revive,
+        t_thin_big_blocks,
+        t_thin_skips_dense_pages,
         NULL,
     };
-    return tu_run_case("unit_compact", "compact", 60, tests);
+    return tu_run_case("unit_sparse", "sparse", 60, tests);
 }

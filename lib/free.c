@@ -1,0 +1,52 @@
+/* The generic free paths behind alloc.h's inline fast path: huge blocks
+ * (huge.c), blocks of pages the calling thread does not own (pushed
+ * lock-free onto the page's thread_free list), and without TLS, the
+ * owner heap's lock.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "alloc.h"
+
+/* Everything free_validated() does not do inline: with TLS its caller has
+ * already found that the calling thread does not own the block. */
+void free_generic(void *p)
+{
+    segment_t *seg = segment_of(p);
+    if (seg->kind == KIND_HUGE) {
+        huge_free(seg);
+        return;
+    }
+    page_t *page = page_of(seg, p);
+#if !EMMA_CONFIG_TLS
+    /* Only the heap this thread prefers is worth locking: another thread's
+     * heap is likely in use, and fighting over its lock and its free list
+     * (producer/consumer) costs more than one push on the remote list. */
+    heap_t *h = seg->heap;
+    if (h == preferred_heap() && heap_trylock(h)) {
+        heap_free_local(h, page, p);
+        heap_unlock(h);
+        return;
+    }
+#endif
+    page_free_remote(seg, page, (block_t *)p);
+}
+
+/* Lock-free push of a block freed by a thread that does not own the page.
+ * The first block to arrive also pushes the page onto its heap's
+ * remote_pages stack; a page is on that stack exactly while its
+ * thread_free list is non-empty, and only the owner empties both (page.c's
+ * heap_collect_remote), with exchanges, so neither stack can suffer ABA. */
+void page_free_remote(segment_t *seg, page_t *page, block_t *b)
+{
+    block_t *old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
+    do {
+        b->next = old;
+    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, b,
+                                                    memory_order_release, memory_order_relaxed));
+    if (old != NULL)
+        return;
+    heap_t *owner = seg->heap; /* stable: our block pins the page */
+    page_t *head = atomic_load_explicit(&owner->remote_pages, memory_order_relaxed);
+    do {
+        page->remote_next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&owner->remote_pages, &head, page,
+                                                    memory_order_release, memory_order_relaxed));
+}

@@ -1,0 +1,195 @@
+/* The interfaces of lib/'s modules, one section per file, in layer order
+ * (OS at the bottom, the allocation paths at the top), plus the inline
+ * helpers of the locks and of finding the calling thread's heap.  The
+ * inline fast paths live in alloc.h, for the files that need them.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#ifndef EMMA_INTERNAL_H
+#define EMMA_INTERNAL_H
+
+#include "types.h"
+#include "sizeclass.h"
+
+/* ------------------------------------------------------------------ */
+/* os.c: the only code that talks to the kernel                        */
+
+#define EMMA_ENOMEM 12
+#define EMMA_EINVAL 22
+
+EMMA_HIDDEN void *os_map(size_t size);
+EMMA_HIDDEN void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size);
+EMMA_HIDDEN void os_unmap(void *p, size_t size);
+EMMA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t offset);
+EMMA_HIDDEN void os_purge(void *p, size_t size);
+EMMA_HIDDEN bool os_wipe_on_fork(void *p, size_t size);
+EMMA_HIDDEN bool os_advise_huge_pages(void *p, size_t size, bool huge);
+EMMA_HIDDEN void os_set_errno(int e);
+EMMA_HIDDEN uintptr_t os_secret(void);
+EMMA_HIDDEN void os_yield(void);
+EMMA_HIDDEN int32_t os_getpid(void);
+EMMA_HIDDEN uint32_t os_gettid(void);
+EMMA_HIDDEN bool os_thread_gone(uint32_t tid);
+EMMA_HIDDEN bool os_seccomp_active(void);
+/* FUTEX_TRYLOCK_PI on a word holding its owner's TID */
+enum os_pi_result {
+    OS_PI_TAKEN,       /* the word was free and is now ours */
+    OS_PI_OWNER_DEAD,  /* ESRCH: the owner thread no longer exists */
+    OS_PI_SELF,        /* EDEADLK: the owner's TID is the caller's */
+    OS_PI_UNSUPPORTED, /* ENOSYS, EPERM, EINVAL: no PI futexes here */
+    OS_PI_BUSY,        /* a live owner, or anything else */
+};
+EMMA_HIDDEN enum os_pi_result os_futex_trylock_pi(_Atomic uint32_t *word);
+EMMA_HIDDEN void os_write_stderr(const char *s, size_t n);
+EMMA_HIDDEN EMMA_NORETURN void os_abort(void);
+
+/* The address map (os.c): one byte per 4 MiB chunk says whether emma
+ * mapped it, and where a segment header is. */
+#define CHUNK_NONE 0
+#define CHUNK_HEADER 1
+#define CHUNK_INTERIOR 2
+EMMA_HIDDEN bool addrmap_mark(void *start, size_t size, bool header);
+EMMA_HIDDEN void addrmap_clear(void *start, size_t size);
+EMMA_HIDDEN unsigned addrmap_lookup(const void *p);
+EMMA_HIDDEN struct segment *addrmap_segment(const void *p);
+
+/* ------------------------------------------------------------------ */
+/* check.c: boundary checks and fatal errors                           */
+
+EMMA_HIDDEN EMMA_NORETURN EMMA_COLD void emma_fatal(const char *func, const char *problem,
+                                                    const void *p);
+EMMA_HIDDEN void check_pointer(const void *p, const char *func);
+EMMA_HIDDEN void check_layout(const void *p, size_t size, size_t align, const char *func);
+EMMA_HIDDEN void check_mark_free(const void *p);
+/* A freed block's second word holds FREED_TAG ^ its address. */
+#define FREED_TAG ((uintptr_t)GOLDEN_RATIO_64)
+static inline void check_mark_allocated(void *b)
+{
+    if (config_checks)
+        ((uintptr_t *)b)[1] = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* segment.c: segments, their pages, purging free pages                */
+
+EMMA_HIDDEN page_t *segment_page_alloc(heap_t *h, enum segment_kind kind);
+EMMA_HIDDEN void segment_page_release(heap_t *h, page_t *page);
+EMMA_HIDDEN void heap_purge(heap_t *h);
+EMMA_HIDDEN void heap_purge_older(heap_t *h, uint64_t before);
+EMMA_HIDDEN size_t segment_header_size(enum segment_kind kind);
+EMMA_HIDDEN segment_t *segment_of_page(page_t *page);
+
+/* ------------------------------------------------------------------ */
+/* page.c: carving pages, the class queues, collecting remote frees    */
+
+EMMA_HIDDEN void page_init(page_t *page, unsigned c);
+EMMA_HIDDEN void page_extend(page_t *page);
+EMMA_HIDDEN void bin_push_front(heap_t *h, page_t *page);
+EMMA_HIDDEN void bin_push_back(heap_t *h, page_t *page);
+EMMA_HIDDEN void bin_remove(heap_t *h, page_t *page);
+EMMA_HIDDEN void page_park(heap_t *h, page_t *page);
+EMMA_HIDDEN page_t *page_unpark(heap_t *h, unsigned c);
+EMMA_HIDDEN bool page_should_park(const page_t *page);
+EMMA_HIDDEN void page_free_local_slow(heap_t *h, page_t *page);
+EMMA_HIDDEN void page_mark_full(heap_t *h, page_t *page);
+EMMA_HIDDEN void heap_collect_remote(heap_t *h);
+EMMA_HIDDEN void heap_release_empty_pages(heap_t *h);
+
+/* ------------------------------------------------------------------ */
+/* sparse.c: giving back free OS pages inside sparse pages             */
+
+EMMA_HIDDEN void sparse_pass(heap_t *h);
+EMMA_HIDDEN void page_revive(page_t *page);
+
+/* ------------------------------------------------------------------ */
+/* huge.c: blocks in mappings of their own                             */
+
+EMMA_HIDDEN void *huge_alloc(size_t size, size_t align, bool zero);
+EMMA_HIDDEN void huge_free(segment_t *seg);
+EMMA_HIDDEN void huge_cache_expire(heap_t *h, uint64_t before);
+EMMA_HIDDEN void *huge_realloc(segment_t *seg, void *p, size_t new_size);
+EMMA_HIDDEN size_t huge_usable(segment_t *seg, const void *p);
+
+/* ------------------------------------------------------------------ */
+/* fork.c: noticing a fork                                             */
+
+EMMA_HIDDEN bool fork_detected(void);
+EMMA_HIDDEN void fork_recover(void (*recover)(void));
+EMMA_HIDDEN void fork_init(void);
+
+/* ------------------------------------------------------------------ */
+/* Locks (heaps without TLS): inline, since then every malloc and free
+ * takes and drops one.  Nobody waits on one particular lock: heap.c
+ * skips a heap whose lock is taken. */
+
+static inline bool spin_trylock(_Atomic uint32_t *l)
+{
+    uint32_t expected = 0;
+    return atomic_load_explicit(l, memory_order_relaxed) == 0 &&
+           atomic_compare_exchange_strong_explicit(l, &expected, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+static inline void spin_unlock(_Atomic uint32_t *l) { atomic_store_explicit(l, 0, memory_order_release); }
+static inline bool heap_trylock(heap_t *h) { return spin_trylock(&h->lock); }
+static inline void heap_unlock(heap_t *h) { spin_unlock(&h->lock); }
+
+/* ------------------------------------------------------------------ */
+/* heap.c: heaps, and the calling thread's heap                        */
+
+EMMA_HIDDEN extern page_t empty_page;
+EMMA_HIDDEN extern heap_t heap_empty;
+EMMA_HIDDEN heap_t *heap_new(void);
+EMMA_HIDDEN void heap_reset(heap_t *h);
+EMMA_HIDDEN heap_t *heap_acquire_for_thread(void);
+EMMA_HIDDEN heap_t *heap_list_first(void);
+
+#if EMMA_CONFIG_TLS
+EMMA_HIDDEN extern __thread heap_t *tls_heap __attribute__((tls_model("initial-exec")));
+static inline heap_t *heap_get(void) { return tls_heap; }
+static inline heap_t *tls_heap_or_null(void) { return tls_heap == &heap_empty ? NULL : tls_heap; }
+static inline void heap_put(heap_t *h) { (void)h; }
+#else
+#define HEAP_SLOTS 256
+#define HEAP_SOFT_LIMIT 64
+EMMA_HIDDEN extern _Atomic(heap_t *) heap_slots[HEAP_SLOTS];
+EMMA_HIDDEN extern _Atomic unsigned heap_slot_limit;
+EMMA_HIDDEN heap_t *heap_lock_any(void);
+
+/* A thread's preferred slot, from its stack address: threads' stacks lie
+ * megabytes apart, so each thread tends to keep to a heap of its own. */
+static inline unsigned preferred_slot(unsigned limit)
+{
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+    uint64_t hash = ((sp >> 20) * GOLDEN_RATIO_64) >> 32;
+    return (unsigned)((hash * limit) >> 32); /* hash * limit / 2^32: no division */
+}
+
+static inline heap_t *preferred_heap(void)
+{
+    unsigned limit = atomic_load_explicit(&heap_slot_limit, memory_order_relaxed);
+    return atomic_load_explicit(&heap_slots[preferred_slot(limit)], memory_order_acquire);
+}
+
+/* The common case inline: the preferred heap exists and is free. */
+static inline heap_t *heap_get(void)
+{
+    heap_t *h = preferred_heap();
+    if (likely(h != NULL) && likely(heap_trylock(h)))
+        return h;
+    return heap_lock_any();
+}
+static inline heap_t *tls_heap_or_null(void) { return NULL; }
+static inline void heap_put(heap_t *h) { heap_unlock(h); }
+#endif
+
+/* ------------------------------------------------------------------ */
+/* alloc.c and free.c: the generic paths behind alloc.h's fast paths   */
+
+EMMA_HIDDEN void *alloc_generic(heap_t *h, size_t size, size_t align);
+EMMA_HIDDEN void *alloc_zeroed(size_t size, size_t align);
+EMMA_HIDDEN void *realloc_block(void *p, size_t new_size, size_t align);
+EMMA_HIDDEN size_t usable_size(const void *p);
+EMMA_HIDDEN void mem_copy(void *dst, const void *src, size_t n);
+EMMA_HIDDEN void mem_zero(void *dst, size_t n);
+EMMA_HIDDEN void free_generic(void *p);
+EMMA_HIDDEN void page_free_remote(segment_t *seg, page_t *page, block_t *b);
+
+#endif

@@ -1,0 +1,236 @@
+/* emma's core types and the geometry they encode: the one header every
+ * file of lib/ includes (through internal.h).  Types, sizes and tiny
+ * helpers only; no module's functions.
+ *
+ * Map of the core objects
+ * -----------------------
+ *   segment  4 MiB of address space, 4 MiB aligned, from one mmap.  Its
+ *            header (struct segment) sits at the start and holds all the
+ *            metadata of the memory behind it, out of band: the owner heap,
+ *            the page size and one struct page per page.  Any block pointer
+ *            p finds its segment as (p - 1) & ~(SEGMENT_SIZE - 1) and its
+ *            page as (p - segment) >> page_shift.  ("p - 1" lets a huge block
+ *            that is itself 4 MiB aligned keep its header 4 MiB below it.)
+ *   page     a run of equal-sized blocks of one size class, with three free
+ *            lists: `free` (allocate from here; the owner frees onto it, so
+ *            a freed block is reused first, while still cached),
+ *            `thread_free` (lock-free stack of frees by other threads) and
+ *            `local_free` (where the owner collects thread_free).  Segment
+ *            kinds fix the page size:
+ *              small   64 KiB pages, 64 per segment, blocks <= 8 KiB
+ *              medium 512 KiB pages,  8 per segment, blocks <= 64 KiB
+ *              large    1 MiB pages,  4 per segment, blocks <= 512 KiB
+ *              xlarge   4 MiB page,   1 per segment, blocks <= 1 MiB
+ *              huge     one block of any size, its own mapping (mremap-able)
+ *   heap     what one thread allocates from: per size class a queue of pages
+ *            with free blocks, a direct table for sizes <= 1 KiB so the fast
+ *            path is one load and one pop, the segments it owns, and a
+ *            lock-free stack of its pages that other threads freed into.
+ *            With TLS every thread owns one heap (found through one
+ *            initial-exec TLS pointer); without TLS heaps are shared and
+ *            each has a lock.
+ *
+ * Build variants (configure switches become constants, so code that tests
+ * them compiles in every build and the optimiser removes the dead branch;
+ * only code that names the TLS variable itself, or fields and functions
+ * that exist in one variant, is under #if EMMA_CONFIG_TLS):
+ *   config_tls     per-thread heaps, no lock and no atomic on the owner's
+ *                  fast path; cost: 8 bytes of TLS per thread.
+ *   config_checks  every pointer/size/alignment at the API is validated
+ *                  (a few loads and compares per call); misuse aborts.
+ *
+ * SPDX-License-Identifier: MIT OR Apache-2.0
+ */
+#ifndef EMMA_TYPES_H
+#define EMMA_TYPES_H
+
+#include "config.h"
+#include "namespace.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdatomic.h>
+
+#define EMMA_HIDDEN __attribute__((visibility("hidden")))
+#define EMMA_NOINLINE __attribute__((noinline))
+#define EMMA_NORETURN __attribute__((noreturn))
+#define EMMA_COLD __attribute__((cold))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+static const bool config_tls = EMMA_CONFIG_TLS;
+static const bool config_checks = EMMA_CONFIG_CHECKS;
+
+/* ------------------------------------------------------------------ */
+/* Sizes                                                               */
+
+#define OS_PAGE_SIZE ((size_t)4096)
+#define SEGMENT_SHIFT 22
+#define SEGMENT_SIZE ((size_t)1 << SEGMENT_SHIFT)
+#define SEGMENT_MASK (SEGMENT_SIZE - 1)
+
+/* Page size of each segment kind (xlarge: the whole segment).  A huge
+ * "segment" is one page covering the whole mapping, whatever its size. */
+#define SMALL_PAGE_SHIFT 16
+#define MEDIUM_PAGE_SHIFT 19
+#define LARGE_PAGE_SHIFT 20
+#define XLARGE_PAGE_SHIFT SEGMENT_SHIFT
+#define HUGE_PAGE_SHIFT 62
+#define PAGES_PER_SEGMENT(shift) ((unsigned)1 << (SEGMENT_SHIFT - (shift)))
+
+#define MIN_ALIGN ((size_t)16)
+#define SMALL_MAX ((size_t)8 << 10)    /* blocks in 64 KiB pages */
+#define MEDIUM_MAX ((size_t)64 << 10)  /* blocks in 512 KiB pages */
+#define LARGE_PAGE_MAX ((size_t)512 << 10) /* blocks in 1 MiB pages */
+#define LARGE_MAX ((size_t)1 << 20)    /* blocks in one 4 MiB page */
+#define DIRECT_MAX ((size_t)1024)      /* sizes served by heap->direct */
+#define DIRECT_COUNT (DIRECT_MAX / MIN_ALIGN + 1)
+#define MAX_REQUEST ((size_t)PTRDIFF_MAX - 2 * SEGMENT_SIZE)
+
+/* Size classes (sizeclass.h): 16..128 in steps of 16, then 4 classes per
+ * doubling up to 1 MiB.  Class 0 is unused (it marks huge blocks). */
+#define CLASS_COUNT 61
+#define CLASS_HUGE 0
+
+enum segment_kind { KIND_SMALL, KIND_MEDIUM, KIND_LARGE, KIND_XLARGE, KIND_HUGE, KIND_COUNT };
+
+/* 2^64 / golden ratio: an odd constant whose multiples scatter bits
+ * (hashing, the secret, the freed-block tag). */
+#define GOLDEN_RATIO_64 0x9e3779b97f4a7c15ull
+
+/* x rounded up to a multiple of a (a power of two); a constant expression
+ * when its arguments are. */
+#define align_up(x, a) (((x) + ((a) - 1)) & ~(uintptr_t)((a) - 1))
+
+static inline unsigned log2_floor(size_t x) { return 63u - (unsigned)__builtin_clzll(x); }
+
+/* ------------------------------------------------------------------ */
+/* Pages, segments, heaps                                              */
+
+typedef struct block {
+    struct block *next;
+} block_t;
+
+struct heap;
+
+/* The first cache line holds what the owner touches on every allocation
+ * and free; other threads' frees write only the second, so a consumer
+ * freeing into the page a producer allocates from does not make their
+ * cores fight over one line. */
+typedef struct page {
+    block_t *free;               /* allocation list (fast path) */
+    uint32_t used;               /* blocks out, including unseen remote frees */
+    uint32_t slow_mark;          /* a local free taking `used` here needs the slow path */
+    uint8_t in_full;             /* no free block: not in its bin */
+    uint8_t in_use;              /* assigned to a size class */
+    uint8_t class_idx;
+    uint8_t page_idx;
+    uint32_t block_size;
+    block_t *local_free;         /* collected frees of other threads */
+    uint8_t *start;              /* first block */
+    uint32_t capacity;           /* blocks carved out so far */
+    uint32_t reserved;           /* blocks that fit */
+    struct page *next, *prev;    /* bin queue */
+    /* second cache line: other threads, and rarely used state */
+    _Alignas(64) _Atomic(block_t *) thread_free; /* frees by other threads */
+    struct page *remote_next;    /* link in heap->remote_pages */
+    uint32_t dirty;              /* free page: bytes that may be resident */
+    uint32_t absent;             /* blocks purged off the free list (sparse.c) */
+    uint64_t freed_at;           /* free page: when (now_ticks) */
+    uint32_t scanned_used;       /* `used` when sparse.c last scanned the page */
+    uint32_t sparse_since;       /* sparse pass that first saw it sparse, or 0 */
+    uint16_t purged;             /* OS pages whose blocks are absent (small pages) */
+    uint8_t parked;              /* in heap->parked: sparse, left to drain */
+} page_t;
+
+_Static_assert(offsetof(page_t, thread_free) == 64,
+               "other threads' frees must not share the owner's cache line");
+
+typedef struct segment {
+    struct heap *heap;           /* owner; NULL for huge */
+    uint8_t kind;
+    uint8_t page_shift;
+    uint16_t page_count;
+    uint16_t used_pages;
+    uint16_t flags;              /* huge: SEG_THP */
+    uint64_t free_mask;          /* pages not in use */
+    uint64_t dirty_mask;         /* free pages that may hold resident memory */
+    size_t map_size;             /* bytes mapped from the segment start */
+    uintptr_t cookie;            /* address ^ secret: validates headers */
+    struct segment *next, *prev; /* heap's segments with free pages */
+    struct heap *origin;         /* huge: the heap that allocated it */
+    page_t pages[];
+} segment_t;
+
+/* segment_t.flags: a huge mapping advised to use transparent huge pages */
+#define SEG_THP 1
+
+/* Bytes of a segment header with `pages` pages, cache-line aligned. */
+#define SEGMENT_HEADER_SIZE(pages) align_up(sizeof(segment_t) + (pages) * sizeof(page_t), (size_t)64)
+
+/* Each header fits in the first page and leaves room for its biggest block;
+ * free_mask and dirty_mask have a bit per page. */
+_Static_assert(SEGMENT_HEADER_SIZE(PAGES_PER_SEGMENT(SMALL_PAGE_SHIFT)) + SMALL_MAX <=
+                   (size_t)1 << SMALL_PAGE_SHIFT, "small segment header too big");
+_Static_assert(SEGMENT_HEADER_SIZE(PAGES_PER_SEGMENT(MEDIUM_PAGE_SHIFT)) + MEDIUM_MAX <=
+                   (size_t)1 << MEDIUM_PAGE_SHIFT, "medium segment header too big");
+_Static_assert(SEGMENT_HEADER_SIZE(PAGES_PER_SEGMENT(LARGE_PAGE_SHIFT)) + LARGE_PAGE_MAX <=
+                   (size_t)1 << LARGE_PAGE_SHIFT, "large segment header too big");
+_Static_assert(SEGMENT_HEADER_SIZE(1) + LARGE_MAX <= SEGMENT_SIZE, "xlarge segment header too big");
+_Static_assert(PAGES_PER_SEGMENT(SMALL_PAGE_SHIFT) <= 64, "free_mask has 64 bits");
+
+typedef struct page_queue {
+    page_t *first, *last;
+} page_queue_t;
+
+#define SEGMENT_CACHE 16  /* empty segments a heap can keep mapped */
+#define HUGE_CACHE 16     /* freed huge mappings a heap can keep (TLS) */
+
+typedef struct heap {
+    page_t *direct[DIRECT_COUNT];        /* size/16 -> page to pop from */
+    page_queue_t bins[CLASS_COUNT];      /* pages with room, allocation at the front */
+    page_queue_t parked[CLASS_COUNT];    /* sparse pages used only when bins run dry */
+    _Atomic(page_t *) remote_pages;      /* pages with frees from others */
+    segment_t *segments[KIND_XLARGE + 1]; /* segments with free pages */
+    segment_t *cached[SEGMENT_CACHE];    /* empty segments kept mapped */
+    unsigned cached_count;
+    size_t dirty_bytes;                  /* free but resident page memory */
+    size_t used_bytes;                   /* memory of pages in use */
+    uint64_t purge_checked;              /* now_ticks of the last aged purge */
+    uint64_t sparse_checked;             /* now_ticks of the last sparse pass */
+    uint32_t sparse_passes;              /* sparse passes so far */
+    struct segment *huge_cache[HUGE_CACHE]; /* freed huge mappings (TLS) */
+    unsigned huge_cache_count;
+    size_t huge_cached_bytes;
+    _Atomic uint32_t owner;              /* TLS: owner TID (PI futex word) */
+    _Atomic uint32_t lock;               /* no TLS: 0 free, 1 held */
+    uint8_t busy;                        /* inside a slow path */
+    _Atomic uint8_t poisoned;            /* never adopt (state unknown) */
+    struct heap *next_heap;              /* list of all heaps (heap.c) */
+} heap_t;
+
+/* slow_mark values: absent = the page just emptied (0 unless sparse.c
+ * purged blocks off it); HELD = never (the page is the only one of its
+ * class and stays even when empty); for a page out of its queue because it
+ * was full, used - 1: its first local free. */
+#define SLOW_MARK_HELD UINT32_MAX
+
+/* A clock without a syscall: the invariant TSC of x86_64. */
+static inline uint64_t now_ticks(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static inline segment_t *segment_of(const void *p)
+{
+    return (segment_t *)(((uintptr_t)p - 1) & ~(uintptr_t)SEGMENT_MASK);
+}
+
+static inline page_t *page_of(segment_t *seg, const void *p)
+{
+    return &seg->pages[((uintptr_t)p - (uintptr_t)seg) >> seg->page_shift];
+}
+
+#endif
