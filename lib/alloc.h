@@ -82,4 +82,16 @@ static inline void free_block(void *p, const char *func)
     free_validated(p);
 }
 
+/* Free with the caller's idea of the block's layout (emma_dealloc,
+ * free_sized, free_aligned_sized): checked against the block with
+ * --enable-boundary-checks, ignored otherwise. */
+static inline void free_layout(void *p, size_t size, size_t align, const char *func)
+{
+    if (!p)
+        return;
+    if (config_checks)
+        check_layout(p, size, align, func);
+    free_block(p, func);
+}
+
 #endif

@@ -34,11 +34,7 @@ EMMA_API void *emma_alloc_zeroed(size_t size, size_t align)
 
 EMMA_API void emma_dealloc(void *ptr, size_t size, size_t align)
 {
-    if (!ptr)
-        return;
-    if (config_checks)
-        check_layout(ptr, size, align, "emma_dealloc");
-    free_block(ptr, "emma_dealloc");
+    free_layout(ptr, size, align, "emma_dealloc");
 }
 
 EMMA_API void *emma_realloc(void *ptr, size_t old_size, size_t align, size_t new_size)

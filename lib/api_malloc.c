@@ -124,18 +124,10 @@ EMMA_API size_t malloc_usable_size(void *ptr)
 
 EMMA_API void free_sized(void *ptr, size_t size)
 {
-    if (!ptr)
-        return;
-    if (config_checks)
-        check_layout(ptr, size, MIN_ALIGN, "free_sized");
-    free_block(ptr, "free_sized");
+    free_layout(ptr, size, MIN_ALIGN, "free_sized");
 }
 
 EMMA_API void free_aligned_sized(void *ptr, size_t align, size_t size)
 {
-    if (!ptr)
-        return;
-    if (config_checks)
-        check_layout(ptr, size, align, "free_aligned_sized");
-    free_block(ptr, "free_aligned_sized");
+    free_layout(ptr, size, align, "free_aligned_sized");
 }

@@ -82,7 +82,7 @@ void check_mark_free(const void *p)
 {
     segment_t *seg = segment_of(p);
     if (seg->kind != KIND_HUGE)
-        ((uintptr_t *)p)[1] = FREED_TAG ^ (uintptr_t)p;
+        check_tag_free((void *)p);
 }
 
 /* emma_dealloc / emma_realloc: the caller's layout must be the block's. */

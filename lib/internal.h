@@ -59,8 +59,10 @@ EMMA_HIDDEN EMMA_NORETURN EMMA_COLD void emma_fatal(const char *func, const char
 EMMA_HIDDEN void check_pointer(const void *p, const char *func);
 EMMA_HIDDEN void check_layout(const void *p, size_t size, size_t align, const char *func);
 EMMA_HIDDEN void check_mark_free(const void *p);
-/* A freed block's second word holds FREED_TAG ^ its address. */
+/* A free block's second word holds FREED_TAG ^ its address (boundary
+ * checks only): a block freed twice still has it. */
 #define FREED_TAG ((uintptr_t)GOLDEN_RATIO_64)
+static inline void check_tag_free(void *b) { ((uintptr_t *)b)[1] = FREED_TAG ^ (uintptr_t)b; }
 static inline void check_mark_allocated(void *b)
 {
     if (config_checks)

@@ -16,16 +16,22 @@ static void direct_update(heap_t *h, unsigned c)
         h->direct[i] = page;
 }
 
-static void queue_push_front(page_queue_t *q, page_t *page)
+/* Link page into q between prev and next (NULL: the queue's ends). */
+static void queue_insert(page_queue_t *q, page_t *page, page_t *prev, page_t *next)
 {
-    page->prev = NULL;
-    page->next = q->first;
-    if (q->first)
-        q->first->prev = page;
+    page->prev = prev;
+    page->next = next;
+    if (prev)
+        prev->next = page;
+    else
+        q->first = page;
+    if (next)
+        next->prev = page;
     else
         q->last = page;
-    q->first = page;
 }
+
+static void queue_push_front(page_queue_t *q, page_t *page) { queue_insert(q, page, NULL, q->first); }
 
 static void queue_remove(page_queue_t *q, page_t *page)
 {
@@ -51,13 +57,7 @@ void bin_push_back(heap_t *h, page_t *page)
     page_queue_t *q = &h->bins[page->class_idx];
     if (q->first && q->first->slow_mark == SLOW_MARK_HELD)
         q->first->slow_mark = q->first->absent; /* no longer alone: may be released */
-    page->next = NULL;
-    page->prev = q->last;
-    if (q->last)
-        q->last->next = page;
-    else
-        q->first = page;
-    q->last = page;
+    queue_insert(q, page, q->last, NULL);
     if (q->first == page)
         direct_update(h, page->class_idx);
 }
@@ -164,11 +164,11 @@ void page_extend(page_t *page)
         p += page->block_size;
         b->next = (block_t *)p;
         if (config_checks)
-            ((uintptr_t *)b)[1] = FREED_TAG ^ (uintptr_t)b;
+            check_tag_free(b);
     }
     ((block_t *)p)->next = page->free;
     if (config_checks)
-        ((uintptr_t *)p)[1] = FREED_TAG ^ (uintptr_t)p;
+        check_tag_free(p);
     page->free = (block_t *)first;
     page->capacity += n;
 }
