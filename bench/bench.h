@@ -3,7 +3,9 @@
  * Every program takes its parameters as positional arguments (so the
  * harness can shrink them in quick mode), and prints on stdout lines of the
  * form "key value", at least "ops N": the number of operations it performed,
- * which the harness uses for instructions-per-operation.  Objects carry a
+ * which the harness uses for instructions-per-operation, and "seconds T":
+ * the wall time from start-up to that line, for a person running the
+ * program by hand (the harness measures time itself, with bench/runner).  Objects carry a
  * tag in their first bytes that is checked before they are freed, so an
  * allocator that hands out overlapping blocks makes the program fail (exit
  * status 2) instead of producing a fast, wrong result.
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define BENCH_PAGE 4096u
 
@@ -135,9 +138,20 @@ static inline void *bench_malloc(const char *prog, size_t size)
     return p;
 }
 
+static struct timespec bench_t0;
+
+__attribute__((constructor)) static void bench_start_clock(void)
+{
+    clock_gettime(CLOCK_MONOTONIC, &bench_t0);
+}
+
 static inline void report_ops(unsigned long long ops)
 {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     printf("ops %llu\n", ops);
+    printf("seconds %.3f\n", (double)(t1.tv_sec - bench_t0.tv_sec) +
+                                 (double)(t1.tv_nsec - bench_t0.tv_nsec) / 1e9);
     fflush(stdout);
 }
 

@@ -28,6 +28,19 @@ extern "C" {
 #define EMMA_MALLOC_ATTR
 #endif
 
+/* emma_owns() only compares the pointer's address with emma's metadata: it
+ * never reads the memory the pointer points to.  Saying so
+ * keeps GCC (11 and later) from warning that freshly allocated memory "may
+ * be used uninitialized" when such a pointer is passed to them. */
+#if defined(__has_attribute)
+#if __has_attribute(access) && !defined(__clang__)
+#define EMMA_NO_ACCESS_ATTR __attribute__((access(none, 1)))
+#endif
+#endif
+#ifndef EMMA_NO_ACCESS_ATTR
+#define EMMA_NO_ACCESS_ATTR
+#endif
+
 /* Allocate size bytes aligned to align (a power of two).  Returns NULL if
  * the request cannot be met.  size 0 yields a unique, freeable pointer. */
 void *emma_alloc(size_t size, size_t align) EMMA_MALLOC_ATTR;
@@ -52,7 +65,7 @@ void emma_free(void *ptr);
 /* Nonzero if ptr points into memory managed by this copy of emma (any
  * address inside one of its segments or huge blocks); 0 otherwise.  Safe to
  * call with any pointer value. */
-int emma_owns(const void *ptr);
+int emma_owns(const void *ptr) EMMA_NO_ACCESS_ATTR;
 
 /* Return the calling thread's unused memory to the kernel. */
 void emma_trim(void);

@@ -33,7 +33,10 @@ script is in), as root:
   3. put the .debs in a local apt repository (dpkg-scanpackages), add it as
      an apt source "deb [trusted=yes] file:DIR ./", apt-get update it;
   4. apt-get install -y libemma, exactly as a user would;
-  5. check: the packages and versions; pkg-config --libs emma is -lemma;
+  5. check (the packaged copy, even if the README's quick start installed
+     another one under /usr/local, which comes first in the default search
+     paths): the packages and versions; pkg-config --libs emma is
+     -lemma wrapped in --no-as-needed;
      man emma_alloc, emma_dealloc, emma_malloc, emma(7), libemma, emma-run
      render without warnings; a program built with pkg-config (shared and
      static) allocates through emma; the man pages' EXAMPLES build and run;
@@ -45,15 +48,26 @@ script is in), as root:
 
 Options:
   --keep   keep /tmp/pkg-deb-test.XXXXXX even when everything passed
+  --repo DIR
+           "make deb": steps 0 and 1 only, then put the .debs in DIR as a
+           local apt repository (Packages, Packages.gz, Release) and print
+           the apt source line that installs from it.  Nothing is installed
+           or purged; root is needed only to install missing build tools.
   --help   show this help
 EOF
 }
 
 keep=no
 src=
+repo=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--keep) keep=yes ;;
+	--repo)
+		[ $# -ge 2 ] || { echo "deb-test.sh: --repo needs a directory" >&2; exit 2; }
+		repo=$2
+		shift
+		;;
 	--help) usage; exit 0 ;;
 	-*) echo "deb-test.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
 	*) src=$1 ;;
@@ -66,7 +80,8 @@ src=$(cd "$src" && pwd)
 say() { printf '\n=== %s\n' "$*"; }
 die() { printf 'deb-test.sh: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "must run as root (it installs and purges packages)"
+[ "$(id -u)" -eq 0 ] || [ -n "$repo" ] ||
+	die "must run as root (it installs and purges packages)"
 [ -f "$src/debian/control" ] && [ -f "$src/configure.ac" ] ||
 	die "$src is not emma's source tree"
 command -v apt-get >/dev/null && command -v dpkg >/dev/null ||
@@ -85,6 +100,8 @@ for pair in dpkg-buildpackage:dpkg-dev dpkg-scanpackages:dpkg-dev \
 	command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
 done
 if [ -n "$need" ]; then
+	[ "$(id -u)" -eq 0 ] ||
+		die "missing tools; install them first: sudo apt-get install$need"
 	say "0. installing tools:$need"
 	# shellcheck disable=SC2086
 	apt-get $apt_quiet update
@@ -93,6 +110,7 @@ if [ -n "$need" ]; then
 fi
 
 for p in $packages; do
+	[ -z "$repo" ] || break
 	if dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q ' installed$'; then
 		die "$p is already installed; remove it first (apt-get purge $packages)"
 	fi
@@ -129,6 +147,27 @@ trap 'exit 143' TERM
 ok() { echo "ok: $*"; }
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
+# make_repo DIR: the .debs just built, as a flat apt repository in DIR.
+# A Release file lists Packages and Packages.gz, so that apt fetches
+# exactly these (without it, apt probes every compression it knows and
+# prints an error for each one that is missing).
+make_repo() {
+	mkdir -p "$1"
+	cp "$work"/*.deb "$1/"
+	(
+		cd "$1"
+		dpkg-scanpackages --multiversion . /dev/null 2>/dev/null >Packages
+		gzip -9n <Packages >Packages.gz
+		{
+			echo "Date: $(date -Ru)"
+			echo "SHA256:"
+			for f in Packages Packages.gz; do
+				echo " $(sha256sum $f | cut -d' ' -f1) $(stat -c %s $f) $f"
+			done
+		} >Release
+	)
+}
+
 # --- 1. build ---------------------------------------------------------------
 upstream=$(sh "$src/build-aux/version.sh")
 debversion=$(dpkg-parsechangelog -l "$src/debian/changelog" -S Version)
@@ -154,6 +193,7 @@ tar -C "$work" --sort=name --owner=0 --group=0 --numeric-owner \
 	-cJf "$work/emma_$upstream.orig.tar.xz" "emma-$upstream"
 
 if ! (cd "$tree" && dpkg-checkbuilddeps) >/dev/null 2>&1; then
+	[ "$(id -u)" -eq 0 ] || die "missing build dependencies: $(cd "$tree" && dpkg-checkbuilddeps 2>&1)"
 	echo "installing the build dependencies"
 	# shellcheck disable=SC2086
 	apt-get $apt_quiet update
@@ -172,6 +212,24 @@ fi
 changes=$work/emma_${debversion}_$(dpkg --print-architecture).changes
 ls "$work"/*.deb "$work"/*.dsc
 
+if [ -n "$repo" ]; then
+	mkdir -p "$repo"
+	repo=$(cd "$repo" && pwd)
+	rm -f "$repo"/libemma*.deb "$repo"/emma-tools*.deb
+	make_repo "$repo"
+	chmod -R a+rX "$repo"
+	say "apt repository: $repo"
+	ls "$repo"
+	cat <<EOF
+
+To install from it (as root, or with sudo):
+  echo "deb [trusted=yes] file:$repo ./" >/etc/apt/sources.list.d/emma.list
+  apt-get update
+  apt-get install libemma
+EOF
+	exit 0
+fi
+
 # --- 2. lintian -------------------------------------------------------------
 say "2. lintian --fail-on error,warning"
 # (--show-overrides would make --fail-on count the overridden tags too, so
@@ -187,23 +245,7 @@ grep -v '^running with root privileges' "$work/lintian.log" | sed 's/^/    /'
 
 # --- 3. local repository ----------------------------------------------------
 say "3. local apt repository $work/repo"
-mkdir "$work/repo"
-cp "$work"/*.deb "$work/repo/"
-# A Release file listing Packages and Packages.gz, so that apt fetches
-# exactly these (without it, apt probes every compression it knows and
-# prints an error for each one that is missing).
-(
-	cd "$work/repo"
-	dpkg-scanpackages --multiversion . /dev/null 2>/dev/null >Packages
-	gzip -9n <Packages >Packages.gz
-	{
-		echo "Date: $(date -Ru)"
-		echo "SHA256:"
-		for f in Packages Packages.gz; do
-			echo " $(sha256sum $f | cut -d' ' -f1) $(stat -c %s $f) $f"
-		done
-	} >Release
-)
+make_repo "$work/repo"
 echo "deb [trusted=yes] file:$work/repo ./" >"$list"
 cat "$list"
 # Update this source alone: the test needs no network and leaves the other
@@ -221,6 +263,23 @@ apt-get $apt_quiet install -y libemma
 
 # --- 5. checks --------------------------------------------------------------
 say "5. what the user got"
+# A copy built from source and installed under /usr/local (the README's
+# quick start) comes first in pkg-config's, man's, the shell's and the
+# dynamic linker's search paths.  Check the packaged copy explicitly.
+arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+PKG_CONFIG_LIBDIR=/usr/lib/$arch/pkgconfig:/usr/lib/pkgconfig:/usr/share/pkgconfig
+PATH=/usr/bin:/bin:$PATH
+MANPATH=/usr/share/man
+export PKG_CONFIG_LIBDIR PATH MANPATH
+if ls /usr/local/lib/libemma.so* /usr/local/lib/"$arch"/libemma.so* >/dev/null 2>&1 ||
+	[ -e /usr/local/bin/emma-run ]; then
+	echo "note: emma is also installed under /usr/local (make install); checking the packaged copy (PKG_CONFIG_LIBDIR, PATH, MANPATH and LD_LIBRARY_PATH point at /usr)"
+	LD_LIBRARY_PATH=/usr/lib/$arch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+	export LD_LIBRARY_PATH
+	if [ -f /usr/local/include/emma.h ] && ! cmp -s /usr/local/include/emma.h /usr/include/emma.h; then
+		echo "note: /usr/local/include/emma.h differs from the package's /usr/include/emma.h, and the compiler reads it first"
+	fi
+fi
 for p in $packages; do
 	v=$(dpkg-query -W -f '${Version} ${Status}' "$p" 2>/dev/null || true)
 	if [ "$v" = "$debversion install ok installed" ]; then
@@ -232,8 +291,9 @@ done
 
 # pkgconf ends its output with a space: compare the words.
 libs=$(pkg-config --libs emma 2>&1 | xargs || true)
-[ "$libs" = "-lemma" ] && ok "pkg-config --libs emma: $libs" ||
-	fail "pkg-config --libs emma printed '$libs', expected -lemma"
+want_libs="-Wl,--push-state,--no-as-needed -lemma -Wl,--pop-state"
+[ "$libs" = "$want_libs" ] && ok "pkg-config --libs emma: $libs" ||
+	fail "pkg-config --libs emma printed '$libs', expected $want_libs"
 mv=$(pkg-config --modversion emma 2>&1 || true)
 [ "$mv" = "$upstream" ] && ok "pkg-config --modversion emma: $mv" ||
 	fail "pkg-config --modversion emma printed '$mv', expected $upstream"
@@ -306,7 +366,6 @@ else
 fi
 
 # The installed library: no NEEDED, and hardened linking.
-arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
 so=/usr/lib/$arch/libemma.so.0
 if [ -f "$so" ]; then
 	needed=$(readelf -d "$so" | grep NEEDED || true)

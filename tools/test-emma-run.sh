@@ -62,6 +62,24 @@ make_copy emma-run "$libdir" || exit 99
 lib=$libdir/libemma.so.0
 
 expect 127 "" "$tmp/emma-run" "$tmp/no-such-command"
+# A missing or unusable command: one clear line (not the shell's
+# "emma-run: 78: exec: ...: not found"), and the shell's exit status.
+expect_exact() { # expect_exact STATUS OUTPUT COMMAND...
+	want=$1 text=$2
+	shift 2
+	out=$("$@" 2>&1)
+	got=$?
+	[ "$got" -eq "$want" ] || problem "$*: exit status $got, expected $want; output: $out"
+	[ "$out" = "$text" ] || problem "$*: output '$out', expected '$text'"
+}
+expect_exact 127 "emma-run: nosuchcmd-emma-test: command not found" \
+	"$tmp/emma-run" nosuchcmd-emma-test
+expect_exact 127 "emma-run: $tmp/no-such-command: no such file" \
+	"$tmp/emma-run" "$tmp/no-such-command"
+: >"$tmp/not-executable"
+expect_exact 126 "emma-run: $tmp/not-executable: not an executable file" \
+	"$tmp/emma-run" "$tmp/not-executable"
+expect_exact 126 "emma-run: $tmp: not an executable file" "$tmp/emma-run" "$tmp"
 expect 0 "" "$tmp/emma-run" true
 expect 3 "" "$tmp/emma-run" sh -c 'exit 3'
 # LD_PRELOAD: emma first, then what was there before.
@@ -69,6 +87,15 @@ expect 3 "" "$tmp/emma-run" sh -c 'exit 3'
 show='printf "[%s]" "$LD_PRELOAD"'
 expect 0 "[$lib]" env -u LD_PRELOAD "$tmp/emma-run" sh -c "$show"
 expect 0 "[$lib:$lib]" env LD_PRELOAD="$lib" "$tmp/emma-run" sh -c "$show"
+# --stats and --verbose set emma's variables (emma(7) ENVIRONMENT); emma
+# itself may print to stderr meanwhile, so look for the marked value only.
+# shellcheck disable=SC2016
+showvars='printf "[%s,%s]" "${EMMA_SHOW_STATS-unset}" "${EMMA_VERBOSE-unset}"'
+expect 0 "[unset,unset]" env -u EMMA_SHOW_STATS -u EMMA_VERBOSE "$tmp/emma-run" sh -c "$showvars"
+expect 0 "[1,unset]" env -u EMMA_SHOW_STATS -u EMMA_VERBOSE "$tmp/emma-run" --stats sh -c "$showvars"
+expect 0 "[unset,1]" env -u EMMA_SHOW_STATS -u EMMA_VERBOSE "$tmp/emma-run" --verbose sh -c "$showvars"
+expect 0 "[1,1]" env -u EMMA_SHOW_STATS -u EMMA_VERBOSE "$tmp/emma-run" --verbose --stats -- sh -c "$showvars"
+expect 125 "unknown option '--bogus'" "$tmp/emma-run" --stats --bogus true
 # Arguments pass through untouched.
 expect 0 "[a b][][*]" "$tmp/emma-run" sh -c 'printf "[%s]" "$@"' sh "a b" "" "*"
 
