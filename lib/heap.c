@@ -169,16 +169,19 @@ _Atomic unsigned heap_slot_limit = HEAP_SOFT_LIMIT;
 heap_t *heap_acquire_for_thread(void) { return NULL; }
 
 
-/* The heap in slot i, made (and returned locked) if the slot is empty. */
-static heap_t *slot_heap(unsigned i, bool *locked)
+/* The heap in slot i, made (and returned locked) if the slot is empty;
+ * NULL with *no_memory set when it is empty and cannot be made. */
+static heap_t *slot_heap(unsigned i, bool *locked, bool *no_memory)
 {
     heap_t *h = atomic_load_explicit(&heap_slots[i], memory_order_acquire);
     *locked = false;
     if (h)
         return h;
     heap_t *fresh = heap_new();
-    if (!fresh)
+    if (!fresh) {
+        *no_memory = true;
         return NULL;
+    }
     atomic_store(&fresh->lock, 1);
     if (!atomic_compare_exchange_strong(&heap_slots[i], &h, fresh)) {
         os_unmap(fresh, HEAP_MAP_SIZE);
@@ -189,10 +192,10 @@ static heap_t *slot_heap(unsigned i, bool *locked)
     return fresh;
 }
 
-static heap_t *try_slot(unsigned i, unsigned spins)
+static heap_t *try_slot(unsigned i, unsigned spins, bool *no_memory)
 {
     bool locked;
-    heap_t *h = slot_heap(i, &locked);
+    heap_t *h = slot_heap(i, &locked, no_memory);
     if (!h || locked)
         return h;
     for (unsigned k = 0;; k++) {
@@ -207,27 +210,33 @@ static heap_t *try_slot(unsigned i, unsigned spins)
 /* Lock the thread's preferred heap, or else any other.  When every heap
  * stays busy for long we assume some locks will never be released (their
  * holders died, or did not survive a fork) and open one more slot, so
- * nobody waits forever on a lock that will not come free. */
+ * nobody waits forever on a lock that will not come free.  NULL (the
+ * caller reports ENOMEM) rather than waiting when a heap is needed and
+ * cannot be mapped, or when every slot stays taken. */
 heap_t *heap_lock_any(void)
 {
+    bool no_memory = false;
     unsigned limit = atomic_load_explicit(&heap_slot_limit, memory_order_relaxed);
     unsigned pref = preferred_slot(limit);
-    heap_t *h = try_slot(pref, PREFERRED_SPINS);
+    heap_t *h = try_slot(pref, PREFERRED_SPINS, &no_memory);
     if (h)
         return h;
-    for (unsigned round = 0;; round++) {
+    for (unsigned round = 0; !no_memory; round++) {
         limit = atomic_load_explicit(&heap_slot_limit, memory_order_relaxed);
         for (unsigned i = 1; i <= limit; i++) {
-            h = try_slot((pref + i) % limit, 0);
+            h = try_slot((pref + i) % limit, 0, &no_memory);
             if (h)
                 return h;
         }
-        if (round >= STUCK_ROUNDS && limit < HEAP_SLOTS) {
+        if (round >= STUCK_ROUNDS) {
+            if (limit == HEAP_SLOTS)
+                break;
             atomic_compare_exchange_strong(&heap_slot_limit, &limit, limit + 1);
             round = 0;
         }
         os_yield();
     }
+    return NULL;
 }
 
 #endif

@@ -28,7 +28,10 @@ static size_t huge_offset(size_t align)
     return align < SEGMENT_SIZE ? align : SEGMENT_SIZE;
 }
 
-static void huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map_align)
+/* False (and nothing marked) when the address map cannot be made: the
+ * caller gives the mapping back instead of handing out memory emma would
+ * not recognise. */
+static bool huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map_align)
 {
     seg->heap = NULL; /* keeps huge blocks off the free fast path */
     seg->origin = config_tls ? (heap_t *)tls_heap_or_null() : NULL;
@@ -49,7 +52,7 @@ static void huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map
     page->block_size = 0; /* see huge_usable */
     page->reserved = log2_floor(map_align); /* kept by realloc */
     page->free = page->local_free = NULL;
-    addrmap_mark(seg, map_size, true);
+    return addrmap_mark(seg, map_size, true);
 }
 
 /* ------------------------------------------------------------------ */
@@ -135,10 +138,8 @@ void *huge_alloc(size_t size, size_t align, bool zero)
     size_t map_size = offset + round_pages(size == 0 ? 1 : size);
     if (!zero && align <= SEGMENT_SIZE) {
         segment_t *seg = cache_take(map_size);
-        if (seg) {
-            huge_init(seg, seg->map_size, offset, SEGMENT_SIZE);
+        if (seg && huge_init(seg, seg->map_size, offset, SEGMENT_SIZE))
             return seg->pages[0].start;
-        }
     }
     /* The header must be 4 MiB aligned and the block `align` aligned. */
     size_t map_align = align > SEGMENT_SIZE ? align : SEGMENT_SIZE;
@@ -146,7 +147,10 @@ void *huge_alloc(size_t size, size_t align, bool zero)
     segment_t *seg = os_map_aligned(map_size, map_align, header_pos, NULL);
     if (!seg)
         return NULL;
-    huge_init(seg, map_size, offset, map_align);
+    if (!huge_init(seg, map_size, offset, map_align)) {
+        os_unmap(seg, map_size);
+        return NULL;
+    }
     return seg->pages[0].start;
 }
 
@@ -172,7 +176,8 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
     if (new_size > MAX_REQUEST - offset)
         return NULL;
     size_t old_map = seg->map_size;
-    size_t new_map = offset + round_pages(new_size);
+    /* at least one page: the block must stay inside its mapping */
+    size_t new_map = offset + round_pages(new_size == 0 ? 1 : new_size);
     if (new_map == old_map)
         return p;
     addrmap_clear(seg, old_map);

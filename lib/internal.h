@@ -41,8 +41,10 @@ EMMA_HIDDEN enum os_pi_result os_futex_trylock_pi(_Atomic uint32_t *word);
 EMMA_HIDDEN void os_write_stderr(const char *s, size_t n);
 EMMA_HIDDEN EMMA_NORETURN void os_abort(void);
 
-/* The address map (os.c): one byte per 4 MiB chunk says whether emma
- * mapped it, and where a segment header is. */
+/* The address map (os.c): one entry per 4 MiB chunk says whether emma
+ * mapped it, how much of it, and where a segment header is.  addrmap_mark
+ * fails (false) when the map itself cannot be mapped: the caller must not
+ * hand out memory the map does not know. */
 #define CHUNK_NONE 0
 #define CHUNK_HEADER 1
 #define CHUNK_INTERIOR 2

@@ -189,79 +189,91 @@ uintptr_t os_secret(void)
 }
 
 /* ------------------------------------------------------------------ */
-/* The address map of emma's memory: one byte per 4 MiB chunk of the
- * 47-bit user address space (32 MiB reserved, touched only where emma has
+/* The address map of emma's memory: two bytes per 4 MiB chunk of the
+ * 47-bit user address space (64 MiB reserved, touched only where emma has
  * memory).  It answers emma_owns() and lets boundary checks reject a
  * foreign pointer before reading any header. */
 
 #define ADDRMAP_CHUNKS ((size_t)1 << (47 - SEGMENT_SHIFT))
-static _Atomic(uint8_t *) addrmap;
+/* Each entry: the chunk's kind (CHUNK_*) in the low two bits, and above
+ * them how many OS pages of the chunk are mapped, 0 for all of them: the
+ * extent of every mapping is known here, out of band, so emma_owns() and
+ * the checks never read a header that another thread may be unmapping. */
+typedef uint16_t addrmap_entry;
+#define ADDRMAP_KIND 3u
+#define ADDRMAP_PAGES_SHIFT 2
+static _Atomic(addrmap_entry *) addrmap;
 
-static uint8_t *addrmap_get(bool create)
+static addrmap_entry *addrmap_get(bool create)
 {
-    uint8_t *r = atomic_load_explicit(&addrmap, memory_order_acquire);
+    addrmap_entry *r = atomic_load_explicit(&addrmap, memory_order_acquire);
     if (r || !create)
         return r;
-    uint8_t *m = map_anon(0, ADDRMAP_CHUNKS, EMMA_MAP_NORESERVE);
+    addrmap_entry *m = map_anon(0, ADDRMAP_CHUNKS * sizeof *m, EMMA_MAP_NORESERVE);
     if (!m)
         return NULL;
-    uint8_t *expected = NULL;
+    addrmap_entry *expected = NULL;
     if (!atomic_compare_exchange_strong(&addrmap, &expected, m)) {
-        os_unmap(m, ADDRMAP_CHUNKS);
+        os_unmap(m, ADDRMAP_CHUNKS * sizeof *m);
         return expected;
     }
     return m;
 }
 
-static void addrmap_fill(void *start, size_t size, uint8_t first, uint8_t rest)
+static bool addrmap_fill(void *start, size_t size, unsigned first, unsigned rest)
 {
-    uint8_t *r = addrmap_get(first != CHUNK_NONE);
+    addrmap_entry *r = addrmap_get(first != CHUNK_NONE);
     if (!r)
-        return;
+        return false;
     uintptr_t c = (uintptr_t)start >> SEGMENT_SHIFT;
     uintptr_t end = ((uintptr_t)start + size - 1) >> SEGMENT_SHIFT;
     if (end >= ADDRMAP_CHUNKS)
-        return;
-    __atomic_store_n(&r[c], first, __ATOMIC_RELEASE);
-    for (c++; c <= end; c++)
-        __atomic_store_n(&r[c], rest, __ATOMIC_RELEASE);
+        return false;
+    /* the last chunk may be mapped in part (huge mappings) */
+    size_t tail = (((uintptr_t)start + size - 1) & SEGMENT_MASK) / OS_PAGE_SIZE + 1;
+    unsigned tail_pages = tail == SEGMENT_SIZE / OS_PAGE_SIZE || first == CHUNK_NONE
+                              ? 0 : (unsigned)tail << ADDRMAP_PAGES_SHIFT;
+    for (uintptr_t k = c; k <= end; k++)
+        __atomic_store_n(&r[k], (addrmap_entry)((k == c ? first : rest) | (k == end ? tail_pages : 0)),
+                         __ATOMIC_RELEASE);
+    return true;
 }
 
 bool addrmap_mark(void *start, size_t size, bool header)
 {
-    addrmap_fill(start, size, header ? CHUNK_HEADER : CHUNK_INTERIOR, CHUNK_INTERIOR);
-    return addrmap_get(false) != NULL;
+    return addrmap_fill(start, size, header ? CHUNK_HEADER : CHUNK_INTERIOR, CHUNK_INTERIOR);
 }
 
-void addrmap_clear(void *start, size_t size) { addrmap_fill(start, size, CHUNK_NONE, CHUNK_NONE); }
+void addrmap_clear(void *start, size_t size) { (void)addrmap_fill(start, size, CHUNK_NONE, CHUNK_NONE); }
 
-/* The segment (or huge mapping) whose mapped extent contains p, or NULL. */
+/* The segment (or huge mapping) whose mapped extent contains p, or NULL;
+ * from the map alone. */
 segment_t *addrmap_segment(const void *p)
 {
-    uint8_t *r = addrmap_get(false);
+    addrmap_entry *r = addrmap_get(false);
     uintptr_t a = (uintptr_t)p;
     uintptr_t c = a >> SEGMENT_SHIFT;
     if (!r || c >= ADDRMAP_CHUNKS)
         return NULL;
-    unsigned cls;
-    while ((cls = __atomic_load_n(&r[c], __ATOMIC_ACQUIRE)) == CHUNK_INTERIOR && c > 0)
-        c--;
-    if (cls != CHUNK_HEADER)
+    unsigned e = __atomic_load_n(&r[c], __ATOMIC_ACQUIRE);
+    size_t pages = e >> ADDRMAP_PAGES_SHIFT;
+    if ((e & ADDRMAP_KIND) == CHUNK_NONE || (pages && (a & SEGMENT_MASK) >= pages * OS_PAGE_SIZE))
         return NULL;
-    segment_t *seg = (segment_t *)(c << SEGMENT_SHIFT);
-    return a < (uintptr_t)seg + seg->map_size ? seg : NULL;
+    while ((e & ADDRMAP_KIND) == CHUNK_INTERIOR && c > 0)
+        e = __atomic_load_n(&r[--c], __ATOMIC_ACQUIRE);
+    return (e & ADDRMAP_KIND) == CHUNK_HEADER ? (segment_t *)(c << SEGMENT_SHIFT) : NULL;
 }
 
 /* Classify the chunk holding p, the way segment_of() maps blocks: a block
  * that starts exactly at a chunk boundary belongs to the chunk below. */
 unsigned addrmap_lookup(const void *p)
 {
-    uint8_t *r = addrmap_get(false);
+    addrmap_entry *r = addrmap_get(false);
     uintptr_t a = (uintptr_t)p;
     if (!r || a == 0)
         return CHUNK_NONE;
     uintptr_t c = (a - 1) >> SEGMENT_SHIFT;
     if (c >= ADDRMAP_CHUNKS)
         return CHUNK_NONE;
-    return __atomic_load_n(&r[c], __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&r[c], __ATOMIC_ACQUIRE) & ADDRMAP_KIND;
 }

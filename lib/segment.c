@@ -118,7 +118,10 @@ static segment_t *segment_alloc(heap_t *h, enum segment_kind kind)
         seg = os_map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0, NULL);
         if (!seg)
             return NULL;
-        addrmap_mark(seg, SEGMENT_SIZE, true);
+        if (!addrmap_mark(seg, SEGMENT_SIZE, true)) {
+            os_unmap(seg, SEGMENT_SIZE);
+            return NULL;
+        }
     }
     segment_cut(h, seg, kind, recycled);
     h->dirty_bytes += dirty_in_range(seg, 0, SEGMENT_SIZE);

@@ -66,40 +66,9 @@ static void expect_abort_line(misuse_fn fn, const char *func,
                               const char *what)
 {
     char want[512], got[4096];
-    int pfd[2];
-    size_t len = 0;
-    int status;
 
     expected_line(want, sizeof want, func, problem, value);
-    ck_assert_int_eq(pipe(pfd), 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core); /* no core dumps */
-        close(pfd[0]);
-        dup2(pfd[1], 2);
-        close(pfd[1]);
-        alarm(30);
-        fn();
-        _exit(0); /* not reached if the misuse was caught */
-    }
-    close(pfd[1]);
-    for (;;) {
-        ssize_t r = read(pfd[0], got + len, sizeof got - 1 - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        len += (size_t)r;
-        if (len == sizeof got - 1)
-            break;
-    }
-    got[len] = '\0';
-    close(pfd[0]);
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    int status = tu_child_stderr(fn, got, sizeof got);
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
                   "%s: child %s %d, want SIGABRT; stderr: \"%s\"", what,
                   WIFSIGNALED(status) ? "killed by signal" : "exited with",

@@ -761,27 +761,17 @@ START_TEST(t_rss_huge_falls)
 }
 END_TEST
 
-static TCase *one_case(Suite *s, const char *name, const TTest *test,
-                       double timeout)
-{
-    TCase *t = tcase_create(name); /* select with CK_RUN_CASE=<name> */
-    tcase_set_timeout(t, timeout);
-    tcase_add_test(t, test);
-    suite_add_tcase(s, t);
-    return t;
-}
-
 static Suite *stress_suite(void)
 {
     Suite *s = suite_create("stress");
-    one_case(s, "cross_thread", t_cross_thread, 240);
-    one_case(s, "remote_free_race", t_remote_free_race, 240);
-    one_case(s, "thread_churn", t_thread_churn, 240);
-    one_case(s, "thread_churn_seccomp", t_thread_churn_seccomp, 240);
-    one_case(s, "many_threads", t_many_threads, 120);
-    one_case(s, "fork", t_fork_with_threads, 240);
-    one_case(s, "rss", t_rss_falls, 120);
-    one_case(s, "rss_huge", t_rss_huge_falls, 120);
+    tu_one_case(s, "cross_thread", t_cross_thread, 240);
+    tu_one_case(s, "remote_free_race", t_remote_free_race, 240);
+    tu_one_case(s, "thread_churn", t_thread_churn, 240);
+    tu_one_case(s, "thread_churn_seccomp", t_thread_churn_seccomp, 240);
+    tu_one_case(s, "many_threads", t_many_threads, 120);
+    tu_one_case(s, "fork", t_fork_with_threads, 240);
+    tu_one_case(s, "rss", t_rss_falls, 120);
+    tu_one_case(s, "rss_huge", t_rss_huge_falls, 120);
     return s;
 }
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -147,6 +148,56 @@ static __attribute__((unused)) void tu_wait_exit0(pid_t pid, const char *what)
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: %s %d", what,
                   WIFEXITED(st) ? "exit code" : "killed by signal",
                   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+/* Run fn() in a child whose stderr is captured into got (NUL-terminated,
+ * at most n - 1 bytes); the child leaves with _exit(0) if fn returns and
+ * dumps no core.  Returns the child's wait status. */
+static __attribute__((unused)) int tu_child_stderr(void (*fn)(void), char *got, size_t n)
+{
+    int pfd[2], status;
+    size_t len = 0;
+    ck_assert_int_eq(pipe(pfd), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        close(pfd[0]);
+        dup2(pfd[1], 2);
+        close(pfd[1]);
+        alarm(30);
+        fn();
+        _exit(0);
+    }
+    close(pfd[1]);
+    for (;;) {
+        ssize_t r = read(pfd[0], got + len, n - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        if (len == n - 1)
+            break;
+    }
+    got[len] = '\0';
+    close(pfd[0]);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+/* One test in a test case of its own (select it with CK_RUN_CASE=name). */
+static __attribute__((unused)) TCase *tu_one_case(Suite *s, const char *name, const TTest *test,
+                                                  double timeout)
+{
+    TCase *t = tcase_create(name);
+    tcase_set_timeout(t, timeout);
+    tcase_add_test(t, test);
+    suite_add_tcase(s, t);
+    return t;
 }
 
 /* ------------------------------------------------------------------ */

@@ -1,0 +1,539 @@
+/* Never hang, never corrupt: fork from signal handlers, signal handlers
+ * that allocate, threads killed inside the allocator, the first allocation
+ * under a limit, emma_owns racing an unmap, double frees.
+ * SPDX-License-Identifier: MIT OR Apache-2.0
+ *
+ * Linked against libemma.la: malloc & co. are emma's, in this program and
+ * in Check itself.  Each test runs in its own Check child with a timeout,
+ * so a hang is a reported failure.  The windows these tests aim at are a
+ * few instructions wide: each test repeats its event thousands of times
+ * (signals, forks, thread deaths), bounded by a count and by time.
+ */
+#define _GNU_SOURCE 1
+#include "config.h"
+#include "testutil.h"
+
+#include <emma.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+
+void free_sized(void *ptr, size_t size);
+
+/* EMMA_ROBUST_SCALE=N multiplies every count and time bound by N (for
+ * long runs by hand; make check uses 1). */
+static double scale(void)
+{
+    const char *e = getenv("EMMA_ROBUST_SCALE");
+    double f = e ? atof(e) : 1.0;
+    return f > 0 ? f : 1.0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Install handler fn for sig (flags: SA_RESTART or 0). */
+static void on_signal(int sig, void (*fn)(int), int flags)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sa.sa_flags = flags;
+    sigemptyset(&sa.sa_mask);
+    ck_assert_int_eq(sigaction(sig, &sa, NULL), 0);
+}
+
+/* Busy-wait about `ns` nanoseconds (a random moment for a signal). */
+static void spin_ns(long ns)
+{
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    } while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < ns);
+}
+
+/* Sizes from 1 B to max, most of them small, a few up to max. */
+static size_t any_size(uint64_t *rng, size_t max)
+{
+    uint64_t r = tu_rand(rng);
+    size_t s;
+    switch (r % 16) {
+    case 0: s = (size_t)1 << (20 + (r >> 8) % 2); s += (r >> 16) % s; break; /* 1..4 MiB */
+    case 1: case 2: s = 1 + (size_t)((r >> 8) % (512 << 10)); break;
+    case 3: case 4: case 5: s = 1 + (size_t)((r >> 8) % (16 << 10)); break;
+    default: s = 1 + (size_t)((r >> 8) % 1024); break;
+    }
+    return s < max ? s : max;
+}
+
+/* Fill and check only the ends of big blocks: the tests are about the
+ * allocator's bookkeeping, not memory bandwidth. */
+static void mark(unsigned char *p, size_t n, uint64_t seed)
+{
+    if (n <= 64) {
+        tu_fill(p, n, seed);
+    } else {
+        tu_fill(p, 32, seed);
+        tu_fill(p + n - 32, 32, seed + 1);
+    }
+}
+
+static int marked(const unsigned char *p, size_t n, uint64_t seed)
+{
+    if (n <= 64)
+        return tu_check(p, n, seed) < 0;
+    return tu_check(p, 32, seed) < 0 && tu_check(p + n - 32, 32, seed + 1) < 0;
+}
+
+/* ================================================================== */
+/* fork() from a signal handler that interrupted malloc/free            */
+
+enum { FS_RING = 512, FS_SENDERS = 2, FS_FORKS = 2000 };
+static atomic_int fs_stop, fs_forks, fs_bad_children, fs_last_status, fs_in_handler;
+static pthread_t fs_main;
+
+/* The child: allocate and free from inside the handler of the process
+ * that was interrupted, then leave. */
+static int fs_child(void)
+{
+    uint64_t rng = (uint64_t)getpid() * 7919;
+    void *p[64];
+    size_t s[64];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 64; i++) {
+            s[i] = any_size(&rng, 3 << 20);
+            p[i] = malloc(s[i]);
+            if (!p[i])
+                return 2;
+            mark(p[i], s[i], (uintptr_t)p[i]);
+        }
+        for (int i = 0; i < 64; i++) {
+            if (!marked(p[i], s[i], (uintptr_t)p[i]))
+                return 3;
+            free(p[i]);
+        }
+    }
+    return 0;
+}
+
+static void fs_handler(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    if (atomic_exchange(&fs_in_handler, 1)) {
+        errno = saved;
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(5); /* a hung child dies of SIGALRM and is reported */
+        _exit(fs_child());
+    }
+    if (pid > 0) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            atomic_fetch_add(&fs_bad_children, 1);
+            atomic_store(&fs_last_status, st);
+        }
+        atomic_fetch_add(&fs_forks, 1);
+    }
+    atomic_store(&fs_in_handler, 0);
+    errno = saved;
+}
+
+/* Other threads: keep allocating (so that some are inside emma at every
+ * fork) and keep signalling the main thread. */
+static void *fs_sender(void *arg)
+{
+    uint64_t rng = 99 + (uintptr_t)arg;
+    void *keep[16] = {0};
+    while (!atomic_load(&fs_stop)) {
+        for (int k = 0; k < 8; k++) {
+            unsigned i = (unsigned)(tu_rand(&rng) % 16);
+            free(keep[i]);
+            keep[i] = malloc(any_size(&rng, 256 << 10));
+        }
+        pthread_kill(fs_main, SIGUSR1);
+        spin_ns((long)(tu_rand(&rng) % 300000));
+    }
+    for (int i = 0; i < 16; i++)
+        free(keep[i]);
+    return NULL;
+}
+
+START_TEST(t_fork_in_signal_handler)
+{
+    on_signal(SIGUSR1, fs_handler, SA_RESTART);
+    fs_main = pthread_self();
+    pthread_t th[FS_SENDERS];
+    for (int i = 0; i < FS_SENDERS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, fs_sender, (void *)(uintptr_t)i), 0);
+
+    uint64_t rng = 4242;
+    unsigned char *ring[FS_RING] = {0};
+    size_t sz[FS_RING] = {0};
+    long corrupt = 0;
+    double t0 = now_s();
+    while (atomic_load(&fs_forks) < FS_FORKS * scale() && atomic_load(&fs_bad_children) == 0 &&
+           now_s() - t0 < 6 * scale()) {
+        unsigned i = (unsigned)(tu_rand(&rng) % FS_RING);
+        if (ring[i]) {
+            corrupt += !marked(ring[i], sz[i], (uintptr_t)ring[i]);
+            free(ring[i]);
+        }
+        sz[i] = any_size(&rng, 3 << 20);
+        ring[i] = malloc(sz[i]);
+        TU_ASSERT(ring[i] != NULL);
+        mark(ring[i], sz[i], (uintptr_t)ring[i]);
+    }
+    atomic_store(&fs_stop, 1);
+    for (int i = 0; i < FS_SENDERS; i++)
+        pthread_join(th[i], NULL);
+    signal(SIGUSR1, SIG_IGN);
+    for (int i = 0; i < FS_RING; i++)
+        free(ring[i]);
+    int st = atomic_load(&fs_last_status);
+    fprintf(stderr, "# fork in handler: %d forks in %.1f s\n", atomic_load(&fs_forks),
+            now_s() - t0);
+    ck_assert_msg(atomic_load(&fs_bad_children) == 0,
+                  "%d of %d children failed (last: %s %d)", atomic_load(&fs_bad_children),
+                  atomic_load(&fs_forks), WIFEXITED(st) ? "exit code" : "killed by signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    ck_assert_int_eq(corrupt, 0);
+    ck_assert_msg(atomic_load(&fs_forks) >= 100, "only %d forks", atomic_load(&fs_forks));
+}
+END_TEST
+
+/* ================================================================== */
+/* Threads killed inside malloc/free/realloc                            */
+
+/* A block shared between threads: its header says how to check it. */
+struct shared_blk {
+    size_t size; /* whole block, header included */
+    uint64_t seed;
+};
+
+enum { TD_SLOTS = 512, TD_WORKERS = 3, TD_DEATHS = 4000 };
+static _Atomic(struct shared_blk *) td_slot[TD_SLOTS];
+static atomic_long td_corrupt, td_deaths, td_deaths_inside, td_null;
+/* Whether each worker is inside emma right now: the killer aims at those
+ * moments, and the dying thread counts where it died. */
+static atomic_int td_inside[TD_WORKERS];
+static __thread atomic_int *td_self;
+#define td_in_emma (*td_self)
+
+static struct shared_blk *td_new(uint64_t *rng)
+{
+    size_t s = sizeof(struct shared_blk) + any_size(rng, 40000);
+    td_in_emma = 1;
+    struct shared_blk *b = malloc(s);
+    td_in_emma = 0;
+    if (!b) {
+        atomic_fetch_add(&td_null, 1);
+        return NULL;
+    }
+    b->size = s;
+    b->seed = tu_rand(rng);
+    mark((unsigned char *)(b + 1), s - sizeof *b, b->seed);
+    return b;
+}
+
+static void td_check_free(struct shared_blk *b)
+{
+    if (!marked((unsigned char *)(b + 1), b->size - sizeof *b, b->seed))
+        atomic_fetch_add(&td_corrupt, 1);
+    td_in_emma = 1;
+    free(b);
+    td_in_emma = 0;
+}
+
+/* Die right here, the way a cancelled or killed thread does: no unwinding,
+ * no thread-exit hooks. */
+static void td_die(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&td_deaths, 1);
+    if (td_self && td_in_emma)
+        atomic_fetch_add(&td_deaths_inside, 1);
+    syscall(SYS_exit, 0);
+}
+
+struct td_arg {
+    unsigned slot;
+    uint64_t seq;
+};
+
+static void *td_worker(void *arg)
+{
+    struct td_arg *a = arg;
+    td_self = &td_inside[a->slot];
+    uint64_t rng = a->seq * 0x9e3779b97f4a7c15ull + 1;
+    for (;;) {
+        unsigned i = (unsigned)(tu_rand(&rng) % TD_SLOTS);
+        struct shared_blk *b = td_new(&rng);
+        if (b) {
+            struct shared_blk *old = atomic_exchange(&td_slot[i], b);
+            if (old)
+                td_check_free(old);
+        }
+        /* private churn: most of the time is spent inside emma */
+        void *small[16];
+        td_in_emma = 1;
+        for (int k = 0; k < 16; k++)
+            small[k] = malloc(16 + (size_t)(tu_rand(&rng) % 512));
+        for (int k = 0; k < 16; k++)
+            free(small[k]);
+        td_in_emma = 0;
+        size_t s = any_size(&rng, 20000);
+        td_in_emma = 1;
+        unsigned char *p = malloc(s);
+        td_in_emma = 0;
+        if (!p)
+            continue;
+        p[0] = 1;
+        size_t s2 = any_size(&rng, 20000);
+        td_in_emma = 1;
+        unsigned char *q = realloc(p, s2);
+        if (q)
+            p = q;
+        free(p);
+        td_in_emma = 0;
+    }
+    return NULL;
+}
+
+/* Fresh threads after the massacre: allocate a lot (taking over whatever
+ * heaps the dead left), check every shared block and free them all. */
+static void *td_fresh(void *arg)
+{
+    atomic_int unused = 0;
+    td_self = &unused;
+    uint64_t rng = (uintptr_t)arg + 5;
+    enum { N = 3000 };
+    struct shared_blk **mine = malloc(N * sizeof *mine);
+    if (!mine)
+        return (void *)1;
+    for (int i = 0; i < N; i++)
+        mine[i] = td_new(&rng);
+    for (unsigned i = (unsigned)(uintptr_t)arg; i < TD_SLOTS; i += TD_WORKERS) {
+        struct shared_blk *b = atomic_exchange(&td_slot[i], NULL);
+        if (b)
+            td_check_free(b);
+    }
+    for (int i = 0; i < N; i++)
+        if (mine[i])
+            td_check_free(mine[i]);
+    free(mine);
+    return NULL;
+}
+
+START_TEST(t_threads_die_inside)
+{
+    on_signal(SIGUSR1, td_die, 0);
+
+    pthread_t w[TD_WORKERS];
+    static struct td_arg args[TD_WORKERS];
+    uint64_t seq = 1, rng = 2024;
+    for (unsigned i = 0; i < TD_WORKERS; i++) {
+        args[i] = (struct td_arg){i, seq++};
+        ck_assert_int_eq(pthread_create(&w[i], NULL, td_worker, &args[i]), 0);
+    }
+    double t0 = now_s();
+    while (atomic_load(&td_deaths) < TD_DEATHS * scale() && now_s() - t0 < 6 * scale() &&
+           atomic_load(&td_corrupt) == 0) {
+        unsigned i = (unsigned)(tu_rand(&rng) % TD_WORKERS);
+        /* a random moment, mostly one when the worker is inside emma */
+        spin_ns((long)(tu_rand(&rng) % 100000));
+        if (tu_rand(&rng) & 7)
+            for (int k = 0; k < 20000 && !atomic_load(&td_inside[i]); k++)
+                __builtin_ia32_pause();
+        pthread_kill(w[i], SIGUSR1);
+        ck_assert_int_eq(pthread_join(w[i], NULL), 0);
+        atomic_store(&td_inside[i], 0);
+        args[i] = (struct td_arg){i, seq++};
+        ck_assert_int_eq(pthread_create(&w[i], NULL, td_worker, &args[i]), 0);
+    }
+    for (int i = 0; i < TD_WORKERS; i++) {
+        pthread_kill(w[i], SIGUSR1);
+        pthread_join(w[i], NULL);
+    }
+    signal(SIGUSR1, SIG_DFL);
+    fprintf(stderr, "# threads die inside: %ld deaths, %ld inside emma, in %.1f s\n",
+            atomic_load(&td_deaths), atomic_load(&td_deaths_inside), now_s() - t0);
+
+    for (int round = 0; round < 2; round++) {
+        pthread_t f[TD_WORKERS];
+        for (int i = 0; i < TD_WORKERS; i++)
+            ck_assert_int_eq(pthread_create(&f[i], NULL, td_fresh, (void *)(uintptr_t)i), 0);
+        for (int i = 0; i < TD_WORKERS; i++) {
+            void *r;
+            pthread_join(f[i], &r);
+            ck_assert_ptr_null(r);
+        }
+    }
+    ck_assert_int_eq(atomic_load(&td_corrupt), 0);
+    ck_assert_int_eq(atomic_load(&td_null), 0);
+    ck_assert_msg(atomic_load(&td_deaths) >= 300, "only %ld deaths", atomic_load(&td_deaths));
+}
+END_TEST
+
+/* ================================================================== */
+/* The first allocation of a fresh process under a limit (robust_limit)  */
+
+static void run_limit_helper(const char *mode)
+{
+    const char *dir = getenv("EMMA_TESTS_BUILDDIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/robust_limit", dir ? dir : ".");
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        execl(path, "robust_limit", mode, (char *)NULL);
+        _exit(126);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(!(WIFEXITED(st) && WEXITSTATUS(st) == 126), "cannot run %s", path);
+    ck_assert_msg(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM),
+                  "robust_limit %s hung (killed after 15 s)", mode);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "robust_limit %s: %s %d", mode,
+                  WIFEXITED(st) ? "exit code" : "killed by signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+START_TEST(t_first_alloc_rlimit) { run_limit_helper("rlimit"); }
+END_TEST
+
+START_TEST(t_first_alloc_mapcount) { run_limit_helper("mapcount"); }
+END_TEST
+
+/* ================================================================== */
+/* emma_owns while another thread unmaps the block asked about           */
+
+static _Atomic(unsigned char *) ou_block;
+static atomic_int ou_stop;
+
+static void *ou_mapper(void *arg)
+{
+    (void)arg;
+    uint64_t rng = 8;
+    unsigned char *prev = NULL;
+    while (!atomic_load(&ou_stop)) {
+        /* huge, never cached: over the 32 MiB the huge cache keeps */
+        size_t s = (33 << 20) + (size_t)(tu_rand(&rng) % (8 << 20));
+        unsigned char *p = (tu_rand(&rng) & 1) ? malloc(s) : emma_alloc(s, (size_t)1 << 22);
+        if (!p)
+            continue;
+        atomic_store(&ou_block, p);
+        free(prev); /* prev's mapping goes away while others may ask about it */
+        prev = p;
+    }
+    atomic_store(&ou_block, NULL);
+    free(prev);
+    return NULL;
+}
+
+static void *ou_asker(void *arg)
+{
+    uint64_t rng = 17 + (uintptr_t)arg;
+    long *yes = arg ? (long *)arg : NULL;
+    long n = 0;
+    while (!atomic_load(&ou_stop)) {
+        unsigned char *p = atomic_load(&ou_block);
+        if (!p)
+            continue;
+        for (int k = 0; k < 16; k++) {
+            size_t off = (size_t)(tu_rand(&rng) % (48 << 20)) - (4 << 20);
+            n += emma_owns(p + off) != 0;
+            n += emma_owns(p) != 0;
+        }
+    }
+    if (yes)
+        *yes = n;
+    return NULL;
+}
+
+START_TEST(t_owns_races_unmap)
+{
+    pthread_t m, a[2];
+    long yes = 0;
+    ck_assert_int_eq(pthread_create(&m, NULL, ou_mapper, NULL), 0);
+    ck_assert_int_eq(pthread_create(&a[0], NULL, ou_asker, &yes), 0);
+    ck_assert_int_eq(pthread_create(&a[1], NULL, ou_asker, NULL), 0);
+    struct timespec ts = {2, 0};
+    nanosleep(&ts, NULL);
+    atomic_store(&ou_stop, 1);
+    pthread_join(m, NULL);
+    pthread_join(a[0], NULL);
+    pthread_join(a[1], NULL);
+    ck_assert(yes > 0);
+}
+END_TEST
+
+/* ================================================================== */
+/* Alignments above 1 MiB                                               */
+
+/* emma_realloc to any size keeps the alignment, also above 1 MiB and for
+ * size 0: the result is emma's, measurable and freeable. */
+START_TEST(t_realloc_big_align)
+{
+    static const size_t aligns[] = {(size_t)2 << 20, (size_t)4 << 20, (size_t)8 << 20};
+    static const size_t news[] = {0, 1, 4096, 5000, (size_t)3 << 20};
+    for (unsigned a = 0; a < 3; a++) {
+        for (unsigned n = 0; n < 5; n++) {
+            size_t al = aligns[a];
+            unsigned char *p = emma_alloc(100, al);
+            ck_assert_ptr_nonnull(p);
+            memset(p, 7, 100);
+            unsigned char *q = emma_realloc(p, 100, al, news[n]);
+            ck_assert_ptr_nonnull(q);
+            ck_assert_msg(((uintptr_t)q & (al - 1)) == 0, "align %zu new %zu: misaligned", al,
+                          news[n]);
+            ck_assert_msg(emma_owns(q), "align %zu new size %zu: emma_owns denies the result",
+                          al, news[n]);
+            ck_assert(emma_usable_size(q) >= news[n]);
+            for (size_t i = 0; i < news[n] && i < 100; i++)
+                TU_ASSERT(q[i] == 7);
+            /* and back up from there */
+            unsigned char *r = emma_realloc(q, news[n], al, 200);
+            ck_assert_ptr_nonnull(r);
+            ck_assert(emma_owns(r) && ((uintptr_t)r & (al - 1)) == 0);
+            emma_dealloc(r, 200, al);
+        }
+    }
+}
+END_TEST
+
+static void add(Suite *s, const char *name, const TTest *t, int timeout)
+{
+    tu_one_case(s, name, t, timeout * scale());
+}
+
+int main(void)
+{
+    Suite *s = suite_create("robust");
+    add(s, "fork_in_signal_handler", t_fork_in_signal_handler, 30);
+    add(s, "threads_die_inside", t_threads_die_inside, 30);
+    add(s, "first_alloc_rlimit", t_first_alloc_rlimit, 30);
+    add(s, "first_alloc_mapcount", t_first_alloc_mapcount, 30);
+    add(s, "owns_races_unmap", t_owns_races_unmap, 30);
+    add(s, "realloc_big_align", t_realloc_big_align, 30);
+    return tu_run(s);
+}
