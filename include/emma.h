@@ -32,9 +32,11 @@ extern "C" {
  * never reads the memory the pointer points to.  Saying so
  * keeps GCC (11 and later) from warning that freshly allocated memory "may
  * be used uninitialized" when such a pointer is passed to them. */
+#ifndef EMMA_NO_ACCESS_ATTR
 #if defined(__has_attribute)
 #if __has_attribute(access) && !defined(__clang__)
 #define EMMA_NO_ACCESS_ATTR __attribute__((access(none, 1)))
+#endif
 #endif
 #endif
 #ifndef EMMA_NO_ACCESS_ATTR
@@ -72,6 +74,72 @@ void emma_trim(void);
 
 /* Library version as "MAJOR.MINOR.PATCH". */
 const char *emma_version(void);
+
+/* ------------------------------------------------------------------ */
+/* Statistics (emma_stats(3)).
+ *
+ * The struct is versioned by its size: a caller passes sizeof(struct
+ * emma_stats) as it was compiled; the library fills that many bytes at most
+ * (fields a newer library added are not written) and sets `size` to the
+ * bytes it filled and `version` to EMMA_STATS_VERSION.  New fields are only
+ * ever appended, so a program built against this header keeps working with
+ * later libraries, and a newer program can tell from `size` which fields an
+ * older library filled.  All figures are process-wide for this copy of emma
+ * and are gathered when emma_stats() is called: a snapshot, not an atomic
+ * one while other threads allocate. */
+#define EMMA_STATS_VERSION 1
+#define EMMA_STATS_MAX_CLASSES 64
+
+struct emma_stats_class {
+    size_t block_size;    /* bytes per block of this size class */
+    size_t blocks_in_use; /* blocks handed out (see emma_stats(3)) */
+    size_t blocks_free;   /* free blocks carved in its pages */
+    size_t pages;         /* pages holding this class */
+    size_t page_size;     /* bytes per page of this class */
+};
+
+struct emma_stats {
+    unsigned version;           /* EMMA_STATS_VERSION of the library */
+    unsigned size;              /* bytes of this struct the library filled */
+    size_t bytes_in_use;        /* blocks handed out, at their usable size */
+    size_t bytes_free_in_pages; /* free blocks in pages that are in use */
+    size_t bytes_free_resident; /* free pages and cached huge mappings that
+                                   may still be resident (not yet purged) */
+    size_t bytes_mapped;        /* address space mapped now (segments, huge
+                                   blocks, heaps; not the 32 MiB registry
+                                   reservation) */
+    size_t peak_bytes_mapped;   /* the most bytes_mapped has been */
+    size_t segments;            /* 4 MiB segments mapped */
+    size_t segments_cached;     /* of which empty, kept for reuse */
+    size_t huge_blocks;         /* huge blocks (> 1 MiB) in use */
+    size_t huge_bytes;          /* their usable bytes */
+    size_t huge_cached;         /* freed huge mappings kept for reuse */
+    size_t huge_cached_bytes;   /* their bytes */
+    size_t heaps;               /* heaps created */
+    size_t heaps_live;          /* heaps whose owner thread is alive (TLS),
+                                   or heaps in service (--disable-tls) */
+    size_t heaps_reclaimed;     /* times a dead thread's heap was adopted */
+    size_t heaps_abandoned;     /* heaps never to be reused (owner died
+                                   inside emma, or did not survive fork) */
+    size_t purges;              /* madvise(MADV_DONTNEED) calls that gave
+                                   memory back */
+    size_t bytes_purged;        /* bytes they covered */
+    size_t mmap_calls;          /* system calls made by emma */
+    size_t munmap_calls;
+    size_t mremap_calls;
+    size_t madvise_calls;
+    size_t class_count;         /* entries used in classes[] */
+    struct emma_stats_class classes[EMMA_STATS_MAX_CLASSES];
+};
+
+/* Fill *out (size bytes of it, at most sizeof(struct emma_stats)).  Returns
+ * 0, or -1 with errno EINVAL if out is NULL or size is smaller than the
+ * version and size fields. */
+int emma_stats(struct emma_stats *out, size_t size);
+
+/* Write the statistics as a readable table to file descriptor fd, with
+ * write(2) (no stdio, no allocation).  Returns 0, or -1 if a write failed. */
+int emma_stats_print(int fd);
 
 #ifdef __cplusplus
 }

@@ -1,10 +1,94 @@
 /* The emma_* API: size and alignment on every call.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* emma.h tells callers that emma_owns() does not read *ptr; here, where
+ * ptr goes on to the address map, GCC would take that to mean that *ptr
+ * is uninitialised (-Wmaybe-uninitialized). */
+#define EMMA_NO_ACCESS_ATTR
 #include "alloc.h"
+#include "observe.h"
 #include "policy.h"
 
 #define EMMA_API __attribute__((visibility("default")))
 #include "emma.h"
+
+/* ------------------------------------------------------------------ */
+/* Valgrind memcheck.  Under Valgrind, malloc and friends are Valgrind's
+ * (it replaces them in every object, libemma included), so only the emma_*
+ * entry points reach emma; these tell memcheck about their blocks with its
+ * client requests: a block handed out is MALLOCLIKE (undefined, or defined
+ * if zeroed), a block released is FREELIKE (no access) before emma links it
+ * into a free list.  emma's own reads and writes of free blocks happen with
+ * error reporting off.  Natively each entry point pays one load and an
+ * untaken branch (vg_running); builds without valgrind/memcheck.h have no
+ * such code at all. */
+
+#if EMMA_CONFIG_VALGRIND
+#define VG_ON unlikely(vg_running)
+
+/* In libemma.la only (api_glibc.c): free() of the process, which under
+ * Valgrind is Valgrind's. */
+extern void vg_foreign_free(void *ptr) __attribute__((weak, visibility("hidden")));
+
+static inline void vg_quiet(void) { VALGRIND_DISABLE_ERROR_REPORTING; }
+static inline void vg_loud(void) { VALGRIND_ENABLE_ERROR_REPORTING; }
+
+static EMMA_NOINLINE EMMA_COLD void *vg_alloc(size_t size, size_t align, bool zero)
+{
+    vg_quiet();
+    void *p = zero ? alloc_zeroed(size, align) : alloc_block(size, align);
+    vg_loud();
+    if (p)
+        VALGRIND_MALLOCLIKE_BLOCK(p, size, 0, zero);
+    return p;
+}
+
+/* false: not a live emma block (memcheck has reported it, or it is
+ * Valgrind's own and went back to Valgrind). */
+static EMMA_NOINLINE EMMA_COLD void vg_release(void *p, const char *func)
+{
+    if (!addrmap_segment(p)) {
+        if (vg_foreign_free)
+            vg_foreign_free(p);
+        return;
+    }
+    vg_quiet();
+    bool live = VALGRIND_CHECK_MEM_IS_ADDRESSABLE(p, 1) == 0;
+    vg_loud();
+    VALGRIND_FREELIKE_BLOCK(p, 0); /* reports a double free */
+    if (!live)
+        return;
+    vg_quiet();
+    free_block(p, func);
+    vg_loud();
+}
+
+/* Moved (never resized in place) so that memcheck follows the definedness
+ * of the copied bytes into the new block. */
+static EMMA_NOINLINE EMMA_COLD void *vg_realloc(void *p, size_t old_size, size_t align,
+                                                size_t new_size)
+{
+    void *q = vg_alloc(new_size, align, false);
+    if (!q)
+        return NULL;
+    size_t n = old_size < new_size ? old_size : new_size;
+    mem_copy(q, p, n);
+    vg_release(p, "emma_realloc");
+    return q;
+}
+#else
+#define VG_ON 0
+static inline void *vg_alloc(size_t size, size_t align, bool zero)
+{
+    (void)size, (void)align, (void)zero;
+    return NULL;
+}
+static inline void vg_release(void *p, const char *func) { (void)p, (void)func; }
+static inline void *vg_realloc(void *p, size_t o, size_t a, size_t n)
+{
+    (void)p, (void)o, (void)a, (void)n;
+    return NULL;
+}
+#endif
 
 static inline bool align_valid(size_t align) { return align != 0 && (align & (align - 1)) == 0; }
 
@@ -22,6 +106,8 @@ EMMA_API void *emma_alloc(size_t size, size_t align)
 {
     if (unlikely(!align_ok(align, NULL, "emma_alloc")))
         return NULL;
+    if (VG_ON)
+        return vg_alloc(size, align, false);
     return alloc_block(size, align);
 }
 
@@ -29,11 +115,17 @@ EMMA_API void *emma_alloc_zeroed(size_t size, size_t align)
 {
     if (unlikely(!align_ok(align, NULL, "emma_alloc_zeroed")))
         return NULL;
+    if (VG_ON)
+        return vg_alloc(size, align, true);
     return alloc_zeroed(size, align);
 }
 
 EMMA_API void emma_dealloc(void *ptr, size_t size, size_t align)
 {
+    if (VG_ON && ptr) {
+        vg_release(ptr, "emma_dealloc");
+        return;
+    }
     free_layout(ptr, size, align, "emma_dealloc");
 }
 
@@ -42,7 +134,9 @@ EMMA_API void *emma_realloc(void *ptr, size_t old_size, size_t align, size_t new
     if (unlikely(!align_ok(align, ptr, "emma_realloc")))
         return NULL;
     if (!ptr)
-        return alloc_block(new_size, align);
+        return VG_ON ? vg_alloc(new_size, align, false) : alloc_block(new_size, align);
+    if (VG_ON)
+        return vg_realloc(ptr, old_size, align, new_size);
     if (config_checks)
         check_layout(ptr, old_size, align, "emma_realloc");
     return realloc_block(ptr, new_size, align);
@@ -59,8 +153,13 @@ EMMA_API size_t emma_usable_size(const void *ptr)
 
 EMMA_API void emma_free(void *ptr)
 {
-    if (ptr)
-        free_block(ptr, "emma_free");
+    if (!ptr)
+        return;
+    if (VG_ON) {
+        vg_release(ptr, "emma_free");
+        return;
+    }
+    free_block(ptr, "emma_free");
 }
 
 EMMA_API int emma_owns(const void *ptr) { return addrmap_segment(ptr) != NULL; }

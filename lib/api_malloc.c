@@ -3,6 +3,7 @@
  * alone does not replace its malloc.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "alloc.h"
+#include "observe.h"
 
 #define EMMA_API __attribute__((visibility("default")))
 
@@ -131,3 +132,24 @@ EMMA_API void free_aligned_sized(void *ptr, size_t align, size_t size)
 {
     free_layout(ptr, size, align, "free_aligned_sized");
 }
+
+/* ------------------------------------------------------------------ */
+/* Start and exit, without libc: DT_INIT_ARRAY and DT_FINI_ARRAY entries.
+ * glibc calls init-array functions with (argc, argv, envp) (options.c
+ * checks that they are real); they run at load time, and at dlopen.  The
+ * fini-array function runs at exit() (glibc's _dl_fini) and at dlclose:
+ * EMMA_SHOW_STATS prints the statistics there, with no atexit(). */
+static void emma_start(int argc, char **argv, char **envp) { options_init(argc, argv, envp); }
+
+static void emma_finish(void)
+{
+    if (emma_opt.show_stats) {
+        struct emma_stats s;
+        stats_collect(&s);
+        stats_print_fd(2, &s);
+    }
+}
+
+__attribute__((section(".init_array"), used)) static void (*emma_init_entry)(int, char **,
+                                                                          char **) = emma_start;
+__attribute__((section(".fini_array"), used)) static void (*emma_fini_entry)(void) = emma_finish;

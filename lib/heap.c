@@ -24,6 +24,7 @@
  * by a thread that vanished in a fork) only takes that heap out of use.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
+#include "observe.h"
 
 page_t empty_page;
 
@@ -52,8 +53,14 @@ static void heap_list_push(heap_t *h)
 
 #define HEAP_MAP_SIZE align_up(sizeof(heap_t), OS_PAGE_SIZE)
 
+/* emma_stats(): dead threads' heaps adopted, heaps given up for good. */
+_Atomic size_t heap_stats_reclaimed, heap_stats_abandoned;
+
 heap_t *heap_new(void)
 {
+    /* The first heap: if no constructor read the options (musl, a
+     * -nostdlib program), read them now. */
+    options_init_lazy();
     heap_t *h = os_map(HEAP_MAP_SIZE);
     if (!h)
         return NULL;
@@ -127,8 +134,8 @@ static bool heap_try_adopt(heap_t *h, uint32_t tid)
 static void poison_owned_heaps(void)
 {
     for (heap_t *h = heap_list_first(); h; h = h->next_heap)
-        if (atomic_load(&h->owner) != 0)
-            atomic_store(&h->poisoned, 1);
+        if (atomic_load(&h->owner) != 0 && !atomic_exchange(&h->poisoned, 1))
+            atomic_fetch_add_explicit(&heap_stats_abandoned, 1, memory_order_relaxed);
 }
 
 heap_t *heap_acquire_for_thread(void)
@@ -144,8 +151,10 @@ heap_t *heap_acquire_for_thread(void)
             continue;
         if (h->busy) {  /* died mid-update: leak it, never touch it */
             atomic_store(&h->poisoned, 1);
+            atomic_fetch_add_explicit(&heap_stats_abandoned, 1, memory_order_relaxed);
             continue;
         }
+        atomic_fetch_add_explicit(&heap_stats_reclaimed, 1, memory_order_relaxed);
         tls_heap = h;
         return h;
     }

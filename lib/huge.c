@@ -14,6 +14,7 @@
  * How much the cache holds and for how long is policy.c's decision.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
+#include "observe.h"
 #include "policy.h"
 
 #define THP_MIN ((size_t)8 << 20)
@@ -52,7 +53,7 @@ static bool huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map
     page->block_size = 0; /* see huge_usable */
     page->reserved = log2_floor(map_align); /* kept by realloc */
     page->free = page->local_free = NULL;
-    return addrmap_mark(seg, map_size, true);
+    return addrmap_mark_huge(seg, map_size);
 }
 
 /* ------------------------------------------------------------------ */
@@ -130,6 +131,17 @@ static segment_t *cache_take(size_t need)
     return seg;
 }
 
+/* emma_stats(): huge blocks in use and their usable bytes. */
+_Atomic size_t huge_stats_blocks, huge_stats_bytes;
+
+static void *huge_counted(segment_t *seg)
+{
+    atomic_fetch_add_explicit(&huge_stats_blocks, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&huge_stats_bytes, huge_usable(seg, seg->pages[0].start),
+                              memory_order_relaxed);
+    return seg->pages[0].start;
+}
+
 void *huge_alloc(size_t size, size_t align, bool zero)
 {
     if (size > MAX_REQUEST || align > MAX_REQUEST / 2)
@@ -139,7 +151,7 @@ void *huge_alloc(size_t size, size_t align, bool zero)
     if (!zero && align <= SEGMENT_SIZE) {
         segment_t *seg = cache_take(map_size);
         if (seg && huge_init(seg, seg->map_size, offset, SEGMENT_SIZE))
-            return seg->pages[0].start;
+            return huge_counted(seg);
     }
     /* The header must be 4 MiB aligned and the block `align` aligned. */
     size_t map_align = align > SEGMENT_SIZE ? align : SEGMENT_SIZE;
@@ -151,11 +163,14 @@ void *huge_alloc(size_t size, size_t align, bool zero)
         os_unmap(seg, map_size);
         return NULL;
     }
-    return seg->pages[0].start;
+    return huge_counted(seg);
 }
 
 void huge_free(segment_t *seg)
 {
+    atomic_fetch_sub_explicit(&huge_stats_blocks, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&huge_stats_bytes, huge_usable(seg, seg->pages[0].start),
+                              memory_order_relaxed);
     if (cache_put(seg))
         return;
     size_t size = seg->map_size;
@@ -185,15 +200,16 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
     size_t header_pos = map_align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
     segment_t *moved = os_remap(seg, old_map, new_map, map_align, header_pos);
     if (!moved) {
-        addrmap_mark(seg, old_map, true);
+        addrmap_mark_huge(seg, old_map);
         return NULL;
     }
     moved->map_size = new_map;
+    atomic_fetch_add_explicit(&huge_stats_bytes, new_map - old_map, memory_order_relaxed);
     if (new_map > old_map && new_map >= THP_MIN && !(moved->flags & SEG_THP) &&
         os_advise_huge_pages(moved, new_map, true))
         moved->flags |= SEG_THP;
     moved->cookie = (uintptr_t)moved ^ os_secret();
     moved->pages[0].start = (uint8_t *)moved + offset;
-    addrmap_mark(moved, new_map, true);
+    addrmap_mark_huge(moved, new_map);
     return moved->pages[0].start;
 }

@@ -48,6 +48,7 @@ EMMA_HIDDEN EMMA_NORETURN void os_abort(void);
 #define CHUNK_NONE 0
 #define CHUNK_HEADER 1
 #define CHUNK_INTERIOR 2
+#define CHUNK_HUGE 3 /* the header chunk of a huge mapping */
 EMMA_HIDDEN bool addrmap_mark(void *start, size_t size, bool header);
 EMMA_HIDDEN void addrmap_clear(void *start, size_t size);
 EMMA_HIDDEN unsigned addrmap_lookup(const void *p);

@@ -71,6 +71,9 @@
 #define page_unpark emma__page_unpark
 #define policy_before_fresh_page emma__policy_before_fresh_page
 #define policy_before_map emma__policy_before_map
+#define policy_decay_ticks emma__policy_decay_ticks
+#define policy_free_bound emma__policy_free_bound
+#define policy_huge_cold_bytes emma__policy_huge_cold_bytes
 #define policy_huge_cache_full emma__policy_huge_cache_full
 #define policy_huge_cacheable emma__policy_huge_cacheable
 #define policy_keep_empty_segment emma__policy_keep_empty_segment

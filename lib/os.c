@@ -5,6 +5,7 @@
  * of emma's own memory.  Raw system calls come from syscall.h.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
+#include "observe.h"
 #include "syscall.h"
 
 /* errno lives in libc.  A weak reference resolves to libc's accessor when
@@ -18,41 +19,200 @@ void os_set_errno(int e)
         *__errno_location() = e;
 }
 
-/* Private anonymous read-write memory, at `hint` if the kernel agrees. */
+/* ------------------------------------------------------------------ */
+/* Counters for emma_stats(): relaxed atomics next to system calls, which
+ * cost a thousand times more. */
+
+static struct {
+    _Atomic size_t mmap_calls, munmap_calls, mremap_calls, madvise_calls;
+    _Atomic size_t purges, bytes_purged;
+    _Atomic size_t bytes_mapped, peak_bytes_mapped;
+} counters;
+
+static inline void count(_Atomic size_t *c, size_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static void count_mapped(size_t n)
+{
+    size_t now = atomic_fetch_add_explicit(&counters.bytes_mapped, n, memory_order_relaxed) + n;
+    size_t peak = atomic_load_explicit(&counters.peak_bytes_mapped, memory_order_relaxed);
+    while (now > peak && !atomic_compare_exchange_weak_explicit(&counters.peak_bytes_mapped, &peak,
+                                                               now, memory_order_relaxed,
+                                                               memory_order_relaxed))
+        ;
+}
+
+static void count_unmapped(size_t n)
+{
+    atomic_fetch_sub_explicit(&counters.bytes_mapped, n, memory_order_relaxed);
+}
+
+void os_counters_read(struct os_counters *c)
+{
+    c->mmap_calls = atomic_load_explicit(&counters.mmap_calls, memory_order_relaxed);
+    c->munmap_calls = atomic_load_explicit(&counters.munmap_calls, memory_order_relaxed);
+    c->mremap_calls = atomic_load_explicit(&counters.mremap_calls, memory_order_relaxed);
+    c->madvise_calls = atomic_load_explicit(&counters.madvise_calls, memory_order_relaxed);
+    c->purges = atomic_load_explicit(&counters.purges, memory_order_relaxed);
+    c->bytes_purged = atomic_load_explicit(&counters.bytes_purged, memory_order_relaxed);
+    c->bytes_mapped = atomic_load_explicit(&counters.bytes_mapped, memory_order_relaxed);
+    c->peak_bytes_mapped = atomic_load_explicit(&counters.peak_bytes_mapped, memory_order_relaxed);
+}
+
+static long madvise_counted(void *p, size_t size, long advice)
+{
+    count(&counters.madvise_calls, 1);
+    return sys_call3(SYS_madvise, (long)p, (long)size, advice);
+}
+
+/* Private anonymous read-write memory, at `hint` if the kernel agrees.
+ * Counted in bytes_mapped unless NORESERVE (the address map's reservation,
+ * which is never touched beyond what emma uses). */
 static void *map_anon(uintptr_t hint, size_t size, long flags)
 {
+    count(&counters.mmap_calls, 1);
     long r = sys_call6(SYS_mmap, (long)hint, (long)size, EMMA_PROT_RW,
                        EMMA_MAP_PRIVATE | EMMA_MAP_ANONYMOUS | flags, -1, 0);
-    return sys_failed(r) ? NULL : (void *)r;
+    if (sys_failed(r))
+        return NULL;
+    if (!(flags & EMMA_MAP_NORESERVE))
+        count_mapped(size);
+    return (void *)r;
 }
 
 void *os_map(size_t size) { return map_anon(0, size, 0); }
 
+/* ------------------------------------------------------------------ */
+/* Walks over segment headers (stats.c) read memory that its owner may
+ * unmap at any moment.  While a walk is in progress, unmapping is
+ * deferred: the range goes on a lock-free stack (linked through its own
+ * first bytes) and the last walk to end unmaps it.  An unmapper first
+ * clears the range from the address map, then (after a full fence) looks
+ * at the walk count; a walk increments the count before it reads the
+ * address map.  So either the unmapper sees the walk and defers, or the
+ * walk starts after the range left the address map and never reaches it. */
+
+struct deferred_unmap {
+    struct deferred_unmap *next;
+    size_t size;
+};
+static _Atomic uint32_t walkers;
+static _Atomic(struct deferred_unmap *) deferred;
+
+static void unmap_now(void *p, size_t size)
+{
+    count(&counters.munmap_calls, 1);
+    count_unmapped(size);
+    sys_call2(SYS_munmap, (long)p, (long)size);
+}
+
+static void unmap_deferred(void)
+{
+    struct deferred_unmap *d = atomic_exchange_explicit(&deferred, NULL, memory_order_acquire);
+    while (d) {
+        struct deferred_unmap *next = d->next;
+        unmap_now(d, d->size);
+        d = next;
+    }
+}
+
 void os_unmap(void *p, size_t size)
 {
-    if (size)
-        sys_call2(SYS_munmap, (long)p, (long)size);
+    if (!size)
+        return;
+    atomic_thread_fence(memory_order_seq_cst);
+    if (likely(atomic_load_explicit(&walkers, memory_order_relaxed) == 0)) {
+        unmap_now(p, size);
+        return;
+    }
+    struct deferred_unmap *d = p;
+    d->size = size;
+    struct deferred_unmap *head = atomic_load_explicit(&deferred, memory_order_relaxed);
+    do {
+        d->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&deferred, &head, d, memory_order_release,
+                                                    memory_order_relaxed));
+}
+
+void os_walk_begin(void) { atomic_fetch_add_explicit(&walkers, 1, memory_order_seq_cst); }
+
+void os_walk_end(void)
+{
+    if (atomic_fetch_sub_explicit(&walkers, 1, memory_order_seq_cst) == 1 &&
+        atomic_load_explicit(&deferred, memory_order_relaxed))
+        unmap_deferred();
 }
 
 /* Give the memory back; the range stays mapped and reads as zeroes. */
 void os_purge(void *p, size_t size)
 {
-    if (size)
-        sys_call3(SYS_madvise, (long)p, (long)size, EMMA_MADV_DONTNEED);
+    if (!size)
+        return;
+    count(&counters.purges, 1);
+    count(&counters.bytes_purged, size);
+    madvise_counted(p, size, EMMA_MADV_DONTNEED);
 }
 
 /* A forked child sees the range as zeroes (Linux 4.14); false if the
  * kernel cannot. */
 bool os_wipe_on_fork(void *p, size_t size)
 {
-    return !sys_failed(sys_call3(SYS_madvise, (long)p, (long)size, EMMA_MADV_WIPEONFORK));
+    return !sys_failed(madvise_counted(p, size, EMMA_MADV_WIPEONFORK));
 }
 
 /* Ask for (huge) or against transparent huge pages in the range. */
 bool os_advise_huge_pages(void *p, size_t size, bool huge)
 {
     long advice = huge ? EMMA_MADV_HUGEPAGE : EMMA_MADV_NOHUGEPAGE;
-    return !sys_failed(sys_call3(SYS_madvise, (long)p, (long)size, advice));
+    return !sys_failed(madvise_counted(p, size, advice));
+}
+
+/* ------------------------------------------------------------------ */
+/* Files: /proc/self/environ (options.c), and writing statistics. */
+
+long os_write(int fd, const void *buf, size_t n)
+{
+    return sys_call3(SYS_write, fd, (long)buf, (long)n);
+}
+
+int os_open_read(const char *path)
+{
+    long r = sys_call4(SYS_openat, EMMA_AT_FDCWD, (long)path, EMMA_O_RDONLY_CLOEXEC, 0);
+    return sys_failed(r) ? -1 : (int)r;
+}
+
+long os_read(int fd, void *buf, size_t n)
+{
+    long r;
+    do {
+        r = sys_call3(SYS_read, fd, (long)buf, (long)n);
+    } while (r == -4); /* EINTR */
+    return r;
+}
+
+void os_close(int fd) { sys_call1(SYS_close, fd); }
+
+static uint64_t monotonic_ns(void)
+{
+    struct {
+        int64_t sec, nsec;
+    } ts = {0, 0};
+    sys_call2(SYS_clock_gettime, 1 /* CLOCK_MONOTONIC */, (long)&ts);
+    return (uint64_t)ts.sec * 1000000000u + (uint64_t)ts.nsec;
+}
+
+uint64_t os_tsc_per_ms(void)
+{
+    uint64_t t0 = monotonic_ns(), c0 = now_ticks(), t1, c1;
+    do {
+        t1 = monotonic_ns();
+        c1 = now_ticks();
+    } while (t1 - t0 < 1000000 && t1 >= t0);
+    uint64_t ns = t1 > t0 ? t1 - t0 : 1;
+    uint64_t per_ms = (c1 - c0) * 1000000 / ns;
+    return per_ms ? per_ms : 1;
 }
 
 /* Where the next aligned mapping probably fits: just below the last one
@@ -106,20 +266,28 @@ void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size)
  * freshly reserved aligned range. */
 void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t offset)
 {
+    count(&counters.mremap_calls, 1);
     long r = sys_call4(SYS_mremap, (long)p, (long)old_size, (long)new_size, 0);
-    if (!sys_failed(r))
+    if (!sys_failed(r)) {
+        if (new_size >= old_size)
+            count_mapped(new_size - old_size);
+        else
+            count_unmapped(old_size - new_size);
         return p;
+    }
     if (new_size < old_size)
         return NULL;
     void *dst = os_map_aligned(new_size, align, offset, NULL);
     if (!dst)
         return NULL;
+    count(&counters.mremap_calls, 1);
     r = sys_call5(SYS_mremap, (long)p, (long)old_size, (long)new_size,
                   EMMA_MREMAP_MAYMOVE | EMMA_MREMAP_FIXED, (long)dst);
     if (sys_failed(r)) {
         os_unmap(dst, new_size);
         return NULL;
     }
+    count_unmapped(old_size); /* the old range is gone, dst was counted */
     return dst;
 }
 
@@ -214,10 +382,42 @@ static addrmap_entry *addrmap_get(bool create)
         return NULL;
     addrmap_entry *expected = NULL;
     if (!atomic_compare_exchange_strong(&addrmap, &expected, m)) {
-        os_unmap(m, ADDRMAP_CHUNKS * sizeof *m);
+        count(&counters.munmap_calls, 1); /* not in bytes_mapped (NORESERVE) */
+        sys_call2(SYS_munmap, (long)m, (long)(ADDRMAP_CHUNKS * sizeof *m));
         return expected;
     }
     return m;
+}
+
+/* Lowest and highest chunk ever marked, so that a walk (stats.c) reads
+ * only the part of the map emma has used. */
+static _Atomic uintptr_t addrmap_lo = UINTPTR_MAX, addrmap_hi;
+
+static void addrmap_widen(uintptr_t c)
+{
+    uintptr_t lo = atomic_load_explicit(&addrmap_lo, memory_order_relaxed);
+    while (c < lo && !atomic_compare_exchange_weak_explicit(&addrmap_lo, &lo, c, memory_order_relaxed,
+                                                            memory_order_relaxed))
+        ;
+    uintptr_t hi = atomic_load_explicit(&addrmap_hi, memory_order_relaxed);
+    while (c > hi && !atomic_compare_exchange_weak_explicit(&addrmap_hi, &hi, c, memory_order_relaxed,
+                                                            memory_order_relaxed))
+        ;
+}
+
+bool addrmap_range(uintptr_t *lo, uintptr_t *hi)
+{
+    *lo = atomic_load_explicit(&addrmap_lo, memory_order_acquire);
+    *hi = atomic_load_explicit(&addrmap_hi, memory_order_acquire);
+    return addrmap_get(false) != NULL && *lo <= *hi;
+}
+
+/* The kind (CHUNK_*) of chunk c. */
+unsigned addrmap_chunk(uintptr_t c)
+{
+    addrmap_entry *r = addrmap_get(false);
+    return r && c < ADDRMAP_CHUNKS ? __atomic_load_n(&r[c], __ATOMIC_ACQUIRE) & ADDRMAP_KIND
+                                   : CHUNK_NONE;
 }
 
 static bool addrmap_fill(void *start, size_t size, unsigned first, unsigned rest)
@@ -229,6 +429,8 @@ static bool addrmap_fill(void *start, size_t size, unsigned first, unsigned rest
     uintptr_t end = ((uintptr_t)start + size - 1) >> SEGMENT_SHIFT;
     if (end >= ADDRMAP_CHUNKS)
         return false;
+    if (first != CHUNK_NONE)
+        addrmap_widen(c);
     /* the last chunk may be mapped in part (huge mappings) */
     size_t tail = (((uintptr_t)start + size - 1) & SEGMENT_MASK) / OS_PAGE_SIZE + 1;
     unsigned tail_pages = tail == SEGMENT_SIZE / OS_PAGE_SIZE || first == CHUNK_NONE
@@ -246,6 +448,13 @@ bool addrmap_mark(void *start, size_t size, bool header)
 
 void addrmap_clear(void *start, size_t size) { (void)addrmap_fill(start, size, CHUNK_NONE, CHUNK_NONE); }
 
+/* A huge mapping: a header like a segment's, but marked apart (see
+ * observe.h). */
+bool addrmap_mark_huge(void *start, size_t size)
+{
+    return addrmap_fill(start, size, CHUNK_HUGE, CHUNK_INTERIOR);
+}
+
 /* The segment (or huge mapping) whose mapped extent contains p, or NULL;
  * from the map alone. */
 segment_t *addrmap_segment(const void *p)
@@ -261,7 +470,8 @@ segment_t *addrmap_segment(const void *p)
         return NULL;
     while ((e & ADDRMAP_KIND) == CHUNK_INTERIOR && c > 0)
         e = __atomic_load_n(&r[--c], __ATOMIC_ACQUIRE);
-    return (e & ADDRMAP_KIND) == CHUNK_HEADER ? (segment_t *)(c << SEGMENT_SHIFT) : NULL;
+    unsigned kind = e & ADDRMAP_KIND;
+    return kind == CHUNK_HEADER || kind == CHUNK_HUGE ? (segment_t *)(c << SEGMENT_SHIFT) : NULL;
 }
 
 /* Classify the chunk holding p, the way segment_of() maps blocks: a block

@@ -21,10 +21,15 @@
 #include "internal.h"
 #include "policy.h"
 
+/* Knobs (policy.h): the defaults, unless options.c sets them. */
+size_t policy_free_bound = PURGE_MIN;
+uint64_t policy_decay_ticks = PURGE_DELAY;
+size_t policy_huge_cold_bytes = HUGE_CACHE_BYTES;
+
 static size_t purge_threshold(const heap_t *h)
 {
     size_t t = h->used_bytes / PURGE_FRACTION;
-    return t > PURGE_MIN ? t : PURGE_MIN;
+    return t > policy_free_bound ? t : policy_free_bound;
 }
 
 void policy_page_freed(heap_t *h)
@@ -38,11 +43,11 @@ void policy_page_freed(heap_t *h)
     }
     /* a page freed a moment ago is likely wanted again soon */
     uint64_t now = now_ticks();
-    if (now - h->purge_checked < PURGE_DELAY / 4)
+    if (now - h->purge_checked < policy_decay_ticks / 4)
         return;
     h->purge_checked = now;
-    heap_purge_older(h, now - PURGE_DELAY);
-    huge_cache_expire(h, now - PURGE_DELAY);
+    heap_purge_older(h, now - policy_decay_ticks);
+    huge_cache_expire(h, now - policy_decay_ticks);
 }
 
 bool policy_keep_empty_segment(heap_t *h)
@@ -63,7 +68,7 @@ void policy_before_map(heap_t *h)
 void policy_before_fresh_page(heap_t *h)
 {
     uint64_t now = now_ticks();
-    if (now - h->sparse_checked < PURGE_DELAY)
+    if (now - h->sparse_checked < policy_decay_ticks)
         return;
     h->sparse_checked = now;
     sparse_pass(h);
@@ -101,15 +106,15 @@ bool policy_thin_page(heap_t *h, page_t *page)
 
 bool policy_huge_cacheable(heap_t *h, size_t weight)
 {
-    if (weight > HUGE_CACHE_BYTES)
+    if (weight > policy_huge_cold_bytes)
         return false;
-    huge_cache_expire(h, now_ticks() - PURGE_DELAY);
+    huge_cache_expire(h, now_ticks() - policy_decay_ticks);
     return true;
 }
 
 bool policy_huge_cache_full(const heap_t *h, size_t weight)
 {
-    return h->huge_cached_bytes + weight > HUGE_CACHE_BYTES;
+    return h->huge_cached_bytes + weight > policy_huge_cold_bytes;
 }
 
 static void trim_heap(heap_t *h)

@@ -20,6 +20,13 @@
 /* What the freed huge mappings of one heap may hold resident. */
 #define HUGE_CACHE_BYTES ((size_t)32 << 20)
 
+/* The knobs behind the defaults above, as variables that options.c
+ * (EMMA_DECAY_MS, EMMA_FREE_RESIDENT_MAX, EMMA_HUGE_CACHE_MAX, mallopt)
+ * may set before or while the program runs; read on slow paths only. */
+EMMA_HIDDEN extern size_t policy_free_bound;      /* PURGE_MIN */
+EMMA_HIDDEN extern uint64_t policy_decay_ticks;   /* PURGE_DELAY */
+EMMA_HIDDEN extern size_t policy_huge_cold_bytes; /* HUGE_CACHE_BYTES */
+
 /* Events.  segment.c: */
 EMMA_HIDDEN void policy_page_freed(heap_t *h);       /* a page went back to its segment */
 EMMA_HIDDEN bool policy_keep_empty_segment(heap_t *h); /* keep it mapped (true) or unmap */

@@ -16,7 +16,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define SYS_read 0
 #define SYS_write 1
+#define SYS_close 3
+#define SYS_openat 257
+#define SYS_clock_gettime 228
 #define SYS_mmap 9
 #define SYS_mprotect 10
 #define SYS_munmap 11
@@ -31,6 +35,8 @@
 #define SYS_prctl 157
 #define SYS_rt_sigprocmask 14
 
+#define EMMA_AT_FDCWD (-100)
+#define EMMA_O_RDONLY_CLOEXEC 02000000
 #define EMMA_PROT_NONE 0
 #define EMMA_PROT_RW 3
 #define EMMA_MAP_PRIVATE 0x02

@@ -6,9 +6,10 @@
 #   groff -ww, whichever are installed (skipped, exit 77, if neither is);
 # - every .TH names "emma $PACKAGE_VERSION", so the pages follow configure.ac;
 # - every alias page is exactly one ".so man3/<page>" line naming a real page;
-# - every exported symbol in lib/libemma.map is documented: emma_* functions
-#   in emma_alloc.3's NAME with an alias page each, the others in the
-#   SYNOPSIS of emma_malloc.3;
+# - every exported symbol in lib/libemma.map is documented: each emma_*
+#   function has a page of its name (or a .so alias of one) whose NAME lists
+#   it and which has a ".SS name()" for it; the others are in the SYNOPSIS
+#   of emma_malloc.3;
 # - every emma page named in a cross-reference exists.
 # The EXAMPLES programs are compiled and run as separate tests (Makefile.am).
 #
@@ -63,17 +64,22 @@ done
 if [ -f "$map" ]; then
 	syms=$(sed -n 's/^[[:space:]]*\([a-z_][a-z0-9_]*\);[[:space:]]*$/\1/p' "$map")
 	[ -n "$syms" ] || problem "no symbols found in $map"
-	name_emma=$(sed -n '/^\.SH NAME/,/^\.SH/p' "$srcdir/emma_alloc.3")
 	synopsis_malloc=$(sed -n '/^\.SH SYNOPSIS/,/^\.SH/p' "$srcdir/emma_malloc.3")
 	for s in $syms; do
 		case $s in
 		emma_*)
-			printf '%s\n' "$name_emma" | grep -q "\\<$s\\>" ||
-				problem "$s is exported but not in the NAME section of emma_alloc.3"
-			[ "$s" = emma_alloc ] || [ -f "$srcdir/$s.3" ] ||
-				problem "$s is exported but has no alias page $s.3"
-			grep -q "^\.SS $s()\$" "$srcdir/emma_alloc.3" ||
-				problem "$s is exported but has no .SS $s() in emma_alloc.3"
+			# its own page, or an alias of the page that documents it
+			if [ ! -f "$srcdir/$s.3" ]; then
+				problem "$s is exported but has no page $s.3"
+				continue
+			fi
+			doc=$s.3
+			first=$(sed -n 1p "$srcdir/$s.3")
+			case $first in .so\ *) doc=$(basename "${first#.so }") ;; esac
+			sed -n '/^\.SH NAME/,/^\.SH/p' "$srcdir/$doc" | grep -q "\\<$s\\>" ||
+				problem "$s is exported but not in the NAME section of $doc"
+			grep -q "^\.SS $s()\$" "$srcdir/$doc" ||
+				problem "$s is exported but has no .SS $s() in $doc"
 			;;
 		*)
 			printf '%s\n' "$synopsis_malloc" | grep -q "[ *]$s(" ||

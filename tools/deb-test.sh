@@ -361,6 +361,17 @@ e.malloc.restype = c.c_void_p
 print(e.emma_owns(c.c_void_p(e.malloc(64))))' 2>&1 || true)
 	[ "$out" = 1 ] && ok "emma-run python3: python's malloc is emma's" ||
 		fail "emma-run python3: '$out'"
+	# The end of the README's quick start: emma's own statistics at exit.
+	PYTHONMALLOC=malloc emma-run --stats /usr/bin/python3 -c \
+		'd = {i: str(i) * 3 for i in range(10**5)}; print(len(d), "entries")' \
+		>"$work/quickstart.out" 2>"$work/quickstart.err" || true
+	if grep -qx "100000 entries" "$work/quickstart.out" &&
+		grep -q "^emma $upstream statistics (pid [0-9]*)" "$work/quickstart.err" &&
+		grep -q "^  mapped .* peak " "$work/quickstart.err"; then
+		ok "emma-run --stats python3 (the quick start): $(grep '^  mapped' "$work/quickstart.err" | tr -s ' ')"
+	else
+		fail "emma-run --stats python3: $(cat "$work/quickstart.out" "$work/quickstart.err")"
+	fi
 else
 	echo "note: python3 not installed, emma-run python3 not tried"
 fi

@@ -1,0 +1,239 @@
+/* Statistics: emma_stats() and emma_stats_print().
+ *
+ * Nothing is counted on the fast paths.  The figures come from three
+ * places, read when asked:
+ *   - the OS layer's counters (system calls, bytes mapped and their peak,
+ *     purges), relaxed atomics next to system calls;
+ *   - slow-path counters (huge blocks in use, heaps reclaimed and
+ *     abandoned) and the heaps' own fields (free resident bytes, cached
+ *     huge mappings), read with relaxed loads;
+ *   - a walk over the page descriptors of every segment, found through the
+ *     address map between the lowest and highest chunk emma ever used.  A
+ *     page's `used` counts its blocks out (fast-path frees by the owner
+ *     decrement it; frees by other threads count once the owner collects
+ *     them).  Segments unmapped during the walk stay mapped until it ends
+ *     (os_walk_begin/end); huge mappings are marked apart in the address
+ *     map, so their headers, which any thread may unmap, are never read.
+ * Other threads keep allocating meanwhile: each figure is read once, the
+ * whole is not one instant's snapshot.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "observe.h"
+
+#define EMMA_API __attribute__((visibility("default")))
+
+static size_t rd(const size_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
+static const unsigned kind_page_shift[KIND_XLARGE + 1] = {
+    SMALL_PAGE_SHIFT, MEDIUM_PAGE_SHIFT, LARGE_PAGE_SHIFT, XLARGE_PAGE_SHIFT};
+
+/* The pages of one segment. */
+static void walk_segment(struct emma_stats *s, const segment_t *seg)
+{
+    unsigned kind = __atomic_load_n(&seg->kind, __ATOMIC_RELAXED);
+    if (kind > KIND_XLARGE)
+        return;
+    unsigned count = (unsigned)1 << (SEGMENT_SHIFT - kind_page_shift[kind]);
+    unsigned used_pages = 0;
+    s->segments++;
+    for (unsigned i = 0; i < count; i++) {
+        const page_t *page = &seg->pages[i];
+        if (!__atomic_load_n(&page->in_use, __ATOMIC_RELAXED))
+            continue;
+        unsigned c = __atomic_load_n(&page->class_idx, __ATOMIC_RELAXED);
+        if (c < 1 || c >= CLASS_COUNT)
+            continue;
+        used_pages++;
+        uint32_t used = __atomic_load_n(&page->used, __ATOMIC_RELAXED);
+        uint32_t absent = __atomic_load_n(&page->absent, __ATOMIC_RELAXED);
+        uint32_t capacity = __atomic_load_n(&page->capacity, __ATOMIC_RELAXED);
+        uint32_t live = used >= absent ? used - absent : 0;
+        if (live > capacity)
+            live = capacity; /* read while the owner was changing it */
+        struct emma_stats_class *k = &s->classes[c - 1];
+        k->blocks_in_use += live;
+        k->blocks_free += capacity - live;
+        k->pages++;
+        s->bytes_in_use += (size_t)live * k->block_size;
+        s->bytes_free_in_pages += (size_t)(capacity - live) * k->block_size;
+    }
+    if (used_pages == 0)
+        s->segments_cached++;
+}
+
+static void walk_segments(struct emma_stats *s)
+{
+    uintptr_t lo, hi;
+    os_walk_begin();
+    if (addrmap_range(&lo, &hi))
+        for (uintptr_t c = lo; c <= hi; c++)
+            if (addrmap_chunk(c) == CHUNK_HEADER)
+                walk_segment(s, (const segment_t *)(c << SEGMENT_SHIFT));
+    os_walk_end();
+}
+
+static void walk_heaps(struct emma_stats *s)
+{
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap) {
+        s->heaps++;
+        s->bytes_free_resident += rd(&h->dirty_bytes) + rd(&h->huge_cached_bytes);
+        s->huge_cached += __atomic_load_n(&h->huge_cache_count, __ATOMIC_RELAXED);
+        s->huge_cached_bytes += rd(&h->huge_cached_bytes);
+#if EMMA_CONFIG_TLS
+        /* the caller's own (after a fork its owner word still names the
+         * parent's thread), and those whose owner thread exists */
+        uint32_t owner = atomic_load_explicit(&h->owner, memory_order_relaxed) & 0x3fffffffu;
+        if (h == tls_heap_or_null() ||
+            (!atomic_load_explicit(&h->poisoned, memory_order_relaxed) && owner &&
+             !os_thread_gone(owner)))
+            s->heaps_live++;
+#else
+        s->heaps_live++;
+#endif
+    }
+}
+
+void stats_collect(struct emma_stats *s)
+{
+    mem_zero(s, sizeof *s);
+    s->version = EMMA_STATS_VERSION;
+    s->size = sizeof *s;
+    s->class_count = CLASS_COUNT - 1;
+    for (unsigned c = 1; c < CLASS_COUNT; c++) {
+        s->classes[c - 1].block_size = class_size(c);
+        s->classes[c - 1].page_size = (size_t)1 << kind_page_shift[class_kind(c)];
+    }
+    walk_segments(s);
+    walk_heaps(s);
+
+    s->huge_blocks = atomic_load_explicit(&huge_stats_blocks, memory_order_relaxed);
+    s->huge_bytes = atomic_load_explicit(&huge_stats_bytes, memory_order_relaxed);
+    s->bytes_in_use += s->huge_bytes;
+    s->heaps_reclaimed = atomic_load_explicit(&heap_stats_reclaimed, memory_order_relaxed);
+    s->heaps_abandoned = atomic_load_explicit(&heap_stats_abandoned, memory_order_relaxed);
+
+    struct os_counters oc;
+    os_counters_read(&oc);
+    s->bytes_mapped = oc.bytes_mapped;
+    s->peak_bytes_mapped = oc.peak_bytes_mapped < oc.bytes_mapped ? oc.bytes_mapped
+                                                                   : oc.peak_bytes_mapped;
+    s->purges = oc.purges;
+    s->bytes_purged = oc.bytes_purged;
+    s->mmap_calls = oc.mmap_calls;
+    s->munmap_calls = oc.munmap_calls;
+    s->mremap_calls = oc.mremap_calls;
+    s->madvise_calls = oc.madvise_calls;
+}
+
+/* ------------------------------------------------------------------ */
+/* The table */
+
+static void label(struct outbuf *o, const char *text)
+{
+    out_str(o, "  ");
+    out_str(o, text);
+}
+
+static void count_of(struct outbuf *o, const char *what, uint64_t n, uint64_t bytes)
+{
+    out_str(o, what);
+    out_u64(o, n);
+    out_str(o, " (");
+    out_human(o, bytes, 0);
+    out_str(o, ")\n");
+}
+
+int stats_print_fd(int fd, const struct emma_stats *s)
+{
+    struct outbuf o;
+    out_init(&o, fd);
+    out_str(&o, "emma " EMMA_VERSION_STRING " statistics (pid ");
+    out_u64(&o, (uint64_t)os_getpid());
+    out_str(&o, ")\n");
+    label(&o, "in use        ");
+    out_human(&o, s->bytes_in_use, 12);
+    count_of(&o, "   huge blocks ", s->huge_blocks, s->huge_bytes);
+    label(&o, "free in pages ");
+    out_human(&o, s->bytes_free_in_pages, 12);
+    out_str(&o, "\n");
+    label(&o, "free resident ");
+    out_human(&o, s->bytes_free_resident, 12);
+    count_of(&o, "   cached huge mappings ", s->huge_cached, s->huge_cached_bytes);
+    label(&o, "mapped        ");
+    out_human(&o, s->bytes_mapped, 12);
+    out_str(&o, "   peak ");
+    out_human(&o, s->peak_bytes_mapped, 0);
+    out_str(&o, "\n");
+    label(&o, "purged        ");
+    out_human(&o, s->bytes_purged, 12);
+    out_str(&o, "   in ");
+    out_u64(&o, s->purges);
+    out_str(&o, " madvise(MADV_DONTNEED) calls\n");
+    label(&o, "segments      ");
+    out_u64_width(&o, s->segments, 8);
+    out_str(&o, "       empty ");
+    out_u64(&o, s->segments_cached);
+    out_str(&o, "\n");
+    label(&o, "heaps         ");
+    out_u64_width(&o, s->heaps, 8);
+    out_str(&o, "       live ");
+    out_u64(&o, s->heaps_live);
+    out_str(&o, ", reclaimed from dead threads ");
+    out_u64(&o, s->heaps_reclaimed);
+    out_str(&o, ", abandoned ");
+    out_u64(&o, s->heaps_abandoned);
+    out_str(&o, "\n");
+    label(&o, "system calls  ");
+    out_str(&o, "  mmap ");
+    out_u64(&o, s->mmap_calls);
+    out_str(&o, ", munmap ");
+    out_u64(&o, s->munmap_calls);
+    out_str(&o, ", mremap ");
+    out_u64(&o, s->mremap_calls);
+    out_str(&o, ", madvise ");
+    out_u64(&o, s->madvise_calls);
+    out_str(&o, "\n  block size   blocks in use   free blocks   pages   page size\n");
+    for (size_t i = 0; i < s->class_count; i++) {
+        const struct emma_stats_class *k = &s->classes[i];
+        if (!k->pages)
+            continue;
+        out_str(&o, "  ");
+        out_u64_width(&o, k->block_size, 10);
+        out_u64_width(&o, k->blocks_in_use, 16);
+        out_u64_width(&o, k->blocks_free, 14);
+        out_u64_width(&o, k->pages, 8);
+        out_u64_width(&o, k->page_size >> 10, 11);
+        out_str(&o, "K\n");
+    }
+    out_flush(&o);
+    return o.error;
+}
+
+/* ------------------------------------------------------------------ */
+/* API */
+
+EMMA_API int emma_stats(struct emma_stats *out, size_t size)
+{
+    if (!out || size < offsetof(struct emma_stats, bytes_in_use)) {
+        os_set_errno(EMMA_EINVAL);
+        return -1;
+    }
+    struct emma_stats s;
+    stats_collect(&s);
+    if (size > sizeof s)
+        size = sizeof s;
+    s.size = (unsigned)size;
+    mem_copy(out, &s, size);
+    return 0;
+}
+
+EMMA_API int emma_stats_print(int fd)
+{
+    struct emma_stats s;
+    stats_collect(&s);
+    int err = stats_print_fd(fd, &s);
+    if (err) {
+        os_set_errno(err);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,47 @@
+#!/bin/sh
+# Valgrind memcheck sees emma_* blocks (emma's client requests): a leak, a
+# use after free, an uninitialised read, an overflow into a free neighbour
+# and a double free in emma_* code are each reported, a clean run is clean,
+# and emma_free() of a block from valgrind's malloc does not crash.
+# tests/valgrind_prog.c makes the mistakes.  Skipped (77) without valgrind
+# or when configure found no valgrind headers.
+# SPDX-License-Identifier: MIT OR Apache-2.0
+set -u
+[ "${EMMA_VALGRIND:-no}" = yes ] ||
+	{ echo "SKIP: built without valgrind/memcheck.h (apt install valgrind, re-run configure)"; exit 77; }
+command -v valgrind >/dev/null 2>&1 || { echo "SKIP: no valgrind"; exit 77; }
+prog=./valgrind_prog
+[ -x "$prog" ] || { echo "ERROR: $prog not built"; exit 99; }
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/emma-vg.XXXXXX") || exit 99
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+bad() { echo "FAIL: $*"; fail=1; }
+
+# run MODE STATUS PATTERN: valgrind exits with 33 on a reported error.
+# (valgrind_prog is linked -no-install: a real program, no libtool wrapper.)
+run() {
+	mode=$1 want=$2 pattern=$3
+	valgrind --tool=memcheck --error-exitcode=33 --leak-check=full \
+		--errors-for-leak-kinds=definite --show-leak-kinds=definite \
+		"$prog" "$mode" >"$tmp/$mode.out" 2>"$tmp/$mode.err"
+	st=$?
+	if [ "$st" -ne "$want" ] || ! grep -q -- "$pattern" "$tmp/$mode.err"; then
+		bad "$mode: exit $st (want $want), '$pattern' expected in:"
+		sed 's/^/    /' "$tmp/$mode.err"
+	else
+		echo "ok: $mode: $(grep -m1 -- "$pattern" "$tmp/$mode.err" | sed 's/^==[0-9]*== //')"
+	fi
+}
+# Natively (no valgrind): no crash in any mode but double-free, which is
+# undefined behaviour and not run.
+for m in clean leak use-after-free uninit overflow foreign; do
+	"$prog" "$m" >/dev/null 2>&1 || bad "$m failed natively"
+done
+run clean 0 "ERROR SUMMARY: 0 errors"
+run leak 33 "definitely lost: 4,000 bytes in 1 blocks"
+run use-after-free 33 "Invalid write of size 1"
+run uninit 33 "Conditional jump or move depends on uninitialised value"
+run overflow 33 "Invalid write of size 1"
+run double-free 33 "Invalid free()"
+run foreign 0 "ERROR SUMMARY: 0 errors"
+exit $fail
