@@ -842,7 +842,7 @@ END_TEST
 START_TEST(t_huge_mapping_reused)
 {
     if (!EMMA_CONFIG_TLS)
-        return; /* without thread heaps huge mappings are unmapped at once */
+        TU_SKIP("--disable-tls: no huge-mapping cache (huge blocks are unmapped at once)");
     const size_t big = 3 * TU_MIB / 2, small = 5 * TU_MIB / 4, align = 2 * TU_MIB;
     uint8_t *p = emma_alloc(big, align);
     TU_ASSERT(p != NULL && aligned(p, align));
@@ -897,7 +897,7 @@ static int thp_available(void)
 START_TEST(t_huge_realloc_thp)
 {
     if (!thp_available())
-        return;
+        TU_SKIP("no transparent huge pages (/sys/kernel/mm/transparent_hugepage/enabled)");
     char flags[256];
     uint8_t *fresh = malloc(32 * TU_MIB);
     TU_ASSERT(fresh != NULL);
@@ -932,19 +932,6 @@ END_TEST
 /* ================================================================== */
 /* Out of memory for real (RLIMIT_AS), not just impossible sizes       */
 
-static size_t vm_size_now(void)
-{
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    return (size_t)strtoul(buf, NULL, 10) * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 /* Runs in a child with a 256 MiB address-space budget.  Returns 0 or the
  * number of the first broken promise. */
 static int oom_child(void)
@@ -962,7 +949,7 @@ static int oom_child(void)
         return 101;
     memset(keep, 0x5c, 64);
     struct rlimit rl;
-    rl.rlim_cur = rl.rlim_max = vm_size_now() + 256 * TU_MIB;
+    rl.rlim_cur = rl.rlim_max = tu_statm(0) + 256 * TU_MIB;
     if (setrlimit(RLIMIT_AS, &rl) != 0)
         return 102;
     size_t n = 0, nulls = 0;

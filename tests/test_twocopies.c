@@ -114,13 +114,4 @@ START_TEST(t_threads)
 }
 END_TEST
 
-int main(void)
-{
-    const TTest *tests[] = {
-        t_no_leaked_symbols,
-        t_ownership,
-        t_threads,
-        NULL,
-    };
-    return tu_run_case("twocopies", "twocopies", 120, tests);
-}
+TU_MAIN("twocopies", "twocopies", 120, t_no_leaked_symbols, t_ownership, t_threads)

@@ -1,4 +1,4 @@
-/* White-box tests of the spin locks (internal.h), fork detection (fork.c) and how
+/* White-box tests of the heap locks (internal.h) and how
  * threads get heaps (heap.c): per-thread heaps and dead-thread adoption
  * with TLS, try-locked shared heaps without.
  * SPDX-License-Identifier: MIT OR Apache-2.0
@@ -52,46 +52,6 @@ START_TEST(t_spin_lock_excludes)
     for (int i = 0; i < LOCK_THREADS; i++)
         pthread_join(th[i], NULL);
     ck_assert_int_eq(counter, (long)LOCK_THREADS * LOCK_ITERS);
-}
-END_TEST
-
-/* ------------------------------------------------------------------ */
-/* Fork detection                                                      */
-
-static int recovered;
-static void count_recovery(void) { recovered++; }
-
-START_TEST(t_fork_detection)
-{
-    fork_init();
-    fork_init(); /* idempotent */
-    ck_assert(!fork_detected());
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        int code = 0;
-        if (!fork_detected())
-            code |= 1;
-        fork_recover(count_recovery);
-        fork_recover(count_recovery); /* once only */
-        if (recovered != 1)
-            code |= 2;
-        if (fork_detected())
-            code |= 4;
-        /* a grandchild notices again */
-        pid_t g = fork();
-        if (g == 0)
-            _exit(fork_detected() ? 0 : 1);
-        int gst;
-        if (g < 0 || waitpid(g, &gst, 0) != g || !WIFEXITED(gst) ||
-            WEXITSTATUS(gst) != 0)
-            code |= 8;
-        _exit(code);
-    }
-    tu_wait_exit0(pid, "fork child (1: not detected, 2: recover not run exactly "
-                       "once, 4: still detected after recovery, 8: grandchild)");
-    ck_assert(!fork_detected());
-    ck_assert_int_eq(recovered, 0);
 }
 END_TEST
 
@@ -266,7 +226,6 @@ int main(void)
     const TTest *tests[] = {
         t_spin_lock_basic,
         t_spin_lock_excludes,
-        t_fork_detection,
 #if EMMA_CONFIG_TLS
         t_heap_per_thread,
         t_dead_thread_heap_adopted,

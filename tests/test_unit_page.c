@@ -132,13 +132,4 @@ START_TEST(t_parked_page_drained_remotely)
 }
 END_TEST
 
-int main(void)
-{
-    const TTest *tests[] = {
-        t_sparse_pages_drain,
-        t_fullest_parked_page_first,
-        t_parked_page_drained_remotely,
-        NULL,
-    };
-    return tu_run_case("unit_page", "page", 60, tests);
-}
+TU_MAIN("unit_page", "page", 60, t_sparse_pages_drain, t_fullest_parked_page_first, t_parked_page_drained_remotely)

@@ -1,4 +1,4 @@
-/* White-box tests of the size classes (lib/emma_internal.h, sizeclass.c).
+/* White-box tests of the size classes (sizeclass.h, sizeclass.c).
  * SPDX-License-Identifier: MIT OR Apache-2.0
  *
  * Linked against libemma_core.la (no malloc replacement: this program's
@@ -151,17 +151,4 @@ START_TEST(t_direct_table_consistent)
 }
 END_TEST
 
-int main(void)
-{
-    const TTest *tests[] = {
-        t_class_sizes_monotone,
-        t_class_of_size_covers_tightly,
-        t_class_waste_bounded,
-        t_class_align,
-        t_class_kind,
-        t_class_for,
-        t_direct_table_consistent,
-        NULL,
-    };
-    return tu_run_case("unit_sizeclass", "sizeclass", 60, tests);
-}
+TU_MAIN("unit_sizeclass", "sizeclass", 60, t_class_sizes_monotone, t_class_of_size_covers_tightly, t_class_waste_bounded, t_class_align, t_class_kind, t_class_for, t_direct_table_consistent)

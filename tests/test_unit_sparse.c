@@ -12,13 +12,7 @@
 
 #include <sys/mman.h>
 
-static bool resident(const void *p)
-{
-    unsigned char v = 0;
-    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(OS_PAGE_SIZE - 1);
-    ck_assert_int_eq(mincore((void *)a, OS_PAGE_SIZE, &v), 0);
-    return v & 1;
-}
+static bool resident(const void *p) { return tu_resident_pages(p, 1) == 1; }
 
 /* Park the sparse pages behind each class's first page, as allocation
  * does when it passes over them (only parked pages are thinned out). */
@@ -313,14 +307,4 @@ START_TEST(t_thin_skips_dense_pages)
 }
 END_TEST
 
-int main(void)
-{
-    const TTest *tests[] = {
-        t_thin_small_blocks,
-        t_thin_revive,
-        t_thin_big_blocks,
-        t_thin_skips_dense_pages,
-        NULL,
-    };
-    return tu_run_case("unit_sparse", "sparse", 60, tests);
-}
+TU_MAIN("unit_sparse", "sparse", 60, t_thin_small_blocks, t_thin_revive, t_thin_big_blocks, t_thin_skips_dense_pages)

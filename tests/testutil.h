@@ -14,11 +14,13 @@
 
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -124,17 +126,57 @@ static inline uint64_t tu_rand(uint64_t *state)
 }
 
 /* ------------------------------------------------------------------ */
-/* Resident set size of this process in bytes, from /proc/self/statm. */
-static __attribute__((unused)) size_t tu_rss(void)
+/* Memory of this process.  Read with open/read and a static vector, never
+ * stdio or malloc: the figures must not move because of the reading. */
+
+/* Field `field` of /proc/self/statm (0: mapped size, 1: resident) in
+ * bytes, or 0 if it cannot be read. */
+static __attribute__((unused)) size_t tu_statm(int field)
 {
     char buf[128];
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, resident = 0;
-    ck_assert_msg(f != NULL, "cannot open /proc/self/statm");
-    ck_assert(fgets(buf, sizeof buf, f) != NULL);
-    fclose(f);
-    ck_assert_int_eq(sscanf(buf, "%lu %lu", &size, &resident), 2);
-    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+    int fd = open("/proc/self/statm", O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *at = buf;
+    unsigned long v = strtoul(at, &at, 10);
+    for (int i = 0; i < field; i++)
+        v = strtoul(at, &at, 10);
+    return (size_t)v * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static __attribute__((unused)) size_t tu_rss(void)
+{
+    size_t r = tu_statm(1);
+    TU_ASSERT_MSG(r > 0, "cannot read /proc/self/statm");
+    return r;
+}
+
+static __attribute__((unused)) size_t tu_vm_size(void)
+{
+    size_t r = tu_statm(0);
+    TU_ASSERT_MSG(r > 0, "cannot read /proc/self/statm");
+    return r;
+}
+
+/* How many OS pages of [p, p + n) are resident (mincore), or -1 if part of
+ * the range is not mapped.  p is rounded down to its page; n <= 64 MiB. */
+static __attribute__((unused)) long tu_resident_pages(const void *p, size_t n)
+{
+    static unsigned char vec[(64 << 20) / 4096 + 1];
+    size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(ps - 1);
+    size_t pages = ((uintptr_t)p + n - lo + ps - 1) / ps;
+    TU_ASSERT_MSG(pages <= sizeof vec, "tu_resident_pages: %zu pages", pages);
+    if (mincore((void *)lo, pages * ps, vec) != 0)
+        return -1;
+    long count = 0;
+    for (size_t i = 0; i < pages; i++)
+        count += vec[i] & 1;
+    return count;
 }
 
 #define TU_MIB ((size_t)1 << 20)
@@ -201,16 +243,117 @@ static __attribute__((unused)) TCase *tu_one_case(Suite *s, const char *name, co
 }
 
 /* ------------------------------------------------------------------ */
+/* Skipped tests.  Check has no "skip" result, so a test that cannot run
+ * here (a kernel feature missing, a build without the shared library, a
+ * precondition the test could not set up) calls TU_SKIP("why"): it records
+ * the skip where the runner sees it (shared memory: in fork mode the test
+ * runs in a child) and returns, and tu_run turns that test's TAP line into
+ * "ok N - ... # SKIP why", which automake's tap-driver counts as SKIP, not
+ * PASS.  A loop test records its iteration (_i). */
+
+#define TU_MAX_SKIPS 64
+struct tu_skip {
+    char name[64];   /* the test's name (START_TEST's) */
+    int iteration;
+    char reason[120];
+};
+static struct tu_skips {
+    int count;
+    struct tu_skip e[TU_MAX_SKIPS];
+} *tu_skips;
+
+static __attribute__((unused)) void tu_skip_record(const char *fn, int iteration, const char *why)
+{
+    /* START_TEST(t_x) defines t_x_fn */
+    size_t n = strlen(fn);
+    if (n > 3 && strcmp(fn + n - 3, "_fn") == 0)
+        n -= 3;
+    TU_ASSERT_MSG(tu_skips != NULL, "TU_SKIP outside tu_run: %s", why);
+    int k = __atomic_fetch_add(&tu_skips->count, 1, __ATOMIC_RELAXED);
+    TU_ASSERT_MSG(k < TU_MAX_SKIPS, "too many skips");
+    snprintf(tu_skips->e[k].name, sizeof tu_skips->e[k].name, "%.*s", (int)n, fn);
+    tu_skips->e[k].iteration = iteration;
+    snprintf(tu_skips->e[k].reason, sizeof tu_skips->e[k].reason, "%s", why);
+    fprintf(stderr, "# SKIP %.*s: %s\n", (int)n, fn, why);
+}
+
+#define TU_SKIP(why)                                                          \
+    do {                                                                      \
+        tu_skip_record(__func__, _i, (why));                                  \
+        return;                                                               \
+    } while (0)
+
+/* The reason a skipped run of test `name` (its seen-th TAP line, which is
+ * iteration `seen` of a loop test starting at 0) was skipped, or NULL. */
+static const char *tu_skip_reason(const char *name, int seen)
+{
+    for (int k = 0; k < tu_skips->count && k < TU_MAX_SKIPS; k++)
+        if (strcmp(tu_skips->e[k].name, name) == 0 && tu_skips->e[k].iteration == seen)
+            return tu_skips->e[k].reason;
+    return NULL;
+}
+
+/* Copy Check's TAP from `in` to stdout, marking the skipped tests.  A
+ * passing line reads "ok N - FILE:TCASE:TEST: Passed". */
+static void tu_copy_tap(FILE *in)
+{
+    char line[1024];
+    struct { char name[64]; int seen; } runs[256];
+    int nruns = 0;
+    while (fgets(line, sizeof line, in)) {
+        const char *tail = ": Passed\n";
+        size_t len = strlen(line), tl = strlen(tail);
+        if (strncmp(line, "ok ", 3) != 0 || len <= tl || strcmp(line + len - tl, tail) != 0) {
+            fputs(line, stdout);
+            continue;
+        }
+        line[len - tl] = '\0';
+        const char *name = strrchr(line, ':');
+        name = name ? name + 1 : line;
+        int r = 0;
+        while (r < nruns && strcmp(runs[r].name, name) != 0)
+            r++;
+        if (r == nruns && nruns < 256) {
+            snprintf(runs[r].name, sizeof runs[r].name, "%s", name);
+            runs[r].seen = 0;
+            nruns++;
+        }
+        const char *why = r < nruns ? tu_skip_reason(name, runs[r].seen++) : NULL;
+        if (why)
+            printf("%s # SKIP %s\n", line, why);
+        else
+            printf("%s: Passed\n", line);
+    }
+}
+
+/* ------------------------------------------------------------------ */
 /* Run a suite with TAP output on stdout (read by automake's tap-driver)
  * and return the process exit status. */
 static __attribute__((unused)) int tu_run(Suite *s)
 {
+    tu_skips = mmap(NULL, sizeof *tu_skips, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                    -1, 0);
+    if (tu_skips == MAP_FAILED) {
+        perror("mmap");
+        return 99;
+    }
+    FILE *tap = tmpfile();
+    if (!tap) {
+        perror("tmpfile");
+        return 99;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fileno(tap));
     SRunner *sr = srunner_create(s);
     int failed;
-    srunner_set_tap(sr, "-");
+    srunner_set_tap(sr, path);
     srunner_run_all(sr, CK_ENV);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    fflush(stdout);
+    rewind(tap);
+    tu_copy_tap(tap);
+    fclose(tap);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
@@ -228,5 +371,13 @@ static __attribute__((unused)) int tu_run_case(const char *suite, const char *tc
     suite_add_tcase(s, t);
     return tu_run(s);
 }
+
+/* main() of a program whose tests form one test case. */
+#define TU_MAIN(suite, tcase, timeout, ...)                                   \
+    int main(void)                                                            \
+    {                                                                         \
+        const TTest *tests_[] = {__VA_ARGS__, NULL};                          \
+        return tu_run_case(suite, tcase, timeout, tests_);                    \
+    }
 
 #endif /* EMMA_TESTUTIL_H */

@@ -1,0 +1,64 @@
+/* White-box tests of huge.c: huge blocks at every alignment, their headers
+ * in the address map, realloc in place and by moving, unmapping on free.
+ * SPDX-License-Identifier: MIT OR Apache-2.0
+ *
+ * Linked against libemma_core.la; this program's malloc is glibc's.
+ */
+#include "testutil.h"
+
+#include "internal.h"
+
+START_TEST(t_huge_blocks)
+{
+    const size_t sizes[] = {0, 1, LARGE_MAX + 1, 3 << 20, SEGMENT_SIZE,
+                            SEGMENT_SIZE + 1, 33 << 20};
+    for (size_t a = 16; a <= ((size_t)64 << 20); a *= 4) {
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            size_t s = sizes[i];
+            uint8_t *p = huge_alloc(s, a, false);
+            TU_ASSERT_MSG(p != NULL, "huge_alloc(%zu, %zu)", s, a);
+            TU_ASSERT_MSG((uintptr_t)p % a == 0 && (uintptr_t)p % OS_PAGE_SIZE == 0,
+                          "huge_alloc(%zu, %zu) = %p", s, a, (void *)p);
+            segment_t *seg = segment_of(p);
+            ck_assert_int_eq(seg->kind, KIND_HUGE);
+            ck_assert_ptr_eq(page_of(seg, p), &seg->pages[0]);
+            ck_assert_ptr_eq(seg->pages[0].start, p);
+            ck_assert_uint_eq(seg->cookie, (uintptr_t)seg ^ os_secret());
+            TU_ASSERT(huge_usable(seg, p) >= s);
+            ck_assert_uint_eq(addrmap_lookup(p), CHUNK_HUGE); /* marked apart from segments */
+            if (s > 1) {
+                ck_assert_uint_ne(addrmap_lookup(p + s - 1), CHUNK_NONE);
+                tu_fill(p + s - 4096 * (s > 4096), s > 4096 ? 4096 : s, s);
+            }
+            p[0] = 0x11;
+            /* grow and shrink keep the block's start contents */
+            size_t ns = s * 3 + (5 << 20);
+            uint8_t *q = huge_realloc(seg, p, ns);
+            TU_ASSERT_MSG(q != NULL, "huge_realloc(%zu -> %zu)", s, ns);
+            TU_ASSERT((uintptr_t)q % a == 0);
+            ck_assert_int_eq(q[0], 0x11);
+            if (s > 1)
+                TU_ASSERT(tu_check(q + s - 4096 * (s > 4096), s > 4096 ? 4096 : s, s) < 0);
+            segment_t *qs = segment_of(q);
+            TU_ASSERT(huge_usable(qs, q) >= ns);
+            ck_assert_uint_ne(addrmap_lookup(q + ns - 1), CHUNK_NONE);
+            q[ns - 1] = 1;
+            uint8_t *r = huge_realloc(qs, q, LARGE_MAX + 100);
+            TU_ASSERT((r) != NULL);
+            ck_assert_int_eq(r[0], 0x11);
+            segment_t *rs = segment_of(r);
+            TU_ASSERT(huge_usable(rs, r) >= LARGE_MAX + 100);
+            size_t end_off = (size_t)(r - (uint8_t *)rs) + huge_usable(rs, r);
+            huge_free(rs);
+            ck_assert_uint_eq(addrmap_lookup(r), CHUNK_NONE);
+            TU_ASSERT_MSG(tu_resident_pages((uint8_t *)rs + end_off - 4096, 4096) < 0,
+                          "huge block still mapped after huge_free");
+        }
+    }
+    ck_assert_ptr_null(huge_alloc(SIZE_MAX, 16, false));
+    ck_assert_ptr_null(huge_alloc(MAX_REQUEST + 1, 16, false));
+    ck_assert_ptr_null(huge_alloc(1 << 20, SIZE_MAX / 2 + 1, false));
+}
+END_TEST
+
+TU_MAIN("unit_huge", "huge", 60, t_huge_blocks)
