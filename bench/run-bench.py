@@ -130,6 +130,87 @@ WORKLOADS = [
 ]
 
 
+# The arena workload (bench/arena.c): build a tree of small nodes, drop it
+# all, repeat.  Not a malloc workload (nothing to preload): each variant is
+# a program linked against one heap API, run interleaved with the others,
+# and reported as ratios to emma-destroy.  Selected with --workloads arena
+# (and part of every run without --workloads).  (name, program, mode,
+# preload the emma library under test?)
+ARENA = [
+    ("emma-destroy", "@arena_emma", "destroy", True),
+    ("emma-reset", "@arena_emma", "reset", True),
+    ("emma-free", "@arena_emma", "free", True),
+    ("emma-malloc", "@arena_emma", "malloc", True),
+    ("mi-destroy", "@arena_mi", "destroy", False),
+    ("mi-free", "@arena_mi", "free", False),
+    ("mi-malloc", "@arena_mi", "malloc", False),
+    ("glibc-malloc", "@arena_libc", "malloc", False),
+]
+ARENA_ARGS = {"full": [200000, 50], "quick": [100000, 10]}
+ARENA_DESC = ("arena: a random tree of N nodes of 24..120 B built, summed and dropped, "
+              "R rounds; destroy/reset = the heap at once, free = each node into its "
+              "heap, malloc = malloc/free of each node")
+
+
+def run_arena(runner, emma_lib, runs, mode, timeout):
+    """Interleaved timed runs of the arena variants: {name: [records]}."""
+    variants = []
+    for name, prog, m, preload in ARENA:
+        path = runner.argv([prog])[0]
+        if not os.path.exists(path):
+            log("bench: arena: %s not built (%s): left out" % (name, path))
+            continue
+        if preload and not emma_lib:
+            continue
+        variants.append((name, [prog, m] + ARENA_ARGS[mode], preload))
+    raw = {}
+    for k in range(runs):
+        order = variants[k % len(variants):] + variants[:k % len(variants)] if variants else []
+        for name, argv, preload in order:
+            env = dict(os.environ)
+            env.pop("LD_PRELOAD", None)
+            env.pop("BENCH_CHILD_PRELOAD", None)
+            if preload:
+                env["BENCH_CHILD_PRELOAD"] = emma_lib
+            st, wall, rss, out, err = runner.measure(runner.argv(argv), env, timeout)
+            rec = {"run": k + 1, "status": st, "wall": wall, "rss": rss,
+                   "ops": parse_kv(out).get("ops"), "sum": parse_kv(out).get("sum")}
+            raw.setdefault(name, []).append(rec)
+            if st != "ok":
+                log("bench: FAIL arena %s: %s %s" % (name, st, err.strip()[-200:]))
+            else:
+                log("bench: run %d/%d arena %-13s %7.3f s %8.1f MiB"
+                    % (k + 1, runs, name, wall, rss / 1024))
+    return raw
+
+
+def arena_report(raw):
+    lines = ["", ARENA_DESC + " (N, R = %s)." % ", ".join(
+        "%s %s" % (m, " ".join(map(str, a))) for m, a in ARENA_ARGS.items()),
+        "Median wall time and peak RSS, ratios to emma-destroy (interleaved runs):",
+        "%-13s %9s %9s %9s %9s" % ("variant", "s", "ratio", "MiB", "ratio")]
+    med = {}
+    for name, recs in raw.items():
+        ok = [r for r in recs if r["status"] == "ok"]
+        if ok and len(ok) == len(recs):
+            med[name] = (median([r["wall"] for r in ok]), median([r["rss"] for r in ok]))
+    base = med.get("emma-destroy")
+    sums = {r["sum"] for recs in raw.values() for r in recs if r["status"] == "ok"}
+    for name, _, _, _ in ARENA:
+        if name not in raw:
+            continue
+        if name not in med:
+            lines.append("%-13s %9s" % (name, "FAIL"))
+            continue
+        w, rss = med[name]
+        lines.append("%-13s %9.3f %9s %9.1f %9s" % (
+            name, w, "%.2f" % (w / base[0]) if base else "-", rss / 1024,
+            "%.2f" % (rss / base[1]) if base else "-"))
+    if len(sums) > 1:
+        lines.append("note: arena variants disagree on the tree's sum: %s" % sorted(sums))
+    return lines
+
+
 # --------------------------------------------------------------------------
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
@@ -516,6 +597,7 @@ def main():
     if args.list:
         for w in WORKLOADS:
             print("%-15s %s" % (w["name"], w["desc"]))
+        print("%-15s %s" % ("arena", ARENA_DESC))
         return 0
     runs = args.runs or (2 if args.quick else 5)
     timeout = args.timeout or (60 if args.quick else 120)
@@ -528,10 +610,11 @@ def main():
     workloads = WORKLOADS
     if args.workloads:
         keep = args.workloads.split(",")
-        unknown = set(keep) - {w["name"] for w in WORKLOADS}
+        unknown = set(keep) - {w["name"] for w in WORKLOADS} - {"arena"}
         if unknown:
             sys.exit("bench: unknown workloads: %s" % ", ".join(sorted(unknown)))
         workloads = [w for w in WORKLOADS if w["name"] in keep]
+    want_arena = not args.workloads or "arena" in args.workloads.split(",")
     # generated input of the gcc workload
     gen = os.path.join(runner.srcdir, "gen_bigc.py")
     subprocess.run([sys.executable, gen, "250", os.path.join(runner.out, "big.c")], check=True)
@@ -593,6 +676,10 @@ def main():
                 else:
                     log("bench: run %d/%d %-15s %-9s %7.3f s %8.1f MiB"
                         % (k + 1, runs, w["name"], a["name"], wall, rss / 1024))
+    arena_raw = {}
+    if want_arena:
+        emma_arena = next((a["lib"] for a in allocs if a["name"] == "emma"), None)
+        arena_raw = run_arena(runner, emma_arena, runs, mode, timeout)
     t_timed = time.time() - t_start
 
     # ---- medians
@@ -732,6 +819,9 @@ def main():
                                       if r and r["status"] == "ok" else "FAIL"))
             lines.append("%-15s %s" % (wn, "".join(cells)))
 
+    if arena_raw:
+        lines.extend(arena_report(arena_raw))
+
     # targets
     lines.append("")
     lines.append("Targets (emma):")
@@ -815,6 +905,11 @@ def main():
                              "%.0f" % m["rss"], m["ops"] or "", m["peak_live"] or "",
                              "%.4f" % tr if tr else "", "%.4f" % rr if rr else "", "", "", "",
                              "%.4f" % m["user"], "%.4f" % m["sys"], "%.0f" % m["minflt"],
+                             "", "", ""])
+        for name, recs in arena_raw.items():
+            for r in recs:
+                wr.writerow(["arena", "arena", name, r["run"], r["status"], "%.4f" % r["wall"],
+                             r["rss"], r["ops"] or "", "", "", "", "", "", "", "", "", "",
                              "", "", ""])
         for (wn, an), r in sorted(cg.items()):
             wr.writerow(["callgrind", wn, an, "", r["status"], "", "", r.get("ops", ""), "",

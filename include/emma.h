@@ -141,6 +141,67 @@ int emma_stats(struct emma_stats *out, size_t size);
  * write(2) (no stdio, no allocation).  Returns 0, or -1 if a write failed. */
 int emma_stats_print(int fd);
 
+/* ------------------------------------------------------------------ */
+/* Private heaps (see emma_heap_new(3)).
+ *
+ * A private heap is a heap of its own that no thread allocates from by
+ * itself: blocks go into it only through emma_heap_alloc and friends.
+ * emma_heap_destroy releases every block still in it at once and unmaps all
+ * of its memory; emma_heap_reset drops every block but keeps the memory for
+ * the next round (the arena pattern).
+ *
+ * Threading: the calls that take a heap argument (alloc, alloc_zeroed,
+ * realloc, dealloc, reset, destroy) must not run concurrently on the same
+ * heap: one thread at a time, any thread (the heap is not tied to the
+ * thread that made it).  Different heaps are independent.  A block of a
+ * private heap may also be released with emma_free / emma_dealloc (or free)
+ * from any thread at any time, concurrently with the heap's user, as long
+ * as that happens before the heap is reset or destroyed.  emma_usable_size
+ * and emma_owns work on its blocks.  emma_realloc / realloc must not be
+ * given a private heap's block (use emma_heap_realloc).
+ *
+ * After emma_heap_destroy (or reset), the heap's old blocks are gone: using
+ * or freeing one is undefined behaviour; with --enable-boundary-checks a
+ * free of one aborts with one line on stderr (its memory is unmapped, so
+ * emma no longer knows the address). */
+typedef struct emma_heap emma_heap_t;
+
+/* A new, empty private heap, or NULL (errno ENOMEM).  Costs one 4 KiB page
+ * of metadata (one mapping) until the first allocation; then memory in
+ * 4 MiB segments (one mapping each, resident only where used) and one
+ * mapping per block over 1 MiB. */
+emma_heap_t *emma_heap_new(void);
+
+/* As emma_alloc / emma_alloc_zeroed, into heap. */
+void *emma_heap_alloc(emma_heap_t *heap, size_t size, size_t align) EMMA_MALLOC_ATTR;
+void *emma_heap_alloc_zeroed(emma_heap_t *heap, size_t size, size_t align) EMMA_MALLOC_ATTR;
+
+/* As emma_realloc, for a block of heap; the result is a block of heap. */
+void *emma_heap_realloc(emma_heap_t *heap, void *ptr, size_t old_size, size_t align,
+                        size_t new_size) __attribute__((warn_unused_result));
+
+/* As emma_dealloc, for a block of heap (the fastest way to free one). */
+void emma_heap_dealloc(emma_heap_t *heap, void *ptr, size_t size, size_t align);
+
+/* Release every block of heap and the heap itself: all its mappings are
+ * unmapped, none is kept in a cache.  NULL is ignored. */
+void emma_heap_destroy(emma_heap_t *heap);
+
+/* Release every block of heap, keeping its memory (resident, for reuse by
+ * the heap's next allocations); blocks over 1 MiB are unmapped. */
+void emma_heap_reset(emma_heap_t *heap);
+
+/* Release every mapping this copy of emma made (its address map, heaps'
+ * metadata, cached and free memory, fork-detection page), leaving it as if
+ * it had never run.  Returns 0 when done; -1 (errno EBUSY, nothing
+ * released, everything keeps working) while any block of this copy is
+ * still live.  The caller must be the only thread using this copy now, and
+ * other threads that used it must never call it again (they may have
+ * exited); the calling thread may go on using it.  Runs by itself when the
+ * object containing the copy is unloaded (dlclose) or at exit, if no block
+ * is live then. */
+int emma_teardown(void);
+
 #ifdef __cplusplus
 }
 #endif
