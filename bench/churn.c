@@ -13,6 +13,33 @@
  */
 #include "bench.h"
 
+/* Built a second time as churn_emma (-DCHURN_EMMA, linked with libemma):
+ * the same workload through the emma API, argument 7 choosing the heap:
+ * "thread" (emma_alloc/emma_dealloc: the thread's heap) or "private"
+ * (emma_heap_alloc/emma_heap_dealloc on one private heap), for comparing
+ * the two paths' instructions per op (README, private heaps). */
+#ifdef CHURN_EMMA
+#include <emma.h>
+static emma_heap_t *heap;
+static void *churn_alloc(const char *prog, size_t sz)
+{
+    void *p = heap ? emma_heap_alloc(heap, sz, 16) : emma_alloc(sz, 16);
+    if (p == NULL)
+        bench_fail(prog, "allocation returned NULL");
+    return p;
+}
+static void churn_free(void *p, size_t sz)
+{
+    if (heap)
+        emma_heap_dealloc(heap, p, sz, 16);
+    else
+        emma_dealloc(p, sz, 16);
+}
+#else
+#define churn_alloc bench_malloc
+#define churn_free(p, sz) free(p)
+#endif
+
 struct slot {
     void *p;
     size_t size;
@@ -49,6 +76,12 @@ int main(int argc, char **argv)
     int mixed = argc > 5 && strcmp(argv[5], "mixed") == 0;
     uint64_t rng = rng_seed((uint64_t)arg_long(argc, argv, 6, 42));
     const char *prog = "churn";
+#ifdef CHURN_EMMA
+    if (argc > 7 && strcmp(argv[7], "private") == 0)
+        heap = emma_heap_new();
+    else if (argc > 7 && strcmp(argv[7], "thread") != 0)
+        bench_fail(prog, "argument 7 is thread or private");
+#endif
 
     if (live == 0)
         live = 1;
@@ -57,7 +90,7 @@ int main(int argc, char **argv)
         bench_fail(prog, "cannot allocate slot table");
     for (size_t i = 0; i < live; i++) {
         size_t sz = pick_size(&rng, mixed, lo, hi);
-        slots[i].p = bench_malloc(prog, sz);
+        slots[i].p = churn_alloc(prog, sz);
         slots[i].size = sz;
         obj_fill(slots[i].p, sz);
     }
@@ -65,16 +98,16 @@ int main(int argc, char **argv)
         size_t i = (size_t)(rng_next(&rng) % live);
         if (!obj_check(slots[i].p, slots[i].size))
             bench_fail(prog, "object corrupted");
-        free(slots[i].p);
+        churn_free(slots[i].p, slots[i].size);
         size_t sz = pick_size(&rng, mixed, lo, hi);
-        slots[i].p = bench_malloc(prog, sz);
+        slots[i].p = churn_alloc(prog, sz);
         slots[i].size = sz;
         obj_fill(slots[i].p, sz);
     }
     for (size_t i = 0; i < live; i++) {
         if (!obj_check(slots[i].p, slots[i].size))
             bench_fail(prog, "object corrupted");
-        free(slots[i].p);
+        churn_free(slots[i].p, slots[i].size);
     }
     free(slots);
     report_ops(ops);

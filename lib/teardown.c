@@ -1,0 +1,69 @@
+/* Tearing a whole copy of emma down (emma_teardown, and the destructor in
+ * os.c that runs it at dlclose or exit): when no block of this copy is
+ * live, unmap everything it ever mapped, so that an object embedding emma
+ * can be loaded and unloaded any number of times without a leak.
+ *
+ * Everything emma maps is one of:
+ *   - a segment or huge mapping: each is in the address map (os.c), whose
+ *     walk finds them all, wherever they sit (a heap's lists, its cache of
+ *     empty segments, a huge cache);
+ *   - a heap's metadata: on heap.c's list (thread heaps) or held by its
+ *     user (private heaps, which must all be destroyed first);
+ *   - the fork-detection page (fork.c) and the address map itself (os.c).
+ * A block is live when a page in use has more blocks out than purged
+ * (`absent`) and freed by other threads but not yet collected
+ * (thread_free), or a huge mapping is in use.
+ *
+ * The caller is the only thread in this copy (see emma_teardown(3)).
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "internal.h"
+
+static bool segment_idle(segment_t *seg, void *arg)
+{
+    (void)arg;
+    if (seg->kind == KIND_HUGE)
+        return !seg->pages[0].in_use; /* in use unless in a huge cache */
+    for (unsigned i = 0; i < seg->page_count; i++) {
+        page_t *page = &seg->pages[i];
+        if (!page->in_use)
+            continue;
+        uint32_t remote = 0;
+        for (block_t *b = atomic_load_explicit(&page->thread_free, memory_order_acquire); b;
+             b = b->next)
+            remote++;
+        if (page->used != page->absent + remote)
+            return false;
+    }
+    return true;
+}
+
+static bool segment_drop(segment_t *seg, void *arg)
+{
+    (void)arg;
+    size_t size = seg->kind == KIND_HUGE ? seg->map_size : SEGMENT_SIZE;
+    addrmap_clear(seg, size);
+    os_unmap(seg, size);
+    return true;
+}
+
+int copy_teardown(void)
+{
+    if (private_heap_count() != 0 || !addrmap_walk(segment_idle, NULL))
+        return -1;
+    addrmap_walk(segment_drop, NULL);
+    heap_teardown();
+    fork_teardown();
+    addrmap_teardown();
+    return 0;
+}
+
+#define EMMA_API __attribute__((visibility("default")))
+#include "emma.h"
+
+EMMA_API int emma_teardown(void)
+{
+    if (copy_teardown() == 0)
+        return 0;
+    os_set_errno(EMMA_EBUSY);
+    return -1;
+}
