@@ -98,7 +98,8 @@ void *alloc_generic(heap_t *h, size_t size, size_t align)
     if (unlikely(size > MAX_REQUEST)) {
         p = NULL;
     } else if (size > LARGE_MAX || align > LARGE_MAX) {
-        p = huge_alloc(size, align, false);
+        p = unlikely(h->is_private) ? private_huge_alloc(h, size, align)
+                                    : huge_alloc(size, align, false);
     } else {
         h->busy = 1;
         heap_collect_remote(h);
@@ -125,7 +126,7 @@ static void *alloc_any(size_t size, size_t align)
         os_set_errno(EMMA_ENOMEM);
         return NULL;
     }
-    void *p = align <= MIN_ALIGN ? heap_alloc(h, size) : alloc_generic(h, size, align);
+    void *p = heap_alloc_aligned(h, size, align);
     heap_put(h);
     return p;
 }
@@ -144,8 +145,10 @@ void *alloc_zeroed(size_t size, size_t align)
     return p;
 }
 
-/* Resize p (already validated) to new_size bytes aligned to align. */
-void *realloc_block(void *p, size_t new_size, size_t align)
+/* Resize p (already validated) to new_size bytes aligned to align: in
+ * private heap h (called by h's user), or for h NULL moving it, if it must
+ * move, to the calling thread's heap. */
+void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align)
 {
     if (new_size > MAX_REQUEST) {
         os_set_errno(EMMA_ENOMEM);
@@ -168,12 +171,15 @@ void *realloc_block(void *p, size_t new_size, size_t align)
             return p;
         old_usable = page->block_size;
     }
-    void *q = alloc_any(new_size, align);
+    void *q = h ? heap_alloc_aligned(h, new_size, align) : alloc_any(new_size, align);
     if (!q)
         return NULL;
     mem_copy(q, p, old_usable < new_size ? old_usable : new_size);
     if (config_checks)
         check_mark_free(p);
-    free_validated(p);
+    if (h)
+        heap_free_block(h, p);
+    else
+        free_validated(p);
     return q;
 }

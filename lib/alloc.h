@@ -34,6 +34,12 @@ static inline void *heap_alloc(heap_t *h, size_t size)
     return alloc_generic(h, size, MIN_ALIGN);
 }
 
+/* Allocation from h with any alignment. */
+static inline void *heap_alloc_aligned(heap_t *h, size_t size, size_t align)
+{
+    return likely(align <= MIN_ALIGN) ? heap_alloc(h, size) : alloc_generic(h, size, align);
+}
+
 /* malloc-style allocation through the calling thread's heap. */
 static inline void *alloc_block(size_t size, size_t align)
 {
@@ -42,9 +48,21 @@ static inline void *alloc_block(size_t size, size_t align)
         os_set_errno(EMMA_ENOMEM);
         return NULL;
     }
-    void *p = likely(align <= MIN_ALIGN) ? heap_alloc(h, size) : alloc_generic(h, size, align);
+    void *p = heap_alloc_aligned(h, size, align);
     heap_put(h);
     return p;
+}
+
+/* The emma_* API's alignment argument: a power of two, else EINVAL (or,
+ * with boundary checks, a fatal error). */
+static inline bool align_ok(size_t align, const void *ptr, const char *func)
+{
+    if (likely(align != 0 && (align & (align - 1)) == 0))
+        return true;
+    if (config_checks)
+        emma_fatal(func, "alignment is not a power of two", ptr);
+    os_set_errno(EMMA_EINVAL);
+    return false;
 }
 
 /* Free of a block known to belong to a page of h. */
@@ -92,6 +110,17 @@ static inline void free_layout(void *p, size_t size, size_t align, const char *f
     if (config_checks)
         check_layout(p, size, align, func);
     free_block(p, func);
+}
+
+/* Free of a validated block by the user of (private) heap h: its own
+ * pages inline, others' and huge blocks in free_generic. */
+static inline void heap_free_block(heap_t *h, void *p)
+{
+    segment_t *seg = segment_of(p);
+    if (likely(seg->heap == h))
+        heap_free_local(h, page_of(seg, p), p);
+    else
+        free_generic(p);
 }
 
 #endif

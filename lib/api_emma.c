@@ -90,18 +90,6 @@ static inline void *vg_realloc(void *p, size_t o, size_t a, size_t n)
 }
 #endif
 
-static inline bool align_valid(size_t align) { return align != 0 && (align & (align - 1)) == 0; }
-
-static bool align_ok(size_t align, const void *ptr, const char *func)
-{
-    if (likely(align_valid(align)))
-        return true;
-    if (config_checks)
-        emma_fatal(func, "alignment is not a power of two", ptr);
-    os_set_errno(EMMA_EINVAL);
-    return false;
-}
-
 EMMA_API void *emma_alloc(size_t size, size_t align)
 {
     if (unlikely(!align_ok(align, NULL, "emma_alloc")))
@@ -137,9 +125,11 @@ EMMA_API void *emma_realloc(void *ptr, size_t old_size, size_t align, size_t new
         return VG_ON ? vg_alloc(new_size, align, false) : alloc_block(new_size, align);
     if (VG_ON)
         return vg_realloc(ptr, old_size, align, new_size);
-    if (config_checks)
+    if (config_checks) {
         check_layout(ptr, old_size, align, "emma_realloc");
-    return realloc_block(ptr, new_size, align);
+        check_not_private(ptr, "emma_realloc");
+    }
+    return realloc_block(NULL, ptr, new_size, align);
 }
 
 EMMA_API size_t emma_usable_size(const void *ptr)

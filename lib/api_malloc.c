@@ -57,7 +57,9 @@ EMMA_API void *realloc(void *ptr, size_t size)
         free_block(ptr, "realloc");
         return NULL;
     }
-    return realloc_block(ptr, size, MIN_ALIGN);
+    if (config_checks)
+        check_not_private(ptr, "realloc");
+    return realloc_block(NULL, ptr, size, MIN_ALIGN);
 }
 
 EMMA_API void *reallocarray(void *ptr, size_t n, size_t size)

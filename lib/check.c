@@ -110,3 +110,11 @@ void check_layout(const void *p, size_t size, size_t align, const char *func)
             emma_fatal(func, "alignment does not match the allocation", p);
     emma_fatal(func, "size does not match the allocation", p);
 }
+
+/* emma_realloc / realloc would move a private heap's block into the
+ * calling thread's heap (emma_heap_new(3)): emma_heap_realloc only. */
+void check_not_private(const void *p, const char *func)
+{
+    if (block_is_private(p))
+        emma_fatal(func, "block of a private heap", p);
+}

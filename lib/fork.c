@@ -69,3 +69,12 @@ void fork_recover(void (*recover)(void))
     while (atomic_load_explicit(w, memory_order_acquire) == FORK_STATE_RECOVERING)
         os_yield();
 }
+
+/* emma_teardown: unmap the page; the next thread heap maps it again. */
+void fork_teardown(void)
+{
+    _Atomic uint32_t *w = atomic_exchange(&wipe_word, NULL);
+    if (w)
+        os_unmap((void *)w, OS_PAGE_SIZE);
+    atomic_store(&recorded_pid, 0);
+}

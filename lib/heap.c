@@ -56,6 +56,27 @@ static void heap_list_push(heap_t *h)
 /* emma_stats(): dead threads' heaps adopted, heaps given up for good. */
 _Atomic size_t heap_stats_reclaimed, heap_stats_abandoned;
 
+void heap_delete(heap_t *h) { os_unmap(h, HEAP_MAP_SIZE); }
+
+/* emma_teardown: unmap every heap's metadata and forget them all (their
+ * memory is gone already); the calling thread starts afresh. */
+void heap_teardown(void)
+{
+    heap_t *h = atomic_exchange(&heap_list, NULL);
+    while (h) {
+        heap_t *next = h->next_heap;
+        heap_delete(h);
+        h = next;
+    }
+#if EMMA_CONFIG_TLS
+    tls_heap = &heap_empty;
+#else
+    for (unsigned i = 0; i < HEAP_SLOTS; i++)
+        atomic_store(&heap_slots[i], NULL);
+    atomic_store(&heap_slot_limit, HEAP_SOFT_LIMIT);
+#endif
+}
+
 heap_t *heap_new(void)
 {
     /* The first heap: if no constructor read the options (musl, a
@@ -193,7 +214,7 @@ static heap_t *slot_heap(unsigned i, bool *locked, bool *no_memory)
     }
     atomic_store(&fresh->lock, 1);
     if (!atomic_compare_exchange_strong(&heap_slots[i], &h, fresh)) {
-        os_unmap(fresh, HEAP_MAP_SIZE);
+        heap_delete(fresh);
         return h;
     }
     heap_list_push(fresh);

@@ -171,7 +171,9 @@ void huge_free(segment_t *seg)
     atomic_fetch_sub_explicit(&huge_stats_blocks, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&huge_stats_bytes, huge_usable(seg, seg->pages[0].start),
                               memory_order_relaxed);
-    if (cache_put(seg))
+    if (unlikely(seg->flags & SEG_PRIVATE))
+        private_huge_unlink(seg); /* and unmapped: never cached */
+    else if (cache_put(seg))
         return;
     size_t size = seg->map_size;
     addrmap_clear(seg, size);
@@ -195,12 +197,17 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
     size_t new_map = offset + round_pages(new_size == 0 ? 1 : new_size);
     if (new_map == old_map)
         return p;
+    heap_t *private = seg->flags & SEG_PRIVATE ? seg->origin : NULL;
+    if (private)
+        private_huge_unlink(seg); /* linked again at its new address */
     addrmap_clear(seg, old_map);
     size_t map_align = (size_t)1 << seg->pages[0].reserved;
     size_t header_pos = map_align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
     segment_t *moved = os_remap(seg, old_map, new_map, map_align, header_pos);
     if (!moved) {
         addrmap_mark_huge(seg, old_map);
+        if (private)
+            private_huge_link(private, seg);
         return NULL;
     }
     moved->map_size = new_map;
@@ -211,5 +218,7 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
     moved->cookie = (uintptr_t)moved ^ os_secret();
     moved->pages[0].start = (uint8_t *)moved + offset;
     addrmap_mark_huge(moved, new_map);
+    if (private)
+        private_huge_link(private, moved);
     return moved->pages[0].start;
 }

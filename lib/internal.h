@@ -14,6 +14,7 @@
 
 #define EMMA_ENOMEM 12
 #define EMMA_EINVAL 22
+#define EMMA_EBUSY 16
 
 EMMA_HIDDEN void *os_map(size_t size);
 EMMA_HIDDEN void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size);
@@ -53,6 +54,8 @@ EMMA_HIDDEN bool addrmap_mark(void *start, size_t size, bool header);
 EMMA_HIDDEN void addrmap_clear(void *start, size_t size);
 EMMA_HIDDEN unsigned addrmap_lookup(const void *p);
 EMMA_HIDDEN struct segment *addrmap_segment(const void *p);
+EMMA_HIDDEN bool addrmap_walk(bool (*fn)(segment_t *, void *), void *arg);
+EMMA_HIDDEN void addrmap_teardown(void);
 
 /* ------------------------------------------------------------------ */
 /* check.c: boundary checks and fatal errors                           */
@@ -62,6 +65,7 @@ EMMA_HIDDEN EMMA_NORETURN EMMA_COLD void emma_fatal(const char *func, const char
 EMMA_HIDDEN void check_pointer(const void *p, const char *func);
 EMMA_HIDDEN void check_layout(const void *p, size_t size, size_t align, const char *func);
 EMMA_HIDDEN void check_mark_free(const void *p);
+EMMA_HIDDEN void check_not_private(const void *p, const char *func);
 /* A free block's second word holds FREED_TAG ^ its address (boundary
  * checks only): a block freed twice still has it. */
 #define FREED_TAG ((uintptr_t)GOLDEN_RATIO_64)
@@ -81,6 +85,8 @@ EMMA_HIDDEN void heap_purge(heap_t *h);
 EMMA_HIDDEN void heap_purge_older(heap_t *h, uint64_t before);
 EMMA_HIDDEN size_t segment_header_size(enum segment_kind kind);
 EMMA_HIDDEN segment_t *segment_of_page(page_t *page);
+EMMA_HIDDEN void segment_unmap(segment_t *seg);
+EMMA_HIDDEN void segment_reset(heap_t *h, segment_t *seg);
 
 /* ------------------------------------------------------------------ */
 /* page.c: carving pages, the class queues, collecting remote frees    */
@@ -119,6 +125,7 @@ EMMA_HIDDEN size_t huge_usable(segment_t *seg, const void *p);
 EMMA_HIDDEN bool fork_detected(void);
 EMMA_HIDDEN void fork_recover(void (*recover)(void));
 EMMA_HIDDEN void fork_init(void);
+EMMA_HIDDEN void fork_teardown(void);
 
 /* ------------------------------------------------------------------ */
 /* Locks (heaps without TLS): inline, since then every malloc and free
@@ -142,6 +149,8 @@ static inline void heap_unlock(heap_t *h) { spin_unlock(&h->lock); }
 EMMA_HIDDEN extern page_t empty_page;
 EMMA_HIDDEN extern heap_t heap_empty;
 EMMA_HIDDEN heap_t *heap_new(void);
+EMMA_HIDDEN void heap_delete(heap_t *h);
+EMMA_HIDDEN void heap_teardown(void);
 EMMA_HIDDEN void heap_reset(heap_t *h);
 EMMA_HIDDEN heap_t *heap_acquire_for_thread(void);
 EMMA_HIDDEN heap_t *heap_list_first(void);
@@ -190,11 +199,23 @@ static inline void heap_put(heap_t *h) { heap_unlock(h); }
 
 EMMA_HIDDEN void *alloc_generic(heap_t *h, size_t size, size_t align);
 EMMA_HIDDEN void *alloc_zeroed(size_t size, size_t align);
-EMMA_HIDDEN void *realloc_block(void *p, size_t new_size, size_t align);
+EMMA_HIDDEN void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align);
 EMMA_HIDDEN size_t usable_size(const void *p);
 EMMA_HIDDEN void mem_copy(void *dst, const void *src, size_t n);
 EMMA_HIDDEN void mem_zero(void *dst, size_t n);
 EMMA_HIDDEN void free_generic(void *p);
 EMMA_HIDDEN void page_free_remote(segment_t *seg, page_t *page, block_t *b);
+
+/* ------------------------------------------------------------------ */
+/* heap_private.c: private heaps (emma_heap_*); teardown.c             */
+
+EMMA_HIDDEN size_t private_heap_count(void);
+EMMA_HIDDEN void private_segment_added(heap_t *h, segment_t *seg);
+EMMA_HIDDEN void private_segment_removed(heap_t *h, segment_t *seg);
+EMMA_HIDDEN void private_huge_link(heap_t *h, segment_t *seg);
+EMMA_HIDDEN void private_huge_unlink(segment_t *seg);
+EMMA_HIDDEN void *private_huge_alloc(heap_t *h, size_t size, size_t align);
+EMMA_HIDDEN bool block_is_private(const void *p);
+EMMA_HIDDEN int copy_teardown(void);
 
 #endif

@@ -49,7 +49,7 @@ static void seglist_remove(heap_t *h, segment_t *seg)
     seg->next = seg->prev = NULL;
 }
 
-static void segment_unmap(segment_t *seg)
+void segment_unmap(segment_t *seg)
 {
     addrmap_clear(seg, SEGMENT_SIZE);
     os_unmap(seg, SEGMENT_SIZE);
@@ -122,6 +122,8 @@ static segment_t *segment_alloc(heap_t *h, enum segment_kind kind)
             os_unmap(seg, SEGMENT_SIZE);
             return NULL;
         }
+        if (h->is_private)
+            private_segment_added(h, seg);
     }
     segment_cut(h, seg, kind, recycled);
     h->dirty_bytes += dirty_in_range(seg, 0, SEGMENT_SIZE);
@@ -161,17 +163,18 @@ static void segment_release(heap_t *h, segment_t *seg)
         return;
     }
     h->dirty_bytes -= dirty_in_range(seg, 0, SEGMENT_SIZE);
+    if (h->is_private)
+        private_segment_removed(h, seg);
     segment_unmap(seg);
 }
 
-void segment_page_release(heap_t *h, page_t *page)
+/* Page `page` of seg is no longer in use: a free page, dirty where its
+ * blocks were carved. */
+static void page_set_free(heap_t *h, segment_t *seg, page_t *page)
 {
-    segment_t *seg = segment_of_page(page);
     uint64_t bit = (uint64_t)1 << page->page_idx;
     page->in_use = 0;
     page->in_full = 0;
-    if (seg->free_mask == 0)
-        seglist_push(h, seg);
     seg->free_mask |= bit;
     seg->used_pages--;
     h->used_bytes -= page_bytes(seg);
@@ -183,6 +186,27 @@ void segment_page_release(heap_t *h, page_t *page)
         seg->dirty_mask |= bit;
         h->dirty_bytes += page->dirty;
     }
+}
+
+/* emma_heap_reset: every page of seg becomes free, and seg goes back on
+ * h's lists (which the caller emptied), kept even when empty.  A segment
+ * in h's cache of empty ones stays there. */
+void segment_reset(heap_t *h, segment_t *seg)
+{
+    if (seg->used_pages == 0)
+        return;
+    for (unsigned i = 0; i < seg->page_count; i++)
+        if (seg->pages[i].in_use)
+            page_set_free(h, seg, &seg->pages[i]);
+    seglist_push(h, seg);
+}
+
+void segment_page_release(heap_t *h, page_t *page)
+{
+    segment_t *seg = segment_of_page(page);
+    if (seg->free_mask == 0)
+        seglist_push(h, seg);
+    page_set_free(h, seg, page);
     if (seg->used_pages == 0)
         segment_release(h, seg);
     policy_page_freed(h);

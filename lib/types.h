@@ -159,11 +159,14 @@ typedef struct segment {
     uintptr_t cookie;            /* address ^ secret: validates headers */
     struct segment *next, *prev; /* heap's segments with free pages */
     struct heap *origin;         /* huge: the heap that allocated it */
+    struct segment *all_next, *all_prev; /* private heap: all its segments */
     page_t pages[];
 } segment_t;
 
 /* segment_t.flags: a huge mapping advised to use transparent huge pages */
 #define SEG_THP 1
+/* segment_t.flags: a huge block of the private heap `origin` */
+#define SEG_PRIVATE 2
 
 /* Bytes of a segment header with `pages` pages, cache-line aligned. */
 #define SEGMENT_HEADER_SIZE(pages) align_up(sizeof(segment_t) + (pages) * sizeof(page_t), (size_t)64)
@@ -207,6 +210,9 @@ typedef struct heap {
     uint8_t busy;                        /* inside a slow path */
     _Atomic uint8_t poisoned;            /* never adopt (state unknown) */
     struct heap *next_heap;              /* list of all heaps (heap.c) */
+    uint8_t is_private;                  /* heap_private.c: never a thread's */
+    struct segment *all_segments;        /* private: every segment it maps */
+    struct segment *huge_blocks;         /* private: its huge blocks */
 } heap_t;
 
 /* slow_mark values: absent = the page just emptied (0 unless sparse.c
