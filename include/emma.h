@@ -130,6 +130,12 @@ struct emma_stats {
     size_t madvise_calls;
     size_t class_count;         /* entries used in classes[] */
     struct emma_stats_class classes[EMMA_STATS_MAX_CLASSES];
+    /* private heaps (emma_heap_new(3)): included in the figures above too */
+    size_t private_heaps;               /* alive (made and not destroyed) */
+    size_t private_segments;            /* of segments */
+    size_t private_bytes_in_use;        /* of bytes_in_use, huge blocks too */
+    size_t private_huge_blocks;         /* of huge_blocks */
+    size_t private_bytes_free_resident; /* of bytes_free_resident */
 };
 
 /* Fill *out (size bytes of it, at most sizeof(struct emma_stats)).  Returns

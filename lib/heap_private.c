@@ -14,19 +14,77 @@
  * goes to a cache that other heaps could use.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "alloc.h"
+#include "observe.h"
 
 #define EMMA_API __attribute__((visibility("default")))
 #include "emma.h"
 
-/* Private heaps alive: emma_teardown refuses while there is one. */
+static void spin_lock(_Atomic uint32_t *l)
+{
+    while (!spin_trylock(l))
+        __builtin_ia32_pause();
+}
+static void huge_list_lock(heap_t *h) { spin_lock(&h->lock); }
+
+/* Private heaps alive, on a list (next_heap, prev_private) for emma_stats;
+ * emma_teardown refuses while there is one. */
 static _Atomic size_t private_heaps;
+static heap_t *private_list;
+static _Atomic uint32_t private_list_lock;
+/* their huge blocks and bytes, for emma_stats */
+static _Atomic size_t private_huge_blocks, private_huge_bytes;
+
+static void count_huge(segment_t *seg, bool add)
+{
+    size_t bytes = huge_usable(seg, seg->pages[0].start);
+    if (add) {
+        atomic_fetch_add_explicit(&private_huge_blocks, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&private_huge_bytes, bytes, memory_order_relaxed);
+    } else {
+        atomic_fetch_sub_explicit(&private_huge_blocks, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&private_huge_bytes, bytes, memory_order_relaxed);
+    }
+}
 
 size_t private_heap_count(void) { return atomic_load_explicit(&private_heaps, memory_order_acquire); }
 
-static void huge_list_lock(heap_t *h)
+static void private_list_add(heap_t *h)
 {
-    while (!spin_trylock(&h->lock))
-        __builtin_ia32_pause();
+    spin_lock(&private_list_lock);
+    h->prev_private = NULL;
+    h->next_heap = private_list;
+    if (private_list)
+        private_list->prev_private = h;
+    private_list = h;
+    atomic_fetch_add_explicit(&private_heaps, 1, memory_order_relaxed);
+    spin_unlock(&private_list_lock);
+}
+
+static void private_list_remove(heap_t *h)
+{
+    spin_lock(&private_list_lock);
+    if (h->prev_private)
+        h->prev_private->next_heap = h->next_heap;
+    else
+        private_list = h->next_heap;
+    if (h->next_heap)
+        h->next_heap->prev_private = h->prev_private;
+    atomic_fetch_sub_explicit(&private_heaps, 1, memory_order_release);
+    spin_unlock(&private_list_lock);
+}
+
+void private_heap_stats(struct emma_stats *s)
+{
+    spin_lock(&private_list_lock);
+    for (heap_t *h = private_list; h; h = h->next_heap) {
+        size_t dirty = __atomic_load_n(&h->dirty_bytes, __ATOMIC_RELAXED);
+        s->private_bytes_free_resident += dirty;
+        s->bytes_free_resident += dirty;
+        s->private_heaps++;
+    }
+    spin_unlock(&private_list_lock);
+    s->private_huge_blocks = atomic_load_explicit(&private_huge_blocks, memory_order_relaxed);
+    s->private_bytes_in_use += atomic_load_explicit(&private_huge_bytes, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------ */
@@ -34,6 +92,7 @@ static void huge_list_lock(heap_t *h)
 
 void private_segment_added(heap_t *h, segment_t *seg)
 {
+    seg->flags |= SEG_PRIVATE; /* for emma_stats */
     seg->all_prev = NULL;
     seg->all_next = h->all_segments;
     if (h->all_segments)
@@ -55,6 +114,7 @@ void private_huge_link(heap_t *h, segment_t *seg)
 {
     seg->origin = h;
     seg->flags |= SEG_PRIVATE;
+    count_huge(seg, true);
     huge_list_lock(h);
     seg->prev = NULL;
     seg->next = h->huge_blocks;
@@ -67,6 +127,7 @@ void private_huge_link(heap_t *h, segment_t *seg)
 void private_huge_unlink(segment_t *seg)
 {
     heap_t *h = seg->origin;
+    count_huge(seg, false);
     huge_list_lock(h);
     if (seg->prev)
         seg->prev->next = seg->next;
@@ -126,7 +187,7 @@ EMMA_API emma_heap_t *emma_heap_new(void)
         return NULL;
     }
     h->is_private = 1;
-    atomic_fetch_add_explicit(&private_heaps, 1, memory_order_relaxed);
+    private_list_add(h);
     return (emma_heap_t *)h;
 }
 
@@ -186,6 +247,10 @@ static void drop_huge_blocks(heap_t *h)
     spin_unlock(&h->lock);
     while (seg) {
         segment_t *next = seg->next;
+        atomic_fetch_sub_explicit(&huge_stats_blocks, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&huge_stats_bytes, huge_usable(seg, seg->pages[0].start),
+                                  memory_order_relaxed);
+        count_huge(seg, false);
         addrmap_clear(seg, seg->map_size);
         os_unmap(seg, seg->map_size);
         seg = next;
@@ -221,6 +286,6 @@ EMMA_API void emma_heap_destroy(emma_heap_t *heap)
         segment_unmap(seg);
         seg = next;
     }
+    private_list_remove(h);
     heap_delete(h);
-    atomic_fetch_sub_explicit(&private_heaps, 1, memory_order_release);
 }

@@ -21,6 +21,7 @@
 #define out_human emma__out_human
 #define out_flush emma__out_flush
 #define stats_collect emma__stats_collect
+#define private_heap_stats emma__private_heap_stats
 #define stats_print_fd emma__stats_print_fd
 #define vg_running emma__vg_running
 #define vg_detect emma__vg_detect
@@ -120,6 +121,9 @@ EMMA_HIDDEN unsigned addrmap_chunk(uintptr_t c);
 /* heap.c and huge.c counters (relaxed atomics, slow paths only). */
 EMMA_HIDDEN extern _Atomic size_t heap_stats_reclaimed, heap_stats_abandoned;
 EMMA_HIDDEN extern _Atomic size_t huge_stats_blocks, huge_stats_bytes;
+
+/* heap_private.c: the private heaps' share of the statistics. */
+EMMA_HIDDEN void private_heap_stats(struct emma_stats *s);
 
 /* ------------------------------------------------------------------ */
 /* stats.c */

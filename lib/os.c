@@ -371,11 +371,6 @@ typedef uint16_t addrmap_entry;
 #define ADDRMAP_KIND 3u
 #define ADDRMAP_PAGES_SHIFT 2
 static _Atomic(addrmap_entry *) addrmap;
-/* One bit per OS page of the map that was ever marked: where addrmap_walk
- * looks (a process's mappings cluster in a few of them). */
-#define ADDRMAP_PER_PAGE (OS_PAGE_SIZE / sizeof(addrmap_entry))
-#define ADDRMAP_PAGES (ADDRMAP_CHUNKS / ADDRMAP_PER_PAGE)
-static _Atomic uint64_t addrmap_marked[ADDRMAP_PAGES / 64];
 
 static addrmap_entry *addrmap_get(bool create)
 {
@@ -440,12 +435,6 @@ static bool addrmap_fill(void *start, size_t size, unsigned first, unsigned rest
     size_t tail = (((uintptr_t)start + size - 1) & SEGMENT_MASK) / OS_PAGE_SIZE + 1;
     unsigned tail_pages = tail == SEGMENT_SIZE / OS_PAGE_SIZE || first == CHUNK_NONE
                               ? 0 : (unsigned)tail << ADDRMAP_PAGES_SHIFT;
-    for (uintptr_t pg = c / ADDRMAP_PER_PAGE; first != CHUNK_NONE && pg <= end / ADDRMAP_PER_PAGE;
-         pg++) {
-        uint64_t bit = (uint64_t)1 << (pg % 64);
-        if (!(atomic_load_explicit(&addrmap_marked[pg / 64], memory_order_relaxed) & bit))
-            atomic_fetch_or_explicit(&addrmap_marked[pg / 64], bit, memory_order_relaxed);
-    }
     for (uintptr_t k = c; k <= end; k++)
         __atomic_store_n(&r[k], (addrmap_entry)((k == c ? first : rest) | (k == end ? tail_pages : 0)),
                          __ATOMIC_RELEASE);
@@ -504,17 +493,14 @@ unsigned addrmap_lookup(const void *p)
  * may map or unmap meanwhile. */
 bool addrmap_walk(bool (*fn)(segment_t *, void *), void *arg)
 {
-    addrmap_entry *r = addrmap_get(false);
-    if (!r)
+    uintptr_t lo, hi;
+    if (!addrmap_range(&lo, &hi))
         return true;
-    for (size_t w = 0; w < ADDRMAP_PAGES / 64; w++) {
-        for (uint64_t bits = atomic_load(&addrmap_marked[w]); bits; bits &= bits - 1) {
-            size_t first = (w * 64 + (size_t)__builtin_ctzll(bits)) * ADDRMAP_PER_PAGE;
-            for (size_t c = first; c < first + ADDRMAP_PER_PAGE; c++)
-                if ((r[c] & ADDRMAP_KIND) == CHUNK_HEADER &&
-                    !fn((segment_t *)(c << SEGMENT_SHIFT), arg))
-                    return false;
-        }
+    for (uintptr_t c = lo; c <= hi; c++) {
+        unsigned kind = addrmap_chunk(c);
+        if ((kind == CHUNK_HEADER || kind == CHUNK_HUGE) &&
+            !fn((segment_t *)(c << SEGMENT_SHIFT), arg))
+            return false;
     }
     return true;
 }
@@ -523,10 +509,12 @@ bool addrmap_walk(bool (*fn)(segment_t *, void *), void *arg)
 void addrmap_teardown(void)
 {
     addrmap_entry *r = atomic_exchange(&addrmap, NULL);
-    if (r)
-        os_unmap(r, ADDRMAP_CHUNKS * sizeof *r);
-    for (size_t w = 0; w < ADDRMAP_PAGES / 64; w++)
-        atomic_store(&addrmap_marked[w], 0);
+    if (r) {
+        count(&counters.munmap_calls, 1); /* not in bytes_mapped (NORESERVE) */
+        sys_call2(SYS_munmap, (long)r, (long)(ADDRMAP_CHUNKS * sizeof *r));
+    }
+    atomic_store(&addrmap_lo, UINTPTR_MAX);
+    atomic_store(&addrmap_hi, 0);
     atomic_store(&aligned_hint, 0);
 }
 

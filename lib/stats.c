@@ -35,6 +35,8 @@ static void walk_segment(struct emma_stats *s, const segment_t *seg)
     unsigned count = (unsigned)1 << (SEGMENT_SHIFT - kind_page_shift[kind]);
     unsigned used_pages = 0;
     s->segments++;
+    if (__atomic_load_n(&seg->flags, __ATOMIC_RELAXED) & SEG_PRIVATE)
+        s->private_segments++;
     for (unsigned i = 0; i < count; i++) {
         const page_t *page = &seg->pages[i];
         if (!__atomic_load_n(&page->in_use, __ATOMIC_RELAXED))
@@ -50,6 +52,8 @@ static void walk_segment(struct emma_stats *s, const segment_t *seg)
         if (live > capacity)
             live = capacity; /* read while the owner was changing it */
         struct emma_stats_class *k = &s->classes[c - 1];
+        if (__atomic_load_n(&seg->flags, __ATOMIC_RELAXED) & SEG_PRIVATE)
+            s->private_bytes_in_use += (size_t)live * k->block_size;
         k->blocks_in_use += live;
         k->blocks_free += capacity - live;
         k->pages++;
@@ -104,6 +108,7 @@ void stats_collect(struct emma_stats *s)
     }
     walk_segments(s);
     walk_heaps(s);
+    private_heap_stats(s);
 
     s->huge_blocks = atomic_load_explicit(&huge_stats_blocks, memory_order_relaxed);
     s->huge_bytes = atomic_load_explicit(&huge_stats_bytes, memory_order_relaxed);
@@ -181,6 +186,17 @@ int stats_print_fd(int fd, const struct emma_stats *s)
     out_u64(&o, s->heaps_reclaimed);
     out_str(&o, ", abandoned ");
     out_u64(&o, s->heaps_abandoned);
+    out_str(&o, "\n");
+    label(&o, "private heaps ");
+    out_u64_width(&o, s->private_heaps, 8);
+    out_str(&o, "       in use ");
+    out_human(&o, s->private_bytes_in_use, 0);
+    out_str(&o, ", free resident ");
+    out_human(&o, s->private_bytes_free_resident, 0);
+    out_str(&o, ", segments ");
+    out_u64(&o, s->private_segments);
+    out_str(&o, ", huge blocks ");
+    out_u64(&o, s->private_huge_blocks);
     out_str(&o, "\n");
     label(&o, "system calls  ");
     out_str(&o, "  mmap ");

@@ -165,7 +165,8 @@ typedef struct segment {
 
 /* segment_t.flags: a huge mapping advised to use transparent huge pages */
 #define SEG_THP 1
-/* segment_t.flags: a huge block of the private heap `origin` */
+/* segment_t.flags: a segment of a private heap, or a huge block of the
+ * private heap `origin` */
 #define SEG_PRIVATE 2
 
 /* Bytes of a segment header with `pages` pages, cache-line aligned. */
@@ -211,6 +212,7 @@ typedef struct heap {
     _Atomic uint8_t poisoned;            /* never adopt (state unknown) */
     struct heap *next_heap;              /* list of all heaps (heap.c) */
     uint8_t is_private;                  /* heap_private.c: never a thread's */
+    struct heap *prev_private;           /* private: list of them (with next_heap) */
     struct segment *all_segments;        /* private: every segment it maps */
     struct segment *huge_blocks;         /* private: its huge blocks */
 } heap_t;

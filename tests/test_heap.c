@@ -390,6 +390,35 @@ START_TEST(t_heap_many)
 }
 END_TEST
 
+/* emma_stats counts private heaps apart (and within the totals). */
+START_TEST(t_heap_stats)
+{
+    struct emma_stats s0, s1, s2;
+    ck_assert_int_eq(emma_stats(&s0, sizeof s0), 0);
+    emma_heap_t *h = emma_heap_new();
+    ck_assert_ptr_nonnull(h);
+    for (int i = 0; i < 1000; i++)
+        ck_assert_ptr_nonnull(emma_heap_alloc(h, 100, 16));
+    void *big = emma_heap_alloc(h, (size_t)3 << 20, 16);
+    ck_assert_ptr_nonnull(big);
+    ck_assert_int_eq(emma_stats(&s1, sizeof s1), 0);
+    ck_assert_uint_eq(s1.private_heaps, s0.private_heaps + 1);
+    ck_assert_uint_eq(s1.private_huge_blocks, s0.private_huge_blocks + 1);
+    ck_assert_uint_ge(s1.private_segments, s0.private_segments + 1);
+    /* 1000 blocks of 112 bytes and the huge block's usable size */
+    ck_assert_uint_ge(s1.private_bytes_in_use, s0.private_bytes_in_use + 1000 * 100 + (3 << 20));
+    ck_assert_uint_le(s1.private_bytes_in_use, s1.bytes_in_use);
+    ck_assert_uint_le(s1.private_segments, s1.segments);
+    emma_heap_destroy(h);
+    ck_assert_int_eq(emma_stats(&s2, sizeof s2), 0);
+    ck_assert_uint_eq(s2.private_heaps, s0.private_heaps);
+    ck_assert_uint_eq(s2.private_huge_blocks, s0.private_huge_blocks);
+    ck_assert_uint_eq(s2.private_segments, s0.private_segments);
+    ck_assert_uint_eq(s2.private_bytes_in_use, s0.private_bytes_in_use);
+    ck_assert_uint_eq(s2.huge_blocks, s0.huge_blocks);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* emma_teardown with live blocks: refused, nothing changes */
 
@@ -508,6 +537,7 @@ int main(void)
     tcase_add_test(t, t_heap_destroy_returns_all);
     tcase_add_test(t, t_heap_reset_reuses);
     tcase_add_test(t, t_heap_many);
+    tcase_add_test(t, t_heap_stats);
     tcase_add_test(t, t_teardown_busy);
 #if EMMA_CONFIG_CHECKS
     tcase_add_test(t, t_heap_free_after_destroy);
