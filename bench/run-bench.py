@@ -35,8 +35,6 @@ PEERS = [
     ("jemalloc", "libjemalloc2", "libjemalloc.so.2"),
     ("tcmalloc", "libtcmalloc-minimal4", "libtcmalloc_minimal.so.4"),
 ]
-APT_PACKAGES = ["libmimalloc2.0", "libjemalloc2", "libtcmalloc-minimal4",
-                "gnuplot-nox", "valgrind"]
 
 # Performance targets emma is tuned for (see README.md).
 TARGET_TIME = {"mimalloc": 0.95, "jemalloc": 0.90, "tcmalloc": 0.90}
@@ -358,28 +356,39 @@ def find_peer_lib(pkg, soname):
     return None
 
 
-def ensure_packages(args):
-    missing = []
-    for _, pkg, soname in PEERS:
-        if not find_peer_lib(pkg, soname):
-            missing.append(pkg)
+def missing_packages():
+    """Debian packages the harness would use but cannot find."""
+    missing = [pkg for _, pkg, soname in PEERS if not find_peer_lib(pkg, soname)]
     if not shutil.which("gnuplot"):
         missing.append("gnuplot-nox")
     if not shutil.which("valgrind"):
         missing.append("valgrind")
-    if not missing or args.no_install:
-        return
+    return missing
+
+
+def install_packages(missing):
+    """--install: apt-get install what is missing (needs root)."""
     if os.geteuid() != 0:
-        log("bench: missing %s; not root, so not installing them (run as root: "
-            "apt-get install -y %s)" % (", ".join(missing), " ".join(APT_PACKAGES)))
-        return
+        sys.exit("bench: --install needs root (missing: %s)" % ", ".join(missing))
     log("bench: installing %s with apt-get" % " ".join(missing))
-    cmd = ["apt-get", "install", "-y"] + APT_PACKAGES
+    cmd = ["apt-get", "install", "-y"] + missing
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
         subprocess.run(["apt-get", "update"], env=env, stdout=subprocess.DEVNULL)
         if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
             log("bench: apt-get install failed; going on with what is there")
+
+
+def check_packages(args):
+    """Say what is missing; install it only when asked to (--install)."""
+    missing = missing_packages()
+    if not missing:
+        return
+    if args.install:
+        install_packages(missing)
+    else:
+        log("bench: missing %s: left out (install them with apt-get install -y %s, "
+            "or run the harness as root with --install)" % (", ".join(missing), " ".join(missing)))
 
 
 def resolve_emma(path):
@@ -589,7 +598,10 @@ def main():
     ap.add_argument("--workloads", help="comma-separated subset of workloads")
     ap.add_argument("--baseline", default="emma", help="allocator the ratios are relative to")
     ap.add_argument("--no-callgrind", action="store_true")
-    ap.add_argument("--no-install", action="store_true", help="never run apt-get")
+    ap.add_argument("--install", action="store_true",
+                    help="apt-get install the missing peers, gnuplot-nox and valgrind (as root)")
+    ap.add_argument("--no-install", action="store_true",
+                    help="accepted for old command lines; installing needs --install")
     ap.add_argument("--timeout", type=int, default=None, help="seconds per run (default 120, quick 60)")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
     args = ap.parse_args()
@@ -605,7 +617,7 @@ def main():
 
     os.makedirs(args.out, exist_ok=True)
     runner = Runner(args)
-    ensure_packages(args)
+    check_packages(args)
 
     workloads = WORKLOADS
     if args.workloads:
