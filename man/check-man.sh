@@ -91,6 +91,29 @@ else
 	echo "note: $map not found, symbol coverage not checked"
 fi
 
+# Every environment variable emma reads (lib/options.c's table) has a tag
+# in emma(7)'s ENVIRONMENT section, and no ENVIRONMENT section names one
+# emma does not read.
+opts=$top_srcdir/lib/options.c
+if [ -f "$opts" ]; then
+	vars=$(sed -n 's/^ *{"\(EMMA_[A-Z_]*\)", OPT_.*/\1/p' "$opts")
+	[ -n "$vars" ] || problem "no EMMA_* variables found in $opts"
+	envsec=$(sed -n '/^\.SH ENVIRONMENT/,/^\.SH /p' "$srcdir/emma.7")
+	for v in $vars; do
+		printf '%s\n' "$envsec" | grep -q "^\.B $v\$" ||
+			problem "$v is read by emma but has no .B $v tag in emma(7) ENVIRONMENT"
+	done
+	for p in $real_pages; do
+		for v in $(sed -n '/^\.SH ENVIRONMENT/,/^\.SH /p' "$srcdir/$p" |
+			grep -o 'EMMA_[A-Z_]*' | sed 's/_$//' | sort -u); do
+			printf '%s\n' $vars | grep -qx "$v" ||
+				problem "$p's ENVIRONMENT names $v, which emma does not read"
+		done
+	done
+else
+	echo "note: $opts not found, environment variables not checked"
+fi
+
 # Cross-references to emma's own pages must resolve.
 for p in $real_pages; do
 	refs=$(grep -o '^\.BR emma[a-z_\\-]* ([1-9])' "$srcdir/$p" |
