@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <time.h>
 
 void cfree(void *ptr); /* glibc declares it no more */
 
@@ -180,6 +181,56 @@ START_TEST(t_stats_heaps)
 }
 END_TEST
 
+/* Walks race with other threads mapping and unmapping segments and huge
+ * blocks (emma_trim gives everything back each round): no snapshot may
+ * crash or report nonsense. */
+static volatile int churn_stop;
+
+static void *churn_thread(void *arg)
+{
+    uint64_t seed = (uint64_t)(uintptr_t)arg * 2654435761u + 1;
+    static __thread void *p[128];
+    while (!churn_stop) {
+        for (int i = 0; i < 128; i++) {
+            uint64_t r = tu_rand(&seed);
+            size_t sz = r % 3 == 0 ? (size_t)(r >> 20) % (2 * TU_MIB) + 1 : (size_t)(r >> 40) % 70000 + 1;
+            p[i] = malloc(sz);
+            TU_ASSERT(p[i] != NULL);
+            memset(p[i], 1, sz < 64 ? sz : 64);
+        }
+        for (int i = 0; i < 128; i++)
+            free(p[i]);
+        emma_trim();
+    }
+    return NULL;
+}
+
+START_TEST(t_stats_concurrent)
+{
+    enum { THREADS = 3 };
+    pthread_t t[THREADS];
+    churn_stop = 0;
+    for (uintptr_t i = 0; i < THREADS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, churn_thread, (void *)(i + 1)), 0);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long snapshots = 0;
+    do {
+        struct emma_stats s = snap();
+        TU_ASSERT(s.version == EMMA_STATS_VERSION && s.classes[0].block_size == 16);
+        TU_ASSERT(s.segments < 100000 && s.huge_blocks < 100000);
+        snapshots++;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < 1500);
+    churn_stop = 1;
+    for (int i = 0; i < THREADS; i++)
+        ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+    struct emma_stats s = snap();
+    ck_assert_uint_gt(s.munmap_calls, 0);
+    ck_assert_int_gt(snapshots, 10);
+}
+END_TEST
+
 START_TEST(t_stats_print)
 {
     int fds[2];
@@ -322,6 +373,7 @@ static Suite *stats_suite(void)
     tcase_add_test(t, t_stats_huge_and_purge);
     tcase_add_test(t, t_stats_heaps);
     tcase_add_test(t, t_stats_print);
+    tcase_add_test(t, t_stats_concurrent);
     suite_add_tcase(s, t);
     TCase *g = tcase_create("glibc");
     tcase_set_timeout(g, 20);
