@@ -170,7 +170,8 @@ def run_arena(runner, emma_lib, runs, mode, timeout):
             env.pop("BENCH_CHILD_PRELOAD", None)
             if preload:
                 env["BENCH_CHILD_PRELOAD"] = emma_lib
-            st, wall, rss, out, err = runner.measure(runner.argv(argv), env, timeout)
+            m = runner.measure(runner.argv(argv), env, timeout)
+            st, wall, rss, out, err = m["status"], m["wall"], m["rss"], m["out"], m["err"]
             rec = {"run": k + 1, "status": st, "wall": wall, "rss": rss,
                    "ops": parse_kv(out).get("ops"), "sum": parse_kv(out).get("sum")}
             raw.setdefault(name, []).append(rec)
@@ -272,7 +273,9 @@ class Runner:
         return env
 
     def measure(self, argv, env, timeout):
-        """Run argv through the C runner: (status, wall s, peak RSS KiB, stdout, stderr)."""
+        """Run argv through the C runner: a dict with status, wall (s), rss
+        (peak KiB), out, err and rusage (user_s, sys_s, minflt, nvcsw,
+        nivcsw; empty if the runner failed)."""
         fd, resfile = tempfile.mkstemp(prefix="bench-", dir=self.out)
         os.close(fd)
         try:
@@ -285,9 +288,10 @@ class Runner:
                     res[k] = v
         finally:
             os.unlink(resfile)
-        self.last_extra = {}
+        m = {"status": st, "wall": wall, "rss": rss, "out": out, "err": err, "rusage": {}}
         if st != "ok" or "status" not in res:
-            return ("runner failed: " + st, wall, rss, out, err)
+            m["status"] = "runner failed: " + st
+            return m
         rst = res["status"]
         if rst == "timeout":
             rst = "timeout after %ds" % timeout
@@ -295,9 +299,10 @@ class Runner:
             rst = "killed by signal " + rst.split()[1]
         elif rst.startswith("exit"):
             rst = "exit status " + rst.split()[1]
-        self.last_extra = {k: float(res.get(k, "nan"))
-                           for k in ("user_s", "sys_s", "minflt", "nvcsw", "nivcsw")}
-        return (rst, float(res["wall_s"]), int(res["maxrss_kib"]), out, err)
+        m.update(status=rst, wall=float(res["wall_s"]), rss=int(res["maxrss_kib"]),
+                 rusage={k: float(res.get(k, "nan"))
+                         for k in ("user_s", "sys_s", "minflt", "nvcsw", "nivcsw")})
+        return m
 
     def run(self, argv, env, timeout):
         """Run argv; return (status, wall seconds, ru_maxrss KiB, stdout, stderr)."""
@@ -583,7 +588,7 @@ def fmt_ratio(x):
     return "%.2f" % x
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description="emma benchmark harness (see bench/README.md)")
     ap.add_argument("--quick", action="store_true", help="small parameters, 2 runs")
     ap.add_argument("--runs", type=int, help="runs per allocator and workload (default 5, quick 2)")
@@ -604,48 +609,47 @@ def main():
                     help="accepted for old command lines; installing needs --install")
     ap.add_argument("--timeout", type=int, default=None, help="seconds per run (default 120, quick 60)")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    if args.list:
-        for w in WORKLOADS:
-            print("%-15s %s" % (w["name"], w["desc"]))
-        print("%-15s %s" % ("arena", ARENA_DESC))
-        return 0
-    runs = args.runs or (2 if args.quick else 5)
-    timeout = args.timeout or (60 if args.quick else 120)
-    mode = "quick" if args.quick else "full"
 
-    os.makedirs(args.out, exist_ok=True)
-    runner = Runner(args)
-    check_packages(args)
+def list_workloads():
+    for w in WORKLOADS:
+        print("%-15s %s" % (w["name"], w["desc"]))
+    print("%-15s %s" % ("arena", ARENA_DESC))
 
-    workloads = WORKLOADS
-    if args.workloads:
-        keep = args.workloads.split(",")
-        unknown = set(keep) - {w["name"] for w in WORKLOADS} - {"arena"}
-        if unknown:
-            sys.exit("bench: unknown workloads: %s" % ", ".join(sorted(unknown)))
-        workloads = [w for w in WORKLOADS if w["name"] in keep]
-    want_arena = not args.workloads or "arena" in args.workloads.split(",")
-    # generated input of the gcc workload
+
+def select_workloads(spec):
+    """(the WORKLOADS named in spec, or all; whether the arena runs)."""
+    if not spec:
+        return WORKLOADS, True
+    keep = spec.split(",")
+    unknown = set(keep) - {w["name"] for w in WORKLOADS} - {"arena"}
+    if unknown:
+        sys.exit("bench: unknown workloads: %s" % ", ".join(sorted(unknown)))
+    return [w for w in WORKLOADS if w["name"] in keep], "arena" in keep
+
+
+def make_inputs(runner):
+    """The generated C sources the gcc workload compiles."""
     gen = os.path.join(runner.srcdir, "gen_bigc.py")
     subprocess.run([sys.executable, gen, "250", os.path.join(runner.out, "big.c")], check=True)
     subprocess.run([sys.executable, gen, "40", os.path.join(runner.out, "small.c")], check=True)
 
-    allocs = build_allocators(args, runner)
-    names = [a["name"] for a in allocs]
-    if not allocs:
-        sys.exit("bench: no allocator to benchmark")
-    base = args.baseline if args.baseline in names else names[0]
-    if base != args.baseline:
-        log("bench: baseline %s missing; ratios are relative to %s" % (args.baseline, base))
 
-    header = []
-    header.append("emma benchmark, %s mode, %d run(s) per allocator and workload, %s"
-                  % (mode, runs, time.strftime("%Y-%m-%d %H:%M:%S")))
-    header.append("machine: %s, %d cores, kernel %s, load average at start %.2f"
-                  % (platform.machine(), os.cpu_count() or 0, platform.release(),
-                     os.getloadavg()[0]))
+def choose_baseline(wanted, names):
+    base = wanted if wanted in names else names[0]
+    if base != wanted:
+        log("bench: baseline %s missing; ratios are relative to %s" % (wanted, base))
+    return base
+
+
+def report_header(runner, allocs, mode, runs):
+    """The lines saying what ran where (logged at once, and the report's top)."""
+    header = ["emma benchmark, %s mode, %d run(s) per allocator and workload, %s"
+              % (mode, runs, time.strftime("%Y-%m-%d %H:%M:%S")),
+              "machine: %s, %d cores, kernel %s, load average at start %.2f"
+              % (platform.machine(), os.cpu_count() or 0, platform.release(),
+                 os.getloadavg()[0])]
     try:
         desc = subprocess.run(["git", "-C", runner.srcdir, "describe", "--always", "--dirty"],
                               capture_output=True, text=True, check=False).stdout.strip()
@@ -657,11 +661,30 @@ def main():
         header.append("  %-9s %s" % (a["name"], a["lib"] or "(no preload: glibc malloc)"))
     for h in header:
         log(h)
+    return header
 
-    # ---- timed runs, interleaved: run k of every allocator before run k+1
-    raw = {}        # (w, a) -> list of dicts
-    failed = {}     # (w, a) -> reason
-    t_start = time.time()
+
+def timed_run(runner, w, a, k, mode, timeout):
+    """Run k of workload w with allocator a: the record of the run."""
+    m = runner.measure(runner.argv(w[mode]), runner.env(a, w["env"], True), timeout)
+    kv = parse_kv(m["out"])
+    st = m["status"]
+    if st == "ok" and w["ops"] and "ops" not in kv:
+        st = "no ops line in output"
+    rec = {"run": k + 1, "status": st, "wall": m["wall"], "rss": m["rss"],
+           "ops": kv.get("ops"), "peak_live": kv.get("peak_live"),
+           "misaligned": kv.get("misaligned"), "load": os.getloadavg()[0],
+           "err": m["err"]}
+    rec.update(m["rusage"])
+    return rec
+
+
+def timed_runs(runner, allocs, workloads, runs, mode, timeout):
+    """Interleaved: run k of every allocator before run k + 1, the
+    allocators' order rotating.  Returns (raw: (workload, allocator) ->
+    records, failed: (workload, allocator) -> reason)."""
+    raw = {}
+    failed = {}
     for k in range(runs):
         for w in workloads:
             order = allocs[k % len(allocs):] + allocs[:k % len(allocs)]
@@ -669,32 +692,20 @@ def main():
                 key = (w["name"], a["name"])
                 if key in failed:
                     continue
-                st, wall, rss, out, err = runner.measure(runner.argv(w[mode]),
-                                                         runner.env(a, w["env"], True),
-                                                         timeout)
-                kv = parse_kv(out)
-                if st == "ok" and w["ops"] and "ops" not in kv:
-                    st = "no ops line in output"
-                rec = {"run": k + 1, "status": st, "wall": wall, "rss": rss,
-                       "ops": kv.get("ops"), "peak_live": kv.get("peak_live"),
-                       "misaligned": kv.get("misaligned"),
-                       "load": os.getloadavg()[0]}
-                rec.update(runner.last_extra)
+                rec = timed_run(runner, w, a, k, mode, timeout)
                 raw.setdefault(key, []).append(rec)
-                if st != "ok":
-                    tail = " | ".join(err.strip().splitlines()[-2:])
-                    failed[key] = "%s (%s)" % (st, tail) if tail else st
+                if rec["status"] != "ok":
+                    tail = " | ".join(rec["err"].strip().splitlines()[-2:])
+                    failed[key] = "%s (%s)" % (rec["status"], tail) if tail else rec["status"]
                     log("bench: FAIL %s with %s: %s" % (w["name"], a["name"], failed[key]))
                 else:
                     log("bench: run %d/%d %-15s %-9s %7.3f s %8.1f MiB"
-                        % (k + 1, runs, w["name"], a["name"], wall, rss / 1024))
-    arena_raw = {}
-    if want_arena:
-        emma_arena = next((a["lib"] for a in allocs if a["name"] == "emma"), None)
-        arena_raw = run_arena(runner, emma_arena, runs, mode, timeout)
-    t_timed = time.time() - t_start
+                        % (k + 1, runs, w["name"], a["name"], rec["wall"], rec["rss"] / 1024))
+    return raw, failed
 
-    # ---- medians
+
+def medians(raw, failed, workloads, allocs):
+    """(workload, allocator) -> medians of the successful runs."""
     med = {}
     for w in workloads:
         for a in allocs:
@@ -711,52 +722,62 @@ def main():
                         "minflt": median([r.get("minflt", float("nan")) for r in recs]),
                         "ops": recs[0]["ops"], "peak_live": recs[0]["peak_live"],
                         "misaligned": max((r["misaligned"] or 0) for r in recs)}
+    return med
 
-    # ---- callgrind
-    cg = {}
-    if not args.no_callgrind:
-        if shutil.which("valgrind"):
-            cg = run_callgrind(runner, allocs, workloads, args.quick, timeout * 10)
-        else:
-            log("bench: valgrind not found: no instruction counts")
 
-    # ---- report
-    lines = list(header)
-    others = [n for n in names if n != base]
+class Results:
+    """Everything measured, and the ratios to the baseline."""
 
-    def ratio(wn, an, field):
-        a = med.get((wn, an))
-        b = med.get((wn, base))
+    def __init__(self, workloads, allocs, base, raw, failed, cg, arena_raw):
+        self.workloads = workloads
+        self.allocs = allocs
+        self.names = [a["name"] for a in allocs]
+        self.base = base
+        self.others = [n for n in self.names if n != base]
+        self.raw = raw
+        self.failed = failed
+        self.med = medians(raw, failed, workloads, allocs)
+        self.cg = cg
+        self.arena_raw = arena_raw
+
+    def ratio(self, wn, an, field):
+        a = self.med.get((wn, an))
+        b = self.med.get((wn, self.base))
         if not a or not b or not b[field]:
             return None
         return a[field] / b[field]
 
-    lines.append("")
-    lines.append("Median wall time and median peak RSS; other allocators as ratios %s/%s"
-                 % ("X", base))
-    lines.append("(ratio > 1: X is slower / uses more memory than %s).  'best' = %s's "
-                 "time / the fastest allocator's;" % (base, base))
-    lines.append("'+-' = (max - min) / median of %s's run times; 'sys' = %s's system "
-                 "time share of its CPU time." % (base, base))
-    col = 9
+
+COL = 9
+
+
+def time_rss_table(res):
+    """The main table.  Returns (lines, geomean time ratios, geomean RSS
+    ratios, [(workload, baseline time / fastest time)])."""
+    base, others, med = res.base, res.others, res.med
+    lines = ["", "Median wall time and median peak RSS; other allocators as ratios %s/%s"
+             % ("X", base),
+             "(ratio > 1: X is slower / uses more memory than %s).  'best' = %s's "
+             "time / the fastest allocator's;" % (base, base),
+             "'+-' = (max - min) / median of %s's run times; 'sys' = %s's system "
+             "time share of its CPU time." % (base, base)]
     h1 = "%-15s | %8s %4s %4s %s %6s | %8s %s" % (
-        "workload", base + " s", "+-", "sys", "".join("%*s" % (col, n) for n in others),
-        "best", base + " MiB", "".join("%*s" % (col, n) for n in others))
-    lines.append(h1)
-    lines.append("-" * len(h1))
+        "workload", base + " s", "+-", "sys", "".join("%*s" % (COL, n) for n in others),
+        "best", base + " MiB", "".join("%*s" % (COL, n) for n in others))
+    lines += [h1, "-" * len(h1)]
     time_r = {n: [] for n in others}
     rss_r = {n: [] for n in others}
     worst = []
     notes = []
-    for w in workloads:
+    for w in res.workloads:
         wn = w["name"]
         b = med.get((wn, base))
         trow, rrow = [], []
         for n in others:
-            tr, rr = ratio(wn, n, "wall"), ratio(wn, n, "rss")
-            bad = "FAIL" if (wn, n) in failed else "-"
-            trow.append("%*s" % (col, fmt_ratio(tr) if tr is not None else bad))
-            rrow.append("%*s" % (col, fmt_ratio(rr) if rr is not None else bad))
+            tr, rr = res.ratio(wn, n, "wall"), res.ratio(wn, n, "rss")
+            bad = "FAIL" if (wn, n) in res.failed else "-"
+            trow.append("%*s" % (COL, fmt_ratio(tr) if tr is not None else bad))
+            rrow.append("%*s" % (COL, fmt_ratio(rr) if rr is not None else bad))
             if tr is not None:
                 time_r[n].append(tr)
             if rr is not None:
@@ -773,7 +794,7 @@ def main():
         lines.append("%-15s | %8s %4s %4s %s %6s | %8s %s" % (
             wn, "%.3f" % b["wall"] if b else "FAIL", spread, sysp, "".join(trow), best,
             "%.1f" % (b["rss"] / 1024) if b else "FAIL", "".join(rrow)))
-        for n in names:
+        for n in res.names:
             m = med.get((wn, n))
             if m and m["misaligned"]:
                 notes.append("%s: %s returned %d misaligned blocks (an allocator bug)"
@@ -782,123 +803,141 @@ def main():
     gt = {n: geomean(time_r[n]) for n in others}
     gr = {n: geomean(rss_r[n]) for n in others}
     lines.append("%-15s | %8s %4s %4s %s %6s | %8s %s" % (
-        "geomean", "1", "", "", "".join("%*s" % (col, fmt_ratio(gt[n])) for n in others), "",
-        "1", "".join("%*s" % (col, fmt_ratio(gr[n])) for n in others)))
-    for (wn, an), why in sorted(failed.items()):
+        "geomean", "1", "", "", "".join("%*s" % (COL, fmt_ratio(gt[n])) for n in others), "",
+        "1", "".join("%*s" % (COL, fmt_ratio(gr[n])) for n in others)))
+    for (wn, an), why in sorted(res.failed.items()):
         notes.append("%s with %s failed: %s" % (wn, an, why))
     if notes:
         lines.append("")
         lines.extend("note: " + n for n in notes)
+    return lines, gt, gr, worst
 
-    # page faults: where allocators hand memory back and fault it in again
-    lines.append("")
-    lines.append("Minor page faults per run (median, thousands; from the runner's rusage):")
-    lines.append("%-15s %s" % ("workload", "".join("%*s" % (col + 1, n) for n in names)))
-    for w in workloads:
+
+def fault_table(res):
+    """Page faults: where allocators hand memory back and fault it in again."""
+    lines = ["", "Minor page faults per run (median, thousands; from the runner's rusage):",
+             "%-15s %s" % ("workload", "".join("%*s" % (COL + 1, n) for n in res.names))]
+    for w in res.workloads:
         cells = []
-        for n in names:
-            m = med.get((w["name"], n))
+        for n in res.names:
+            m = res.med.get((w["name"], n))
             f = m["minflt"] if m else float("nan")
-            cells.append("%*s" % (col + 1, "%.0f" % (f / 1000) if math.isfinite(f) else "-"))
+            cells.append("%*s" % (COL + 1, "%.0f" % (f / 1000) if math.isfinite(f) else "-"))
         lines.append("%-15s %s" % (w["name"], "".join(cells)))
+    return lines
 
-    # fragmentation
+
+def frag_ratios(res):
+    """allocator -> peak RSS / peak live bytes of the frag workload."""
     frag = {}
-    for n in names:
-        m = med.get(("frag", n))
+    for n in res.names:
+        m = res.med.get(("frag", n))
         if m and m["peak_live"]:
             frag[n] = m["rss"] * 1024 / m["peak_live"]
-    if frag:
-        live = next(med[("frag", n)]["peak_live"] for n in frag)
-        lines.append("")
-        lines.append("frag: peak live %.1f MiB; peak RSS / peak live: %s" % (
-            live / MIB, "  ".join("%s %.2f" % (n, frag[n]) for n in names if n in frag)))
+    return frag
 
-    # instructions per op
-    cgw = [w["name"] for w in workloads if (w["name"], names[0]) in cg]
-    if cg:
-        lines.append("")
-        lines.append("Instructions per op (callgrind; (Ir(n)-Ir(n0))/(ops(n)-ops(n0)), see README):")
-        lines.append("  whole program / outside the benchmark's own code (= in the allocator)")
-        hh = "%-15s %s" % ("workload", "".join("%*s" % (col + 6, n) for n in names))
-        lines.append(hh)
-        for wn in cgw:
-            cells = []
-            for n in names:
-                r = cg.get((wn, n))
-                cells.append("%*s" % (col + 6, "%s / %s" % (fmt_count(r["per_op"]),
-                                                            fmt_count(r["lib_per_op"]))
-                                      if r and r["status"] == "ok" else "FAIL"))
-            lines.append("%-15s %s" % (wn, "".join(cells)))
 
-    if arena_raw:
-        lines.extend(arena_report(arena_raw))
+def frag_lines(res, frag):
+    if not frag:
+        return []
+    live = next(res.med[("frag", n)]["peak_live"] for n in frag)
+    return ["", "frag: peak live %.1f MiB; peak RSS / peak live: %s" % (
+        live / MIB, "  ".join("%s %.2f" % (n, frag[n]) for n in res.names if n in frag))]
 
-    # targets
-    lines.append("")
-    lines.append("Targets (emma):")
+
+def callgrind_table(res):
+    if not res.cg:
+        return []
+    names = res.names
+    lines = ["", "Instructions per op (callgrind; (Ir(n)-Ir(n0))/(ops(n)-ops(n0)), see README):",
+             "  whole program / outside the benchmark's own code (= in the allocator)",
+             "%-15s %s" % ("workload", "".join("%*s" % (COL + 6, n) for n in names))]
+    for wn in [w["name"] for w in res.workloads if (w["name"], names[0]) in res.cg]:
+        cells = []
+        for n in names:
+            r = res.cg.get((wn, n))
+            cells.append("%*s" % (COL + 6, "%s / %s" % (fmt_count(r["per_op"]),
+                                                        fmt_count(r["lib_per_op"]))
+                                  if r and r["status"] == "ok" else "FAIL"))
+        lines.append("%-15s %s" % (wn, "".join(cells)))
+    return lines
+
+
+def target_lines(res, gt, gr, worst, frag):
+    """Which of emma's performance targets the run met."""
+    lines = ["", "Targets (emma):"]
     tres = []
 
     def target(ok, text):
         tres.append(ok)
         lines.append("  [%s] %s" % ("MET   " if ok else "MISSED" if ok is not None else "N/A   ", text))
 
-    if base != "emma":
+    if res.base != "emma":
         lines.append("  (not evaluated: emma is not the baseline)")
+        return lines
+    for peer, lim in TARGET_TIME.items():
+        if peer in gt and math.isfinite(gt[peer]):
+            v = 1 / gt[peer]
+            target(v <= lim, "time geomean emma/%s = %.3f (target <= %.2f)" % (peer, v, lim))
+        else:
+            target(None, "time geomean vs %s: no data" % peer)
+    bad = [(wn, r) for wn, r in worst if r > TARGET_WORST]
+    failed_emma = [wn for (wn, an) in res.failed if an == "emma"]
+    target(not bad and not failed_emma and bool(worst),
+           "no workload slower than %.2fx the best: %s" % (
+               TARGET_WORST,
+               "worst %s %.2fx" % max(worst, key=lambda x: x[1]) if worst else "no data")
+           + ("; over: " + ", ".join("%s %.2fx" % x for x in bad) if bad else "")
+           + ("; failed: " + ", ".join(failed_emma) if failed_emma else ""))
+    if TARGET_RSS_VS in gr and math.isfinite(gr[TARGET_RSS_VS]):
+        v = 1 / gr[TARGET_RSS_VS]
+        target(v <= 1.0, "peak RSS geomean emma/%s = %.3f (target <= 1.00)" % (TARGET_RSS_VS, v))
     else:
-        for peer, lim in TARGET_TIME.items():
-            if peer in gt and math.isfinite(gt[peer]):
-                v = 1 / gt[peer]
-                target(v <= lim, "time geomean emma/%s = %.3f (target <= %.2f)" % (peer, v, lim))
-            else:
-                target(None, "time geomean vs %s: no data" % peer)
-        bad = [(wn, r) for wn, r in worst if r > TARGET_WORST]
-        failed_emma = [wn for (wn, an) in failed if an == "emma"]
-        target(not bad and not failed_emma and bool(worst),
-               "no workload slower than %.2fx the best: %s" % (
-                   TARGET_WORST,
-                   "worst %s %.2fx" % max(worst, key=lambda x: x[1]) if worst else "no data")
-               + ("; over: " + ", ".join("%s %.2fx" % x for x in bad) if bad else "")
-               + ("; failed: " + ", ".join(failed_emma) if failed_emma else ""))
-        if TARGET_RSS_VS in gr and math.isfinite(gr[TARGET_RSS_VS]):
-            v = 1 / gr[TARGET_RSS_VS]
-            target(v <= 1.0, "peak RSS geomean emma/%s = %.3f (target <= 1.00)" % (TARGET_RSS_VS, v))
-        else:
-            target(None, "peak RSS geomean vs %s: no data" % TARGET_RSS_VS)
-        if "emma" in frag:
-            target(frag["emma"] <= TARGET_FRAG, "frag peak RSS / peak live = %.2f (target <= %.2f)"
-                   % (frag["emma"], TARGET_FRAG))
-        else:
-            target(None, "frag: no data")
-        e = cg.get((TARGET_IPO_WORKLOAD, "emma"))
-        m = cg.get((TARGET_IPO_WORKLOAD, "mimalloc"))
-        if e and m and e["status"] == "ok" and m["status"] == "ok":
-            target(e["lib_per_op"] < m["lib_per_op"],
-                   "instructions per malloc+free in the allocator (%s): emma %.1f vs "
-                   "mimalloc %.1f (target: fewer; whole program %.1f vs %.1f)"
-                   % (TARGET_IPO_WORKLOAD, e["lib_per_op"], m["lib_per_op"],
-                      e["per_op"], m["per_op"]))
-        else:
-            target(None, "instructions per malloc+free: no callgrind data")
-        lines.append("  %d of %d targets met" % (sum(1 for t in tres if t), len(tres)))
-    lines.append("")
-    lines.append("timed runs took %.0f s; results in %s" % (t_timed, runner.out))
+        target(None, "peak RSS geomean vs %s: no data" % TARGET_RSS_VS)
+    if "emma" in frag:
+        target(frag["emma"] <= TARGET_FRAG, "frag peak RSS / peak live = %.2f (target <= %.2f)"
+               % (frag["emma"], TARGET_FRAG))
+    else:
+        target(None, "frag: no data")
+    e = res.cg.get((TARGET_IPO_WORKLOAD, "emma"))
+    m = res.cg.get((TARGET_IPO_WORKLOAD, "mimalloc"))
+    if e and m and e["status"] == "ok" and m["status"] == "ok":
+        target(e["lib_per_op"] < m["lib_per_op"],
+               "instructions per malloc+free in the allocator (%s): emma %.1f vs "
+               "mimalloc %.1f (target: fewer; whole program %.1f vs %.1f)"
+               % (TARGET_IPO_WORKLOAD, e["lib_per_op"], m["lib_per_op"],
+                  e["per_op"], m["per_op"]))
+    else:
+        target(None, "instructions per malloc+free: no callgrind data")
+    lines.append("  %d of %d targets met" % (sum(1 for t in tres if t), len(tres)))
+    return lines
 
-    report = "\n".join(lines) + "\n"
-    with open(os.path.join(runner.out, "report.txt"), "w") as f:
-        f.write(report)
 
-    # ---- CSV: raw runs, medians, callgrind
-    with open(os.path.join(runner.out, "results.csv"), "w", newline="") as f:
+def build_report(res, header, t_timed, out):
+    lines = list(header)
+    table, gt, gr, worst = time_rss_table(res)
+    frag = frag_ratios(res)
+    lines += table + fault_table(res) + frag_lines(res, frag) + callgrind_table(res)
+    if res.arena_raw:
+        lines.extend(arena_report(res.arena_raw))
+    lines += target_lines(res, gt, gr, worst, frag)
+    lines += ["", "timed runs took %.0f s; results in %s" % (t_timed, out)]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(res, path):
+    """Raw runs, medians, arena runs, callgrind counts."""
+    base = res.base
+    with open(path, "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(["kind", "workload", "allocator", "run", "status", "wall_s",
                      "maxrss_kib", "ops", "peak_live_bytes", "time_ratio_to_" + base,
                      "rss_ratio_to_" + base, "instructions", "instructions_per_op",
                      "allocator_instructions_per_op", "user_s", "sys_s", "minflt",
                      "nvcsw", "nivcsw", "loadavg"])
-        for w in workloads:
-            for a in allocs:
-                for r in raw.get((w["name"], a["name"]), []):
+        for w in res.workloads:
+            for a in res.allocs:
+                for r in res.raw.get((w["name"], a["name"]), []):
                     wr.writerow(["run", w["name"], a["name"], r["run"], r["status"],
                                  "%.4f" % r["wall"], r["rss"], r["ops"] or "",
                                  r["peak_live"] or "", "", "", "", "", "",
@@ -907,36 +946,80 @@ def main():
                                  "%.0f" % r["nvcsw"] if "nvcsw" in r else "",
                                  "%.0f" % r["nivcsw"] if "nivcsw" in r else "",
                                  "%.2f" % r["load"]])
-        for w in workloads:
-            for a in allocs:
-                m = med.get((w["name"], a["name"]))
+        for w in res.workloads:
+            for a in res.allocs:
+                m = res.med.get((w["name"], a["name"]))
                 if not m:
                     continue
-                tr, rr = ratio(w["name"], a["name"], "wall"), ratio(w["name"], a["name"], "rss")
+                tr = res.ratio(w["name"], a["name"], "wall")
+                rr = res.ratio(w["name"], a["name"], "rss")
                 wr.writerow(["median", w["name"], a["name"], "", "ok", "%.4f" % m["wall"],
                              "%.0f" % m["rss"], m["ops"] or "", m["peak_live"] or "",
                              "%.4f" % tr if tr else "", "%.4f" % rr if rr else "", "", "", "",
                              "%.4f" % m["user"], "%.4f" % m["sys"], "%.0f" % m["minflt"],
                              "", "", ""])
-        for name, recs in arena_raw.items():
+        for name, recs in res.arena_raw.items():
             for r in recs:
                 wr.writerow(["arena", "arena", name, r["run"], r["status"], "%.4f" % r["wall"],
                              r["rss"], r["ops"] or "", "", "", "", "", "", "", "", "", "",
                              "", "", ""])
-        for (wn, an), r in sorted(cg.items()):
+        for (wn, an), r in sorted(res.cg.items()):
             wr.writerow(["callgrind", wn, an, "", r["status"], "", "", r.get("ops", ""), "",
                          "", "", r.get("ir", ""),
                          "%.2f" % r["per_op"] if r["status"] == "ok" else "",
                          "%.2f" % r["lib_per_op"] if r["status"] == "ok" else "",
                          "", "", "", "", "", ""])
 
-    # ---- plot
-    plot(runner.out, workloads, others, base, ratio)
+
+def main():
+    args = parse_args()
+    if args.list:
+        list_workloads()
+        return 0
+    runs = args.runs or (2 if args.quick else 5)
+    timeout = args.timeout or (60 if args.quick else 120)
+    mode = "quick" if args.quick else "full"
+
+    os.makedirs(args.out, exist_ok=True)
+    runner = Runner(args)
+    check_packages(args)
+    workloads, want_arena = select_workloads(args.workloads)
+    make_inputs(runner)
+    allocs = build_allocators(args, runner)
+    if not allocs:
+        sys.exit("bench: no allocator to benchmark")
+    base = choose_baseline(args.baseline, [a["name"] for a in allocs])
+    header = report_header(runner, allocs, mode, runs)
+
+    t_start = time.time()
+    raw, failed = timed_runs(runner, allocs, workloads, runs, mode, timeout)
+    arena_raw = {}
+    if want_arena:
+        emma_arena = next((a["lib"] for a in allocs if a["name"] == "emma"), None)
+        arena_raw = run_arena(runner, emma_arena, runs, mode, timeout)
+    t_timed = time.time() - t_start
+
+    cg = {}
+    if args.no_callgrind:
+        pass
+    elif shutil.which("valgrind"):
+        cg = run_callgrind(runner, allocs, workloads, args.quick, timeout * 10)
+    else:
+        log("bench: valgrind not found: no instruction counts")
+
+    res = Results(workloads, allocs, base, raw, failed, cg, arena_raw)
+    report = build_report(res, header, t_timed, runner.out)
+    with open(os.path.join(runner.out, "report.txt"), "w") as f:
+        f.write(report)
+    write_csv(res, os.path.join(runner.out, "results.csv"))
+    plot(runner.out, res)
     print(report, end="")
     return 0
 
 
-def plot(out, workloads, others, base, ratio):
+def plot(out, res):
+    """ratios.png: time and RSS ratios per workload (gnuplot)."""
+    workloads, others, base, ratio = res.workloads, res.others, res.base, res.ratio
     if not shutil.which("gnuplot") or not others:
         log("bench: gnuplot not found or nothing to compare: no plot")
         return
