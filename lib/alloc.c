@@ -21,7 +21,7 @@ void mem_zero(void *dst, size_t n)
  * remote frees, blocks not carved yet, or blocks sparse.c purged. */
 static void *page_take(page_t *page)
 {
-    if (page->free)
+    if (page->free != PAGE_END(page))
         return page_pop(page);
     if (page->local_free) {
         page->free = page->local_free;
@@ -76,15 +76,9 @@ static void *alloc_class(heap_t *h, unsigned c)
     return page_pop(page);
 }
 
-void *alloc_generic(heap_t *h, size_t size, size_t align)
+/* Allocation from h, inside its slow path (or under its lock). */
+static void *alloc_in(heap_t *h, size_t size, size_t align)
 {
-    if (config_tls && unlikely(h == &heap_empty)) {
-        h = heap_acquire_for_thread();
-        if (!h) {
-            os_set_errno(EMMA_ENOMEM);
-            return NULL;
-        }
-    }
     if (align <= MIN_ALIGN && size <= LARGE_MAX) {
         /* The class queue's first page: the fast path of sizes above the
          * direct table, and a second look for direct sizes (a heap just
@@ -94,18 +88,56 @@ void *alloc_generic(heap_t *h, size_t size, size_t align)
         if (b)
             return b;
     }
+    if (unlikely(size > MAX_REQUEST))
+        return NULL;
+    if (size > LARGE_MAX || align > LARGE_MAX)
+        return unlikely(h->is_private) ? private_huge_alloc(h, size, align)
+                                       : huge_alloc(size, align, false);
+    heap_collect_remote(h);
+    return alloc_class(h, class_for(size, align));
+}
+
+#if EMMA_CONFIG_TLS
+/* A signal handler that interrupted a slow path of this thread's heap:
+ * allocate from a spare heap, never from the interrupted one. */
+static void *alloc_spare(size_t size, size_t align)
+{
+    heap_t *s = heap_lock_spare();
+    if (!s)
+        return NULL;
+    heap_t *saved = tls_slow_heap;
+    tls_slow_heap = NULL; /* no huge cache: its owner may be mid-update */
+    void *p = alloc_in(s, size, align);
+    tls_slow_heap = saved;
+    heap_unlock(s);
+    return p;
+}
+#endif
+
+void *alloc_generic(size_t size, size_t align, heap_t *h)
+{
     void *p;
-    if (unlikely(size > MAX_REQUEST)) {
-        p = NULL;
-    } else if (size > LARGE_MAX || align > LARGE_MAX) {
-        p = unlikely(h->is_private) ? private_huge_alloc(h, size, align)
-                                    : huge_alloc(size, align, false);
-    } else {
-        h->busy = 1;
-        heap_collect_remote(h);
-        p = alloc_class(h, class_for(size, align));
-        h->busy = 0;
+#if EMMA_CONFIG_TLS
+    if (unlikely(h == &heap_busy)) {
+        p = alloc_spare(size, align);
+        goto out;
     }
+    if (unlikely(h == &heap_empty)) {
+        tls_heap = &heap_busy; /* a handler meanwhile takes a spare heap */
+        h = heap_acquire_for_thread();
+        if (!h) {
+            tls_heap = &heap_empty;
+            os_set_errno(EMMA_ENOMEM);
+            return NULL;
+        }
+    }
+#endif
+    slow_state st = slow_enter(h);
+    p = alloc_in(h, size, align);
+    slow_leave(h, st);
+#if EMMA_CONFIG_TLS
+out:
+#endif
     if (unlikely(!p))
         os_set_errno(EMMA_ENOMEM);
     return p;
@@ -134,7 +166,10 @@ static void *alloc_any(size_t size, size_t align)
 void *alloc_zeroed(size_t size, size_t align)
 {
     if (size > LARGE_MAX || align > LARGE_MAX) {
+        slow_state st;
+        heap_t *h = slow_enter_self(&st);
         void *p = size > MAX_REQUEST ? NULL : huge_alloc(size, align, true);
+        slow_leave_self(h, st);
         if (!p)
             os_set_errno(EMMA_ENOMEM);
         return p; /* fresh mappings are zero: touch nothing */
@@ -148,7 +183,7 @@ void *alloc_zeroed(size_t size, size_t align)
 /* Resize p (already validated) to new_size bytes aligned to align: in
  * private heap h (called by h's user), or for h NULL moving it, if it must
  * move, to the calling thread's heap. */
-void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align)
+void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align, const char *func)
 {
     if (new_size > MAX_REQUEST) {
         os_set_errno(EMMA_ENOMEM);
@@ -178,8 +213,8 @@ void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align)
     if (config_checks)
         check_mark_free(p);
     if (h)
-        heap_free_block(h, p);
+        heap_free_block(h, p, func);
     else
-        free_validated(p);
+        free_validated(p, func);
     return q;
 }

@@ -9,17 +9,81 @@
 
 #include "internal.h"
 
+/* ------------------------------------------------------------------ */
+/* Async-signal safety (TLS).  A signal handler that allocates runs on the
+ * thread it interrupted, between two of its instructions, never inside
+ * one.  So with TLS the owner's list operations commit with one
+ * instruction each, without a LOCK prefix (nothing else on another CPU
+ * touches these fields): a cmpxchg on page->free, an add or xadd on
+ * page->used.  A pop first counts its block in `used` (so that a handler
+ * freeing the page's other blocks cannot retire the page under it), then
+ * takes the whole list by swapping its head for PAGE_END, then puts the
+ * rest back: a handler that finds the list parked goes to the slow path,
+ * and one that allocated and freed the very head meanwhile cannot make the
+ * pop take a block twice (no ABA: the list is never read while another
+ * pop owns it).  Blocks a handler frees into that page while the pop
+ * holds its list are left off it until the page empties (a rare, bounded
+ * leak, never a double allocation).  Slow paths mark the heap busy
+ * instead (internal.h: slow_enter).  Without TLS the heap lock does all
+ * this, and plain loads and stores do. */
+
+#if EMMA_CONFIG_HARDENING
+#define LINK_DECODE_ASM(reg) "xorq %[key], %" reg "\n\t"
+#else
+#define LINK_DECODE_ASM(reg) ""
+#endif
+
+/* b = a block off page's list (counted in page->used); goto empty when the
+ * list is empty or parked by an interrupted pop.  In order: read the head,
+ * count the block, take the whole list (cmpxchg head -> PAGE_END), put the
+ * rest back.  A failed take (a handler changed the list meanwhile) uncounts
+ * and starts again, out of line. */
+#define PAGE_POP_TLS(page, b, empty)                                            \
+    do {                                                                        \
+        block_t *next_;                                                         \
+        __asm__ volatile goto("1:\n\t"                                                   \
+                     "movq (%[pg]), %[b]\n\t"                                   \
+                     "cmpq %[b], %[pg]\n\t"                                     \
+                     "je %l[" #empty "]\n\t"                                    \
+                     "addl $1, %c[used](%[pg])\n\t"                             \
+                     "cmpxchgq %[pg], (%[pg])\n\t"                              \
+                     "jne 2f\n\t"                                               \
+                     "movq (%[b]), %[nx]\n\t"                                   \
+                     LINK_DECODE_ASM("[nx]")                                     \
+                     "movq %[nx], (%[pg])\n\t"                                  \
+                     "prefetcht0 (%[nx])\n\t"                                   \
+                     ".pushsection .text.unlikely,\"ax\",@progbits\n"           \
+                     "2:\n\t"                                                   \
+                     "subl $1, %c[used](%[pg])\n\t"                             \
+                     "jmp 1b\n\t"                                               \
+                     ".popsection"                                              \
+                     : [b] "=&a"(b), [nx] "=&r"(next_)                          \
+                     : [pg] "r"(page), [used] "i"(offsetof(page_t, used)),      \
+                       [key] "m"(list_key)                                      \
+                     : "memory", "cc"                                           \
+                     : empty);                                                  \
+    } while (0)
+
 static inline void *page_pop(page_t *page)
 {
-    block_t *b = page->free;
-    if (likely(b != NULL)) {
-        page->free = b->next;
-        /* the next block is likely cold (freed long ago, or by another
-         * thread), and its link is the first thing the next pop reads */
-        __builtin_prefetch(b->next, 1);
-        page->used++;
+    block_t *b;
+    if (config_tls) {
+        PAGE_POP_TLS(page, b, empty);
         check_mark_allocated(b);
+        return b;
+    empty:
+        return NULL;
     }
+    b = page->free;
+    if (unlikely(b == PAGE_END(page)))
+        return NULL;
+    block_t *next = link_get(b);
+    page->free = next;
+    /* the next block is likely cold (freed long ago, or by another thread),
+     * and its link is the first thing the next pop reads */
+    __builtin_prefetch(next, 1);
+    page->used++;
+    check_mark_allocated(b);
     return b;
 }
 
@@ -27,17 +91,26 @@ static inline void *page_pop(page_t *page)
 static inline void *heap_alloc(heap_t *h, size_t size)
 {
     if (likely(size <= DIRECT_MAX)) {
-        void *b = page_pop(h->direct[(size + MIN_ALIGN - 1) / MIN_ALIGN]);
-        if (likely(b != NULL))
+        page_t *page = h->direct[(size + MIN_ALIGN - 1) / MIN_ALIGN];
+        if (config_tls) {
+            block_t *b;
+            PAGE_POP_TLS(page, b, slow);
+            check_mark_allocated(b);
             return b;
+        } else {
+            void *b = page_pop(page);
+            if (likely(b != NULL))
+                return b;
+        }
     }
-    return alloc_generic(h, size, MIN_ALIGN);
+slow:
+    return alloc_generic(size, MIN_ALIGN, h);
 }
 
 /* Allocation from h with any alignment. */
 static inline void *heap_alloc_aligned(heap_t *h, size_t size, size_t align)
 {
-    return likely(align <= MIN_ALIGN) ? heap_alloc(h, size) : alloc_generic(h, size, align);
+    return likely(align <= MIN_ALIGN) ? heap_alloc(h, size) : alloc_generic(size, align, h);
 }
 
 /* malloc-style allocation through the calling thread's heap. */
@@ -65,29 +138,71 @@ static inline bool align_ok(size_t align, const void *ptr, const char *func)
     return false;
 }
 
-/* Free of a block known to belong to a page of h. */
-static inline void heap_free_local(heap_t *h, page_t *page, void *p)
+/* Free of a block known to belong to a page of h.  A block that is
+ * already the head of its page's list is being freed twice: the
+ * `free(p); free(p)` that would otherwise hand p out twice (an abort with
+ * one line, like the boundary checks; 2 instructions).  With TLS
+ * the push commits with one cmpxchg; if a signal handler changed the list
+ * between the read of its head and the cmpxchg, the block stays off the
+ * list (a leak until its page empties, never a corrupt list), and `used`
+ * goes down with one xadd. */
+static inline void heap_free_local(heap_t *h, page_t *page, void *p, const char *func)
 {
     block_t *b = (block_t *)p;
-    b->next = page->free;
-    page->free = b;
-    if (unlikely(--page->used == page->slow_mark))
-        page_free_local_slow(h, page);
+    if (config_tls) {
+        block_t *head, *enc;
+        uint32_t left;
+        (void)enc;
+        __asm__ volatile goto("movq (%[pg]), %[head]\n\t"
+#if EMMA_CONFIG_HARDENING
+                     "movq %[head], %[enc]\n\t"
+                     "xorq %[key], %[enc]\n\t"
+                     "movq %[enc], (%[b])\n\t"
+#else
+                     "movq %[head], (%[b])\n\t"
+#endif
+                     "cmpq %[head], %[b]\n\t"
+                     "je %l[twice]\n\t"
+                     "cmpxchgq %[b], (%[pg])\n\t"
+                     "movl $-1, %k[left]\n\t"
+                     "xaddl %k[left], %c[used](%[pg])\n\t"
+                     "subl $1, %k[left]\n\t"
+                     "cmpl %c[mark](%[pg]), %k[left]\n\t"
+                     "je %l[slow]"
+                     : [head] "=&a"(head), [enc] "=&r"(enc), [left] "=&r"(left)
+                     : [pg] "r"(page), [b] "r"(b), [used] "i"(offsetof(page_t, used)),
+                       [mark] "i"(offsetof(page_t, slow_mark)), [key] "m"(list_key)
+                     : "memory", "cc"
+                     : twice, slow);
+        return;
+    } else {
+        if (unlikely(page->free == b))
+            goto twice;
+        link_set(b, page->free);
+        page->free = b;
+        if (likely(--page->used != page->slow_mark))
+            return;
+    }
+slow:
+    page_free_local_slow(h, page);
+    return;
+twice:
+    emma_fatal(func, "double free", p);
 }
 
 /* Free of a validated block: with TLS the owner's pages inline, the rest
  * (and everything without TLS) in free_generic. */
-static inline void free_validated(void *p)
+static inline void free_validated(void *p, const char *func)
 {
 #if EMMA_CONFIG_TLS
     segment_t *seg = segment_of(p);
     heap_t *h = tls_heap;
     if (likely(seg->heap == h)) {
-        heap_free_local(h, page_of(seg, p), p);
+        heap_free_local(h, page_of(seg, p), p, func);
         return;
     }
 #endif
-    free_generic(p);
+    free_generic(p, func);
 }
 
 /* free() and friends: validation (--enable-boundary-checks), then free. */
@@ -97,7 +212,7 @@ static inline void free_block(void *p, const char *func)
         check_pointer(p, func);
         check_mark_free(p);
     }
-    free_validated(p);
+    free_validated(p, func);
 }
 
 /* Free with the caller's idea of the block's layout (emma_dealloc,
@@ -114,13 +229,13 @@ static inline void free_layout(void *p, size_t size, size_t align, const char *f
 
 /* Free of a validated block by the user of (private) heap h: its own
  * pages inline, others' and huge blocks in free_generic. */
-static inline void heap_free_block(heap_t *h, void *p)
+static inline void heap_free_block(heap_t *h, void *p, const char *func)
 {
     segment_t *seg = segment_of(p);
     if (likely(seg->heap == h))
-        heap_free_local(h, page_of(seg, p), p);
+        heap_free_local(h, page_of(seg, p), p, func);
     else
-        free_generic(p);
+        free_generic(p, func);
 }
 
 #endif

@@ -129,7 +129,7 @@ EMMA_API void *emma_realloc(void *ptr, size_t old_size, size_t align, size_t new
         check_layout(ptr, old_size, align, "emma_realloc");
         check_not_private(ptr, "emma_realloc");
     }
-    return realloc_block(NULL, ptr, new_size, align);
+    return realloc_block(NULL, ptr, new_size, align, "emma_realloc");
 }
 
 EMMA_API size_t emma_usable_size(const void *ptr)

@@ -59,7 +59,7 @@ EMMA_API void *realloc(void *ptr, size_t size)
     }
     if (config_checks)
         check_not_private(ptr, "realloc");
-    return realloc_block(NULL, ptr, size, MIN_ALIGN);
+    return realloc_block(NULL, ptr, size, MIN_ALIGN, "realloc");
 }
 
 EMMA_API void *reallocarray(void *ptr, size_t n, size_t size)

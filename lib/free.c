@@ -7,11 +7,14 @@
 
 /* Everything free_validated() does not do inline: with TLS its caller has
  * already found that the calling thread does not own the block. */
-void free_generic(void *p)
+void free_generic(void *p, const char *func)
 {
     segment_t *seg = segment_of(p);
     if (seg->kind == KIND_HUGE) {
+        slow_state st;
+        heap_t *h = slow_enter_self(&st);
         huge_free(seg);
+        slow_leave_self(h, st);
         return;
     }
     page_t *page = page_of(seg, p);
@@ -21,10 +24,12 @@ void free_generic(void *p)
      * (producer/consumer) costs more than one push on the remote list. */
     heap_t *h = seg->heap;
     if (h == preferred_heap() && heap_trylock(h)) {
-        heap_free_local(h, page, p);
+        heap_free_local(h, page, p, func);
         heap_unlock(h);
         return;
     }
+#else
+    (void)func;
 #endif
     page_free_remote(seg, page, (block_t *)p);
 }
@@ -38,7 +43,7 @@ void page_free_remote(segment_t *seg, page_t *page, block_t *b)
 {
     block_t *old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
     do {
-        b->next = old;
+        link_set(b, old ? old : PAGE_END(page));
     } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, b,
                                                     memory_order_release, memory_order_relaxed));
     if (old != NULL)

@@ -26,11 +26,14 @@
 #include "internal.h"
 #include "observe.h"
 
-page_t empty_page;
+/* The page every empty direct-table slot names: its list is always empty. */
+page_t empty_page = {.free = PAGE_END(&empty_page)};
 
 heap_t heap_empty = {
     .direct = {[0 ... DIRECT_COUNT - 1] = &empty_page},
 };
+
+uintptr_t list_key; /* internal.h: link_get/link_set */
 
 static _Atomic(heap_t *) heap_list; /* every heap, push-only */
 
@@ -82,6 +85,8 @@ heap_t *heap_new(void)
     /* The first heap: if no constructor read the options (musl, a
      * -nostdlib program), read them now. */
     options_init_lazy();
+    if (config_hardening && !list_key)
+        list_key = os_secret(); /* the same value in every thread */
     heap_t *h = os_map(HEAP_MAP_SIZE);
     if (!h)
         return NULL;
@@ -92,6 +97,44 @@ heap_t *heap_new(void)
 #if EMMA_CONFIG_TLS
 
 __thread heap_t *tls_heap __attribute__((tls_model("initial-exec"))) = &heap_empty;
+__thread heap_t *tls_slow_heap __attribute__((tls_model("initial-exec")));
+
+/* What tls_heap names while the thread is in a slow path of its heap: no
+ * page in its direct table, and never the owner of a block. */
+heap_t heap_busy = {
+    .direct = {[0 ... DIRECT_COUNT - 1] = &empty_page},
+};
+
+/* Spare heaps, for signal handlers that interrupted a slow path of their
+ * thread's heap: shared, each behind a try-lock, made on demand.  A
+ * handler never waits: it takes the first free one, or gets NULL. */
+#define SPARE_HEAPS 8
+static _Atomic(heap_t *) spare_heaps[SPARE_HEAPS];
+
+heap_t *heap_lock_spare(void)
+{
+    for (unsigned i = 0; i < SPARE_HEAPS; i++) {
+        heap_t *h = atomic_load_explicit(&spare_heaps[i], memory_order_acquire);
+        if (h) {
+            if (heap_trylock(h))
+                return h;
+            continue;
+        }
+        heap_t *fresh = heap_new();
+        if (!fresh)
+            return NULL;
+        fresh->spare = 1;
+        atomic_store(&fresh->lock, 1);
+        if (atomic_compare_exchange_strong(&spare_heaps[i], &h, fresh)) {
+            heap_list_push(fresh);
+            return fresh;
+        }
+        os_unmap(fresh, HEAP_MAP_SIZE);
+        if (heap_trylock(h))
+            return h;
+    }
+    return NULL;
+}
 
 #define FUTEX_TID_MASK 0x3fffffffu
 static _Atomic int pi_usable = -1; /* -1 unknown, 0 no, 1 yes */
@@ -166,11 +209,15 @@ heap_t *heap_acquire_for_thread(void)
         fork_recover(poison_owned_heaps);
     uint32_t tid = os_gettid();
     for (heap_t *h = heap_list_first(); h; h = h->next_heap) {
-        if (atomic_load(&h->poisoned))
+        if (atomic_load(&h->poisoned) || h->spare)
             continue;
         if (!heap_try_adopt(h, tid))
             continue;
-        if (h->busy) {  /* died mid-update: leak it, never touch it */
+        if (h->busy) {
+            /* Its owner died inside a slow path: the heap may be half
+             * updated.  Quarantine it: never adopted, never touched; the
+             * blocks others hold in it stay valid, and their frees go to
+             * its pages' remote lists. */
             atomic_store(&h->poisoned, 1);
             atomic_fetch_add_explicit(&heap_stats_abandoned, 1, memory_order_relaxed);
             continue;

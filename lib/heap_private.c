@@ -220,7 +220,7 @@ EMMA_API void emma_heap_dealloc(emma_heap_t *heap, void *ptr, size_t size, size_
         check_in_heap(h, ptr, "emma_heap_dealloc");
         check_mark_free(ptr);
     }
-    heap_free_block(h, ptr);
+    heap_free_block(h, ptr, "emma_heap_dealloc");
 }
 
 EMMA_API void *emma_heap_realloc(emma_heap_t *heap, void *ptr, size_t old_size, size_t align,
@@ -235,7 +235,7 @@ EMMA_API void *emma_heap_realloc(emma_heap_t *heap, void *ptr, size_t old_size, 
         check_layout(ptr, old_size, align, "emma_heap_realloc");
         check_in_heap(h, ptr, "emma_heap_realloc");
     }
-    return realloc_block(h, ptr, new_size, align);
+    return realloc_block(h, ptr, new_size, align, "emma_heap_realloc");
 }
 
 /* Unmap every huge block of h. */

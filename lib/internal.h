@@ -77,6 +77,24 @@ static inline void check_mark_allocated(void *b)
 }
 
 /* ------------------------------------------------------------------ */
+/* Free-list links (page.c, sparse.c, free.c, alloc.h).  With hardening
+ * every link is stored XOR list_key, a per-process secret set before the
+ * first heap exists (heap_new): a block overwritten after its free, or a
+ * forged link, decodes to garbage instead of steering allocation to an
+ * address of the attacker's choice.  Lists end with PAGE_END(page). */
+
+EMMA_HIDDEN extern uintptr_t list_key;
+static inline uintptr_t link_key(void) { return config_hardening ? list_key : 0; }
+static inline block_t *link_get(const block_t *b)
+{
+    return (block_t *)((uintptr_t)b->next ^ link_key());
+}
+static inline void link_set(block_t *b, const block_t *next)
+{
+    b->next = (block_t *)((uintptr_t)next ^ link_key());
+}
+
+/* ------------------------------------------------------------------ */
 /* segment.c: segments, their pages, purging free pages                */
 
 EMMA_HIDDEN page_t *segment_page_alloc(heap_t *h, enum segment_kind kind);
@@ -156,10 +174,76 @@ EMMA_HIDDEN heap_t *heap_acquire_for_thread(void);
 EMMA_HIDDEN heap_t *heap_list_first(void);
 
 #if EMMA_CONFIG_TLS
+/* tls_heap: the thread's heap, or heap_empty before its first allocation,
+ * or heap_busy while the thread is inside a slow path of its heap (then a
+ * signal handler that allocates on this thread reaches alloc_generic with
+ * heap_busy and takes a spare heap, and its frees go to the remote lists:
+ * nothing touches the interrupted heap).  tls_slow_heap: the heap whose
+ * slow path the thread is in, for the code that needs it (huge.c's
+ * cache, through tls_heap_or_null), NULL otherwise. */
 EMMA_HIDDEN extern __thread heap_t *tls_heap __attribute__((tls_model("initial-exec")));
+EMMA_HIDDEN extern __thread heap_t *tls_slow_heap __attribute__((tls_model("initial-exec")));
+EMMA_HIDDEN extern heap_t heap_busy;
 static inline heap_t *heap_get(void) { return tls_heap; }
-static inline heap_t *tls_heap_or_null(void) { return tls_heap == &heap_empty ? NULL : tls_heap; }
+/* The calling thread's heap: the one whose slow path it is in, else its
+ * own (NULL before its first allocation, or in a signal handler that
+ * interrupted a slow path: slow_enter_self). */
+static inline heap_t *tls_heap_or_null(void)
+{
+    if (tls_slow_heap || tls_heap == &heap_busy)
+        return tls_slow_heap;
+    return tls_heap == &heap_empty ? NULL : tls_heap;
+}
 static inline void heap_put(heap_t *h) { (void)h; }
+/* A locked spare heap for a signal handler that interrupted a slow path,
+ * or NULL. */
+EMMA_HIDDEN heap_t *heap_lock_spare(void);
+
+/* Entering and leaving a slow path of h (nestable). */
+typedef struct slow_state {
+    heap_t *tls, *slow;
+    uint8_t busy;
+} slow_state;
+static inline slow_state slow_enter(heap_t *h)
+{
+    slow_state s = {tls_heap, tls_slow_heap, h->busy};
+    tls_heap = &heap_busy;
+    __asm__ volatile("" ::: "memory");
+    tls_slow_heap = h;
+    h->busy = 1;
+    __asm__ volatile("" ::: "memory");
+    return s;
+}
+static inline void slow_leave(heap_t *h, slow_state s)
+{
+    __asm__ volatile("" ::: "memory");
+    h->busy = s.busy;
+    tls_slow_heap = s.slow;
+    __asm__ volatile("" ::: "memory");
+    tls_heap = s.tls;
+}
+/* For work that may use the calling thread's heap (huge.c's cache) but
+ * needs none: the thread's heap, in its slow path; NULL (and no heap for
+ * tls_heap_or_null) in a signal handler that interrupted a slow path, or
+ * before the thread's first allocation. */
+static inline heap_t *slow_enter_self(slow_state *st)
+{
+    heap_t *h = tls_heap;
+    if (h == &heap_busy || h == &heap_empty) {
+        *st = (slow_state){h, tls_slow_heap, 0};
+        tls_slow_heap = NULL;
+        return NULL;
+    }
+    *st = slow_enter(h);
+    return h;
+}
+static inline void slow_leave_self(heap_t *h, slow_state st)
+{
+    if (h)
+        slow_leave(h, st);
+    else
+        tls_slow_heap = st.slow;
+}
 #else
 #define HEAP_SLOTS 256
 #define HEAP_SOFT_LIMIT 64
@@ -192,18 +276,35 @@ static inline heap_t *heap_get(void)
 }
 static inline heap_t *tls_heap_or_null(void) { return NULL; }
 static inline void heap_put(heap_t *h) { heap_unlock(h); }
+/* Without TLS a slow path runs under its heap's lock. */
+typedef struct slow_state {
+    uint8_t busy;
+} slow_state;
+static inline slow_state slow_enter(heap_t *h)
+{
+    slow_state s = {h->busy};
+    h->busy = 1;
+    return s;
+}
+static inline void slow_leave(heap_t *h, slow_state s) { h->busy = s.busy; }
+static inline heap_t *slow_enter_self(slow_state *st)
+{
+    (void)st;
+    return NULL;
+}
+static inline void slow_leave_self(heap_t *h, slow_state st) { (void)h, (void)st; }
 #endif
 
 /* ------------------------------------------------------------------ */
 /* alloc.c and free.c: the generic paths behind alloc.h's fast paths   */
 
-EMMA_HIDDEN void *alloc_generic(heap_t *h, size_t size, size_t align);
+EMMA_HIDDEN void *alloc_generic(size_t size, size_t align, heap_t *h);
 EMMA_HIDDEN void *alloc_zeroed(size_t size, size_t align);
-EMMA_HIDDEN void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align);
+EMMA_HIDDEN void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align, const char *func);
 EMMA_HIDDEN size_t usable_size(const void *p);
 EMMA_HIDDEN void mem_copy(void *dst, const void *src, size_t n);
 EMMA_HIDDEN void mem_zero(void *dst, size_t n);
-EMMA_HIDDEN void free_generic(void *p);
+EMMA_HIDDEN void free_generic(void *p, const char *func);
 EMMA_HIDDEN void page_free_remote(segment_t *seg, page_t *page, block_t *b);
 
 /* ------------------------------------------------------------------ */

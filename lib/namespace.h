@@ -31,11 +31,13 @@
 #define fork_teardown emma__fork_teardown
 #define free_generic emma__free_generic
 #define heap_acquire_for_thread emma__heap_acquire_for_thread
+#define heap_busy emma__heap_busy
 #define heap_collect_remote emma__heap_collect_remote
 #define heap_delete emma__heap_delete
 #define heap_empty emma__heap_empty
 #define heap_list_first emma__heap_list_first
 #define heap_lock_any emma__heap_lock_any
+#define heap_lock_spare emma__heap_lock_spare
 #define heap_new emma__heap_new
 #define heap_purge emma__heap_purge
 #define heap_purge_older emma__heap_purge_older
@@ -49,6 +51,7 @@
 #define huge_free emma__huge_free
 #define huge_realloc emma__huge_realloc
 #define huge_usable emma__huge_usable
+#define list_key emma__list_key
 #define mem_copy emma__mem_copy
 #define mem_zero emma__mem_zero
 #define os_abort emma__os_abort
@@ -103,5 +106,6 @@
 #define segment_unmap emma__segment_unmap
 #define sparse_pass emma__sparse_pass
 #define tls_heap emma__tls_heap
+#define tls_slow_heap emma__tls_slow_heap
 #define usable_size emma__usable_size
 #endif

@@ -130,7 +130,7 @@ void page_init(page_t *page, unsigned c)
     page->start = (uint8_t *)area;
     page->reserved = (uint32_t)((end - area) / bsize);
     page->capacity = 0;
-    page->free = NULL;
+    page->free = PAGE_END(page);
     page->local_free = NULL;
     atomic_store_explicit(&page->thread_free, NULL, memory_order_relaxed);
     page->used = 0;
@@ -162,11 +162,11 @@ void page_extend(page_t *page)
     for (uint32_t i = 1; i < n; i++) {
         block_t *b = (block_t *)p;
         p += page->block_size;
-        b->next = (block_t *)p;
+        link_set(b, (block_t *)p);
         if (config_checks)
             check_tag_free(b);
     }
-    ((block_t *)p)->next = page->free;
+    link_set((block_t *)p, page->free);
     if (config_checks)
         check_tag_free(p);
     page->free = (block_t *)first;
@@ -199,8 +199,7 @@ void page_mark_full(heap_t *h, page_t *page)
 
 void page_free_local_slow(heap_t *h, page_t *page)
 {
-    uint8_t was_busy = h->busy;
-    h->busy = 1;
+    slow_state st = slow_enter(h);
     if (page->in_full) {
         page->in_full = 0;
         page->slow_mark = page->absent;
@@ -208,7 +207,7 @@ void page_free_local_slow(heap_t *h, page_t *page)
     }
     if (page->used == page->absent)
         page_retire(h, page);
-    h->busy = was_busy;
+    slow_leave(h, st);
 }
 
 static void page_collect_thread_free(heap_t *h, page_t *page)
@@ -217,12 +216,10 @@ static void page_collect_thread_free(heap_t *h, page_t *page)
     if (!list)
         return;
     uint32_t n = 1;
-    block_t *tail = list;
-    while (tail->next) {
-        tail = tail->next;
+    block_t *tail = list, *end = PAGE_END(page);
+    for (block_t *b; (b = link_get(tail)) != end; tail = b)
         n++;
-    }
-    tail->next = page->local_free;
+    link_set(tail, page->local_free ? page->local_free : end);
     page->local_free = list;
     page->used -= n;
     page_free_local_slow(h, page);

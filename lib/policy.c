@@ -119,19 +119,19 @@ bool policy_huge_cache_full(const heap_t *h, size_t weight)
 
 static void trim_heap(heap_t *h)
 {
-    h->busy = 1;
+    slow_state st = slow_enter(h);
     heap_collect_remote(h);
     heap_release_empty_pages(h);
     heap_purge(h);
     huge_cache_expire(h, UINT64_MAX);
-    h->busy = 0;
+    slow_leave(h, st);
 }
 
 /* With TLS the calling thread's heap; without, every heap not in use. */
 void policy_trim(void)
 {
 #if EMMA_CONFIG_TLS
-    if (tls_heap != &heap_empty)
+    if (tls_heap != &heap_empty && tls_heap != &heap_busy)
         trim_heap(tls_heap);
 #else
     for (heap_t *h = heap_list_first(); h; h = h->next_heap) {

@@ -46,7 +46,9 @@ static bool mark_list(const page_t *page, block_t *b, bitmap_t *free_map, size_t
 {
     uintptr_t lo = (uintptr_t)page->start;
     uintptr_t hi = lo + (size_t)page->capacity * page->block_size;
-    for (; b; b = b->next) {
+    if (!b)
+        return true; /* local_free empty */
+    for (block_t *end = PAGE_END(page); b != end; b = link_get(b)) {
         uintptr_t a = (uintptr_t)b;
         if (a < lo || a >= hi || (a - lo) % page->block_size != 0 || ++*count > page->capacity)
             return false;
@@ -109,7 +111,7 @@ static size_t purge_free_os_pages(const page_t *page, const bitmap_t *free_map, 
  * first bytes lie in an OS page of `gone`). */
 static void relink(page_t *page, const bitmap_t *free_map, uint16_t gone)
 {
-    block_t *head = NULL;
+    block_t *head = PAGE_END(page);
     uint32_t absent = 0;
     for (size_t i = page->capacity; i-- > 0;) {
         if (!bit_get(free_map, i))
@@ -120,7 +122,7 @@ static void relink(page_t *page, const bitmap_t *free_map, uint16_t gone)
             continue;
         }
         block_t *b = (block_t *)a;
-        b->next = head;
+        link_set(b, head);
         head = b;
     }
     page->free = head;
@@ -142,7 +144,7 @@ void page_revive(page_t *page)
         if (!(page->purged & (1u << os_page_index(page, a))))
             continue;
         block_t *b = (block_t *)a;
-        b->next = head;
+        link_set(b, head);
         head = b;
         n++;
     }

@@ -28,8 +28,8 @@ static bool segment_idle(segment_t *seg, void *arg)
         if (!page->in_use)
             continue;
         uint32_t remote = 0;
-        for (block_t *b = atomic_load_explicit(&page->thread_free, memory_order_acquire); b;
-             b = b->next)
+        block_t *b = atomic_load_explicit(&page->thread_free, memory_order_acquire);
+        for (; b && b != PAGE_END(page); b = link_get(b))
             remote++;
         if (page->used != page->absent + remote)
             return false;

@@ -38,6 +38,9 @@
  *                  fast path; cost: 8 bytes of TLS per thread.
  *   config_checks  every pointer/size/alignment at the API is validated
  *                  (a few loads and compares per call); misuse aborts.
+ *   config_hardening  free-list links encoded with a per-process secret
+ *                  (internal.h: link_get/link_set); cost: 3 instructions
+ *                  per malloc+free.
  *
  * SPDX-License-Identifier: MIT OR Apache-2.0
  */
@@ -60,6 +63,7 @@
 
 static const bool config_tls = EMMA_CONFIG_TLS;
 static const bool config_checks = EMMA_CONFIG_CHECKS;
+static const bool config_hardening = EMMA_CONFIG_HARDENING;
 
 /* ------------------------------------------------------------------ */
 /* Sizes                                                               */
@@ -107,6 +111,8 @@ static inline unsigned log2_floor(size_t x) { return 63u - (unsigned)__builtin_c
 /* ------------------------------------------------------------------ */
 /* Pages, segments, heaps                                              */
 
+/* A free block's link.  It is encoded (internal.h: link_get/link_set),
+ * and every list ends with PAGE_END(its page), never NULL. */
 typedef struct block {
     struct block *next;
 } block_t;
@@ -118,7 +124,7 @@ struct heap;
  * freeing into the page a producer allocates from does not make their
  * cores fight over one line. */
 typedef struct page {
-    block_t *free;               /* allocation list (fast path) */
+    block_t *free;               /* allocation list (fast path); PAGE_END: empty */
     uint32_t used;               /* blocks out, including unseen remote frees */
     uint32_t slow_mark;          /* a local free taking `used` here needs the slow path */
     uint8_t in_full;             /* no free block: not in its bin */
@@ -126,13 +132,13 @@ typedef struct page {
     uint8_t class_idx;
     uint8_t page_idx;
     uint32_t block_size;
-    block_t *local_free;         /* collected frees of other threads */
+    block_t *local_free;         /* collected frees of other threads; NULL: empty */
     uint8_t *start;              /* first block */
     uint32_t capacity;           /* blocks carved out so far */
     uint32_t reserved;           /* blocks that fit */
     struct page *next, *prev;    /* bin queue */
     /* second cache line: other threads, and rarely used state */
-    _Alignas(64) _Atomic(block_t *) thread_free; /* frees by other threads */
+    _Alignas(64) _Atomic(block_t *) thread_free; /* frees by other threads; NULL: empty */
     struct page *remote_next;    /* link in heap->remote_pages */
     uint32_t dirty;              /* free page: bytes that may be resident */
     uint32_t absent;             /* blocks purged off the free list (sparse.c) */
@@ -142,6 +148,10 @@ typedef struct page {
     uint16_t purged;             /* OS pages whose blocks are absent (small pages) */
     uint8_t parked;              /* in heap->parked: sparse, left to drain */
 } page_t;
+
+/* The end of a page's lists, and what a pop parks in page->free while it
+ * takes the head (alloc.h): the page itself, never a block. */
+#define PAGE_END(page) ((block_t *)(page))
 
 _Static_assert(offsetof(page_t, thread_free) == 64,
                "other threads' frees must not share the owner's cache line");
@@ -209,6 +219,7 @@ typedef struct heap {
     _Atomic uint32_t owner;              /* TLS: owner TID (PI futex word) */
     _Atomic uint32_t lock;               /* no TLS: 0 free, 1 held */
     uint8_t busy;                        /* inside a slow path */
+    uint8_t spare;                       /* TLS: a spare heap (heap.c), never adopted */
     _Atomic uint8_t poisoned;            /* never adopt (state unknown) */
     struct heap *next_heap;              /* list of all heaps (heap.c) */
     uint8_t is_private;                  /* heap_private.c: never a thread's */

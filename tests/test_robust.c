@@ -220,6 +220,123 @@ START_TEST(t_fork_in_signal_handler)
 END_TEST
 
 /* ================================================================== */
+/* A signal handler that allocates, interrupting the same thread's       */
+/* malloc/free/realloc                                                 */
+
+enum { SA_HELD = 16, SA_SIGNALS = 30000 };
+static atomic_long sa_signals, sa_corrupt, sa_null;
+static unsigned char *sa_held[SA_HELD];
+static size_t sa_held_size[SA_HELD];
+static uint64_t sa_rng = 1;
+
+static void sa_on_signal(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    /* keep a few blocks across signals, replace some, churn others */
+    for (int k = 0; k < 3; k++) {
+        unsigned i = (unsigned)(tu_rand(&sa_rng) % SA_HELD);
+        if (sa_held[i]) {
+            if (!marked(sa_held[i], sa_held_size[i], (uintptr_t)sa_held[i] ^ 0x5a))
+                atomic_fetch_add(&sa_corrupt, 1);
+            free(sa_held[i]);
+        }
+        size_t s = any_size(&sa_rng, 64 << 10);
+        unsigned char *p = (tu_rand(&sa_rng) & 1) ? malloc(s) : emma_alloc(s, 16);
+        if (p && (tu_rand(&sa_rng) & 3) == 0) {
+            size_t s2 = any_size(&sa_rng, 64 << 10);
+            unsigned char *q = realloc(p, s2);
+            if (q) {
+                p = q;
+                s = s2;
+            }
+        }
+        sa_held[i] = p;
+        sa_held_size[i] = s;
+        if (!p) {
+            atomic_fetch_add(&sa_null, 1);
+            continue;
+        }
+        mark(p, s, (uintptr_t)p ^ 0x5a);
+    }
+    unsigned char *t = malloc(48);
+    if (t) {
+        memset(t, 0xee, 48);
+        free(t);
+    }
+    atomic_fetch_add(&sa_signals, 1);
+    errno = saved;
+}
+
+START_TEST(t_signal_handler_allocates)
+{
+    on_signal(SIGUSR2, sa_on_signal, SA_RESTART);
+    /* a high-rate timer signalling this very thread */
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = SIGUSR2;
+    sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+    timer_t timer;
+    ck_assert_int_eq(timer_create(CLOCK_MONOTONIC, &sev, &timer), 0);
+    struct itimerspec its = {{0, 25000}, {0, 25000}};
+    ck_assert_int_eq(timer_settime(timer, 0, &its, NULL), 0);
+
+    uint64_t rng = 777;
+    enum { RING = 64 };
+    unsigned char *ring[RING] = {0};
+    size_t sz[RING] = {0};
+    long corrupt = 0, ops = 0;
+    double t0 = now_s();
+    while (atomic_load(&sa_signals) < SA_SIGNALS * scale() && now_s() - t0 < 6 * scale()) {
+        for (int k = 0; k < 64; k++, ops++) {
+            unsigned i = (unsigned)(tu_rand(&rng) % RING);
+            if (ring[i]) {
+                corrupt += !marked(ring[i], sz[i], (uintptr_t)ring[i]);
+                if (tu_rand(&rng) & 1) {
+                    size_t s2 = any_size(&rng, 128 << 10);
+                    unsigned char *q = realloc(ring[i], s2);
+                    TU_ASSERT(q != NULL);
+                    size_t keep = s2 < sz[i] ? s2 : sz[i];
+                    if (sz[i] > 64 && keep > 32)
+                        keep = 32; /* mark() filled only the ends */
+                    corrupt += tu_check(q, keep, (uintptr_t)ring[i]) >= 0;
+                    ring[i] = q;
+                    sz[i] = s2;
+                    mark(q, s2, (uintptr_t)q);
+                    continue;
+                }
+                free(ring[i]);
+            }
+            sz[i] = any_size(&rng, 128 << 10);
+            ring[i] = malloc(sz[i]);
+            TU_ASSERT(ring[i] != NULL);
+            mark(ring[i], sz[i], (uintptr_t)ring[i]);
+        }
+    }
+    timer_delete(timer);
+    signal(SIGUSR2, SIG_IGN);
+    for (int i = 0; i < RING; i++) {
+        if (ring[i])
+            corrupt += !marked(ring[i], sz[i], (uintptr_t)ring[i]);
+        free(ring[i]);
+    }
+    for (int i = 0; i < SA_HELD; i++) {
+        if (sa_held[i])
+            corrupt += !marked(sa_held[i], sa_held_size[i], (uintptr_t)sa_held[i] ^ 0x5a);
+        free(sa_held[i]);
+    }
+    fprintf(stderr, "# signal handler allocates: %ld signals, %ld operations in %.1f s\n",
+            atomic_load(&sa_signals), ops, now_s() - t0);
+    ck_assert_int_eq(corrupt, 0);
+    ck_assert_int_eq(atomic_load(&sa_corrupt), 0);
+    ck_assert_int_eq(atomic_load(&sa_null), 0);
+    ck_assert_msg(atomic_load(&sa_signals) >= 2000, "only %ld signals",
+                  atomic_load(&sa_signals));
+}
+END_TEST
+
+/* ================================================================== */
 /* Threads killed inside malloc/free/realloc                            */
 
 /* A block shared between threads: its header says how to check it. */
@@ -487,8 +604,71 @@ START_TEST(t_owns_races_unmap)
 }
 END_TEST
 
+
 /* ================================================================== */
-/* Alignments above 1 MiB                                               */
+/* Double free in the default build, and alignments above 1 MiB          */
+
+/* Run fn in a child with stderr on a pipe; it must die of SIGABRT after
+ * writing exactly one line naming func and "double free". */
+static void expect_double_free_abort(void (*fn)(void), const char *func, const char *what)
+{
+    char got[1024];
+    int st = tu_child_stderr(fn, got, sizeof got);
+    size_t len = strlen(got);
+    char want[128];
+    snprintf(want, sizeof want, "emma: %s: double free (0x", func);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
+                  "%s: not detected (child %s %d, stderr \"%s\")", what,
+                  WIFEXITED(st) ? "exited with" : "killed by signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), got);
+    ck_assert_msg(strncmp(got, want, strlen(want)) == 0 && strchr(got, '\n') == got + len - 1,
+                  "%s: stderr \"%s\", wanted one line \"%s...)\"", what, got, want);
+}
+
+static void df_free(void)
+{
+    void *p = malloc(64);
+    free(p);
+    free(p);
+    void *a = malloc(64), *b = malloc(64);
+    _exit(a == b ? 3 : 0); /* 3: the same block handed out twice */
+}
+
+static void df_free_sized(void)
+{
+    void *p = malloc(3000);
+    free_sized(p, 3000);
+    free_sized(p, 3000);
+    void *a = malloc(3000), *b = malloc(3000);
+    _exit(a == b ? 3 : 0);
+}
+
+static void df_dealloc(void)
+{
+    void *p = emma_alloc(40000, 64);
+    emma_dealloc(p, 40000, 64);
+    emma_dealloc(p, 40000, 64);
+    void *a = emma_alloc(40000, 64), *b = emma_alloc(40000, 64);
+    _exit(a == b ? 3 : 0);
+}
+
+static void df_free_large(void)
+{
+    void *p = malloc(700000);
+    free(p);
+    emma_free(p);
+    void *a = malloc(700000), *b = malloc(700000);
+    _exit(a == b ? 3 : 0);
+}
+
+START_TEST(t_double_free_detected)
+{
+    expect_double_free_abort(df_free, "free", "free twice (64 B)");
+    expect_double_free_abort(df_free_sized, "free_sized", "free_sized twice (3000 B)");
+    expect_double_free_abort(df_dealloc, "emma_dealloc", "emma_dealloc twice (40000 B)");
+    expect_double_free_abort(df_free_large, "emma_free", "free then emma_free (700000 B)");
+}
+END_TEST
 
 /* emma_realloc to any size keeps the alignment, also above 1 MiB and for
  * size 0: the result is emma's, measurable and freeable. */
@@ -521,6 +701,7 @@ START_TEST(t_realloc_big_align)
 }
 END_TEST
 
+
 static void add(Suite *s, const char *name, const TTest *t, int timeout)
 {
     tu_one_case(s, name, t, timeout * scale());
@@ -530,10 +711,12 @@ int main(void)
 {
     Suite *s = suite_create("robust");
     add(s, "fork_in_signal_handler", t_fork_in_signal_handler, 30);
+    add(s, "signal_handler_allocates", t_signal_handler_allocates, 30);
     add(s, "threads_die_inside", t_threads_die_inside, 30);
     add(s, "first_alloc_rlimit", t_first_alloc_rlimit, 30);
     add(s, "first_alloc_mapcount", t_first_alloc_mapcount, 30);
     add(s, "owns_races_unmap", t_owns_races_unmap, 30);
+    add(s, "double_free_detected", t_double_free_detected, 30);
     add(s, "realloc_big_align", t_realloc_big_align, 30);
     return tu_run(s);
 }

@@ -85,7 +85,7 @@ START_TEST(t_pages_every_class)
         /* the free list holds exactly the carved blocks, each once */
         static uint8_t seen[(4u << 20) / 16];
         memset(seen, 0, page->reserved);
-        for (block_t *b = page->free; b; b = b->next) {
+        for (block_t *b = page->free; b != PAGE_END(page); b = link_get(b)) {
             uint8_t *p = (uint8_t *)b;
             TU_ASSERT_MSG(p >= page->start &&
                               p < page->start + (size_t)page->reserved * page->block_size,

@@ -10,7 +10,7 @@
 
 static inline void *take(heap_t *h, size_t size)
 {
-    void *p = alloc_generic(h, size, MIN_ALIGN);
+    void *p = alloc_generic(size, MIN_ALIGN, h);
     TU_ASSERT(p != NULL);
     return p;
 }
@@ -18,7 +18,7 @@ static inline void *take(heap_t *h, size_t size)
 static inline void give(heap_t *h, void *p)
 {
     segment_t *seg = segment_of(p);
-    heap_free_local(h, page_of(seg, p), p);
+    heap_free_local(h, page_of(seg, p), p, "give");
 }
 
 static inline page_t *page_holding(void *p) { return page_of(segment_of(p), p); }
