@@ -27,60 +27,48 @@
  * instead (internal.h: slow_enter).  Without TLS the heap lock does all
  * this, and plain loads and stores do. */
 
-#if EMMA_CONFIG_HARDENING
-#define LINK_DECODE_ASM(reg) "xorq %[key], %" reg "\n\t"
-#else
-#define LINK_DECODE_ASM(reg) ""
-#endif
+/* One-instruction, non-LOCK list and counter operations (see above). */
+static inline bool local_cas(block_t **slot, block_t *expected, block_t *desired)
+{
+    bool ok;
+    __asm__ volatile("cmpxchgq %3, %1"
+                     : "=@ccz"(ok), "+m"(*slot), "+a"(expected)
+                     : "r"(desired)
+                     : "memory");
+    return ok;
+}
 
-/* b = a block off page's list (counted in page->used); goto empty when the
- * list is empty or parked by an interrupted pop.  In order: read the head,
- * count the block, take the whole list (cmpxchg head -> PAGE_END), put the
- * rest back.  A failed take (a handler changed the list meanwhile) uncounts
- * and starts again, out of line. */
-#define PAGE_POP_TLS(page, b, empty)                                            \
-    do {                                                                        \
-        block_t *next_;                                                         \
-        __asm__ volatile goto("1:\n\t"                                                   \
-                     "movq (%[pg]), %[b]\n\t"                                   \
-                     "cmpq %[b], %[pg]\n\t"                                     \
-                     "je %l[" #empty "]\n\t"                                    \
-                     "addl $1, %c[used](%[pg])\n\t"                             \
-                     "cmpxchgq %[pg], (%[pg])\n\t"                              \
-                     "jne 2f\n\t"                                               \
-                     "movq (%[b]), %[nx]\n\t"                                   \
-                     LINK_DECODE_ASM("[nx]")                                     \
-                     "movq %[nx], (%[pg])\n\t"                                  \
-                     "prefetcht0 (%[nx])\n\t"                                   \
-                     ".pushsection .text.unlikely,\"ax\",@progbits\n"           \
-                     "2:\n\t"                                                   \
-                     "subl $1, %c[used](%[pg])\n\t"                             \
-                     "jmp 1b\n\t"                                               \
-                     ".popsection"                                              \
-                     : [b] "=&a"(b), [nx] "=&r"(next_)                          \
-                     : [pg] "r"(page), [used] "i"(offsetof(page_t, used)),      \
-                       [key] "m"(list_key)                                      \
-                     : "memory", "cc"                                           \
-                     : empty);                                                  \
-    } while (0)
+static inline void local_add(uint32_t *x, int32_t d)
+{
+    __asm__ volatile("addl %1, %0" : "+m"(*x) : "ri"(d) : "memory");
+}
 
 static inline void *page_pop(page_t *page)
 {
-    block_t *b;
+    block_t *b, *end = PAGE_END(page);
     if (config_tls) {
-        PAGE_POP_TLS(page, b, empty);
+        for (;;) {
+            b = *(block_t *volatile *)&page->free;
+            if (unlikely(b == end))
+                return NULL;
+            local_add(&page->used, 1);
+            if (likely(local_cas(&page->free, b, end)))
+                break;
+            local_add(&page->used, -1); /* a handler took the list: again */
+        }
+        block_t *next = link_get(b);
+        *(block_t *volatile *)&page->free = next;
+        /* the next block is likely cold (freed long ago, or by another
+         * thread), and its link is the first thing the next pop reads */
+        __builtin_prefetch(next, 1);
         check_mark_allocated(b);
         return b;
-    empty:
-        return NULL;
     }
     b = page->free;
-    if (unlikely(b == PAGE_END(page)))
+    if (unlikely(b == end))
         return NULL;
     block_t *next = link_get(b);
     page->free = next;
-    /* the next block is likely cold (freed long ago, or by another thread),
-     * and its link is the first thing the next pop reads */
     __builtin_prefetch(next, 1);
     page->used++;
     check_mark_allocated(b);
@@ -91,19 +79,10 @@ static inline void *page_pop(page_t *page)
 static inline void *heap_alloc(heap_t *h, size_t size)
 {
     if (likely(size <= DIRECT_MAX)) {
-        page_t *page = h->direct[(size + MIN_ALIGN - 1) / MIN_ALIGN];
-        if (config_tls) {
-            block_t *b;
-            PAGE_POP_TLS(page, b, slow);
-            check_mark_allocated(b);
+        void *b = page_pop(h->direct[(size + MIN_ALIGN - 1) / MIN_ALIGN]);
+        if (likely(b != NULL))
             return b;
-        } else {
-            void *b = page_pop(page);
-            if (likely(b != NULL))
-                return b;
-        }
     }
-slow:
     return alloc_generic(size, MIN_ALIGN, h);
 }
 
