@@ -211,7 +211,7 @@ void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align, const cha
         return NULL;
     mem_copy(q, p, old_usable < new_size ? old_usable : new_size);
     if (config_checks)
-        check_mark_free(p);
+        check_mark_free(p, func);
     if (h)
         heap_free_block(h, p, func);
     else

@@ -189,7 +189,7 @@ static inline void free_block(void *p, const char *func)
 {
     if (config_checks) {
         check_pointer(p, func);
-        check_mark_free(p);
+        check_mark_free(p, func);
     }
     free_validated(p, func);
 }

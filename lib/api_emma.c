@@ -137,7 +137,7 @@ EMMA_API size_t emma_usable_size(const void *ptr)
     if (!ptr)
         return 0;
     if (config_checks)
-        check_pointer(ptr, "emma_usable_size");
+        return check_usable(ptr, "emma_usable_size");
     return usable_size(ptr);
 }
 

@@ -121,7 +121,7 @@ EMMA_API size_t malloc_usable_size(void *ptr)
     if (!ptr)
         return 0;
     if (config_checks)
-        check_pointer(ptr, "malloc_usable_size");
+        return check_usable(ptr, "malloc_usable_size");
     return usable_size(ptr);
 }
 

@@ -40,29 +40,56 @@ void emma_fatal(const char *func, const char *problem, const void *p)
     os_abort();
 }
 
-static bool block_tagged_free(const void *p)
+/* What the checks read of a block's segment header: copied with
+ * os_read_safe, since another thread may unmap the segment at any moment
+ * (a free of the same block racing this check): the check then reports
+ * the pointer as not emma's, never faults. */
+typedef struct header_copy {
+    segment_t seg; /* without pages[] */
+    page_t page;   /* the block's page */
+    uint64_t free_word, free_bit; /* its bit in the free-block bitmap */
+} header_copy;
+
+static bool copy_header(const void *p, header_copy *c)
 {
-    return ((const uintptr_t *)p)[1] == (FREED_TAG ^ (uintptr_t)p);
+    segment_t *seg = segment_of(p);
+    if (!os_read_safe(&c->seg, seg, sizeof c->seg))
+        return false;
+    if (c->seg.cookie != ((uintptr_t)seg ^ os_secret()))
+        return false;
+    size_t idx = c->seg.kind == KIND_HUGE ? 0 : ((uintptr_t)p - (uintptr_t)seg) >> c->seg.page_shift;
+    if (c->seg.kind >= KIND_COUNT || idx >= c->seg.page_count ||
+        !os_read_safe(&c->page, &seg->pages[idx], sizeof c->page))
+        return false;
+    c->free_word = 0;
+    c->free_bit = 0;
+    if (c->seg.kind == KIND_HUGE)
+        return true;
+    size_t bit = (size_t)((uintptr_t)p - (uintptr_t)seg) / MIN_ALIGN;
+    const uint64_t *map = (const uint64_t *)((const uint8_t *)seg + SEGMENT_HEADER_SIZE(c->seg.page_count) -
+                                             CHECK_BITMAP_BYTES);
+    c->free_bit = (uint64_t)1 << (bit % 64);
+    return os_read_safe(&c->free_word, map + bit / 64, sizeof c->free_word);
 }
 
-/* Validate a pointer about to be freed, resized or measured. */
-static page_t *checked_page(const void *p, const char *func)
+/* Validate a pointer about to be freed, resized or measured; c receives
+ * the header it was checked against. */
+static void checked_header(const void *p, const char *func, header_copy *c)
 {
     unsigned chunk = addrmap_lookup(p);
     if (chunk == CHUNK_NONE || !addrmap_segment(p))
         emma_fatal(func, "pointer was not allocated by emma", p);
     if (chunk == CHUNK_INTERIOR || ((uintptr_t)p & (MIN_ALIGN - 1)))
         emma_fatal(func, "interior or misaligned pointer", p);
-    segment_t *seg = segment_of(p);
-    if (seg->cookie != ((uintptr_t)seg ^ os_secret()))
+    if (!copy_header(p, c))
         emma_fatal(func, "pointer was not allocated by emma", p);
-    page_t *page = page_of(seg, p);
-    if (seg->kind == KIND_HUGE) {
+    const page_t *page = &c->page;
+    if (c->seg.kind == KIND_HUGE) {
         if ((uint8_t *)p != page->start)
             emma_fatal(func, "interior or misaligned pointer", p);
         if (!page->in_use)
             emma_fatal(func, "double free", p); /* sits in the huge cache */
-        return page;
+        return;
     }
     if (!page->in_use)
         emma_fatal(func, "double free", p);
@@ -71,18 +98,40 @@ static page_t *checked_page(const void *p, const char *func)
         emma_fatal(func, "interior or misaligned pointer", p);
     if ((size_t)(b - page->start) / page->block_size >= page->capacity)
         emma_fatal(func, "pointer was not allocated by emma", p);
-    if (block_tagged_free(p))
+    if (c->free_word & c->free_bit)
         emma_fatal(func, "double free", p);
-    return page;
 }
 
-void check_pointer(const void *p, const char *func) { (void)checked_page(p, func); }
-
-void check_mark_free(const void *p)
+static size_t copy_usable(const header_copy *c, const void *p)
 {
-    segment_t *seg = segment_of(p);
-    if (seg->kind != KIND_HUGE)
-        check_tag_free((void *)p);
+    if (c->seg.kind == KIND_HUGE)
+        return (size_t)((uintptr_t)segment_of(p) + c->seg.map_size - (uintptr_t)p);
+    return c->page.block_size;
+}
+
+void check_pointer(const void *p, const char *func)
+{
+    header_copy c;
+    checked_header(p, func, &c);
+}
+
+size_t check_usable(const void *p, const char *func)
+{
+    header_copy c;
+    checked_header(p, func, &c);
+    return copy_usable(&c, p);
+}
+
+/* The block is free from now on (after check_pointer): a second free that
+ * raced past the check with this one is caught here. */
+void check_mark_free(const void *p, const char *func)
+{
+    if (segment_of(p)->kind == KIND_HUGE)
+        return;
+    uint64_t bit;
+    _Atomic uint64_t *w = check_bitmap_word(p, &bit);
+    if (atomic_fetch_or_explicit(w, bit, memory_order_relaxed) & bit)
+        emma_fatal(func, "double free", p);
 }
 
 /* emma_dealloc / emma_realloc: the caller's layout must be the block's. */
@@ -90,23 +139,23 @@ void check_layout(const void *p, size_t size, size_t align, const char *func)
 {
     if (align == 0 || (align & (align - 1)))
         emma_fatal(func, "alignment is not a power of two", p);
-    page_t *page = checked_page(p, func);
+    header_copy c;
+    checked_header(p, func, &c);
     if ((uintptr_t)p & (align - 1))
         emma_fatal(func, "alignment does not match the allocation", p);
-    segment_t *seg = segment_of(p);
-    if (seg->kind == KIND_HUGE) {
-        if (size > huge_usable(seg, p) || (size <= LARGE_MAX && align <= LARGE_MAX))
+    if (c.seg.kind == KIND_HUGE) {
+        if (size > copy_usable(&c, p) || (size <= LARGE_MAX && align <= LARGE_MAX))
             emma_fatal(func, "size does not match the allocation", p);
         return;
     }
-    if (size > page->block_size || size > LARGE_MAX)
+    if (size > c.page.block_size || size > LARGE_MAX)
         emma_fatal(func, "size does not match the allocation", p);
     unsigned want = class_for(size, align);
-    if (want == page->class_idx)
+    if (want == c.page.class_idx)
         return;
     /* Would the size fit this block under some other alignment? */
     for (size_t a = MIN_ALIGN; a <= LARGE_MAX; a <<= 1)
-        if (class_for(size, a) == page->class_idx)
+        if (class_for(size, a) == c.page.class_idx)
             emma_fatal(func, "alignment does not match the allocation", p);
     emma_fatal(func, "size does not match the allocation", p);
 }

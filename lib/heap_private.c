@@ -218,7 +218,7 @@ EMMA_API void emma_heap_dealloc(emma_heap_t *heap, void *ptr, size_t size, size_
     if (config_checks) {
         check_layout(ptr, size, align, "emma_heap_dealloc");
         check_in_heap(h, ptr, "emma_heap_dealloc");
-        check_mark_free(ptr);
+        check_mark_free(ptr, "emma_heap_dealloc");
     }
     heap_free_block(h, ptr, "emma_heap_dealloc");
 }

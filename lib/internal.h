@@ -40,6 +40,7 @@ enum os_pi_result {
 };
 EMMA_HIDDEN enum os_pi_result os_futex_trylock_pi(_Atomic uint32_t *word);
 EMMA_HIDDEN void os_write_stderr(const char *s, size_t n);
+EMMA_HIDDEN bool os_read_safe(void *dst, const void *src, size_t n);
 EMMA_HIDDEN EMMA_NORETURN void os_abort(void);
 
 /* The address map (os.c): one entry per 4 MiB chunk says whether emma
@@ -64,16 +65,38 @@ EMMA_HIDDEN EMMA_NORETURN EMMA_COLD void emma_fatal(const char *func, const char
                                                     const void *p);
 EMMA_HIDDEN void check_pointer(const void *p, const char *func);
 EMMA_HIDDEN void check_layout(const void *p, size_t size, size_t align, const char *func);
-EMMA_HIDDEN void check_mark_free(const void *p);
+EMMA_HIDDEN void check_mark_free(const void *p, const char *func);
 EMMA_HIDDEN void check_not_private(const void *p, const char *func);
-/* A free block's second word holds FREED_TAG ^ its address (boundary
- * checks only): a block freed twice still has it. */
-#define FREED_TAG ((uintptr_t)GOLDEN_RATIO_64)
-static inline void check_tag_free(void *b) { ((uintptr_t *)b)[1] = FREED_TAG ^ (uintptr_t)b; }
+EMMA_HIDDEN size_t check_usable(const void *p, const char *func);
+/* The boundary checks' record of which blocks are free: one bit per 16
+ * bytes of a segment, set when a block is carved or freed, cleared when it
+ * is handed out, in the segment header (CHECK_BITMAP_BYTES, types.h): out
+ * of band, so a block's contents never make it look free, and a free block
+ * whose memory was purged (sparse.c) still reads as free. */
+static inline _Atomic uint64_t *check_bitmap_word(const void *p, uint64_t *bit)
+{
+    segment_t *seg = segment_of(p);
+    size_t i = (size_t)((uintptr_t)p - (uintptr_t)seg) / MIN_ALIGN;
+    _Atomic uint64_t *map = (_Atomic uint64_t *)((uint8_t *)seg + SEGMENT_HEADER_SIZE(seg->page_count) -
+                                                 CHECK_BITMAP_BYTES);
+    *bit = (uint64_t)1 << (i % 64);
+    return map + i / 64;
+}
+static inline void check_mark_carved(void *b)
+{
+    if (config_checks) {
+        uint64_t bit;
+        _Atomic uint64_t *w = check_bitmap_word(b, &bit);
+        atomic_fetch_or_explicit(w, bit, memory_order_relaxed);
+    }
+}
 static inline void check_mark_allocated(void *b)
 {
-    if (config_checks)
-        ((uintptr_t *)b)[1] = 0;
+    if (config_checks) {
+        uint64_t bit;
+        _Atomic uint64_t *w = check_bitmap_word(b, &bit);
+        atomic_fetch_and_explicit(w, ~bit, memory_order_relaxed);
+    }
 }
 
 /* ------------------------------------------------------------------ */

@@ -21,6 +21,7 @@
 #define check_mark_free emma__check_mark_free
 #define check_not_private emma__check_not_private
 #define check_pointer emma__check_pointer
+#define check_usable emma__check_usable
 #define class_for emma__class_for
 #define copy_teardown emma__copy_teardown
 #define emma_fatal emma__emma_fatal
@@ -62,6 +63,7 @@
 #define os_map emma__os_map
 #define os_map_aligned emma__os_map_aligned
 #define os_purge emma__os_purge
+#define os_read_safe emma__os_read_safe
 #define os_remap emma__os_remap
 #define os_seccomp_active emma__os_seccomp_active
 #define os_secret emma__os_secret

@@ -327,6 +327,35 @@ enum os_pi_result os_futex_trylock_pi(_Atomic uint32_t *word)
     return OS_PI_BUSY;
 }
 
+/* Copy n bytes from src, which another thread may be unmapping: false
+ * instead of a fault when src is not mapped.  process_vm_readv(2) on our
+ * own process; where it is unavailable (ENOSYS, EPERM) or a seccomp filter
+ * might kill us for trying, a plain copy (the fault stays possible there). */
+bool os_read_safe(void *dst, const void *src, size_t n)
+{
+    static _Atomic int direct = -1; /* -1 unknown, 0 syscall, 1 plain copy */
+    int d = atomic_load_explicit(&direct, memory_order_relaxed);
+    if (d < 0) {
+        d = os_seccomp_active();
+        atomic_store_explicit(&direct, d, memory_order_relaxed);
+    }
+    if (!d) {
+        struct {
+            void *base;
+            size_t len;
+        } local = {dst, n}, remote = {(void *)src, n};
+        long r = sys_call6(SYS_process_vm_readv, os_getpid(), (long)&local, 1, (long)&remote, 1, 0);
+        if (r == (long)n)
+            return true;
+        if (r != -EMMA_ENOSYS && r != -EMMA_EPERM)
+            return false;
+        atomic_store_explicit(&direct, 1, memory_order_relaxed);
+    }
+    for (size_t i = 0; i < n; i++)
+        ((uint8_t *)dst)[i] = ((const volatile uint8_t *)src)[i];
+    return true;
+}
+
 void os_write_stderr(const char *s, size_t n) { sys_call3(SYS_write, 2, (long)s, (long)n); }
 
 /* Unblock and raise SIGABRT for this thread; if that somehow returns,

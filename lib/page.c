@@ -163,12 +163,10 @@ void page_extend(page_t *page)
         block_t *b = (block_t *)p;
         p += page->block_size;
         link_set(b, (block_t *)p);
-        if (config_checks)
-            check_tag_free(b);
+        check_mark_carved(b);
     }
     link_set((block_t *)p, page->free);
-    if (config_checks)
-        check_tag_free(p);
+    check_mark_carved(p);
     page->free = (block_t *)first;
     page->capacity += n;
 }

@@ -34,6 +34,7 @@
 #define SYS_futex 202
 #define SYS_prctl 157
 #define SYS_rt_sigprocmask 14
+#define SYS_process_vm_readv 310
 
 #define EMMA_AT_FDCWD (-100)
 #define EMMA_O_RDONLY_CLOEXEC 02000000

@@ -179,8 +179,11 @@ typedef struct segment {
  * private heap `origin` */
 #define SEG_PRIVATE 2
 
-/* Bytes of a segment header with `pages` pages, cache-line aligned. */
-#define SEGMENT_HEADER_SIZE(pages) align_up(sizeof(segment_t) + (pages) * sizeof(page_t), (size_t)64)
+/* Bytes of a segment header with `pages` pages, cache-line aligned; with
+ * boundary checks it ends with the free-block bitmap (internal.h). */
+#define CHECK_BITMAP_BYTES (EMMA_CONFIG_CHECKS ? SEGMENT_SIZE / MIN_ALIGN / 8 : 0)
+#define SEGMENT_HEADER_SIZE(pages)                                                              \
+    (align_up(sizeof(segment_t) + (pages) * sizeof(page_t), (size_t)64) + CHECK_BITMAP_BYTES)
 
 /* Each header fits in the first page and leaves room for its biggest block;
  * free_mask and dirty_mask have a bit per page. */

@@ -604,6 +604,45 @@ START_TEST(t_owns_races_unmap)
 }
 END_TEST
 
+#if EMMA_CONFIG_CHECKS
+/* The boundary checks ask the same question while the block goes away:
+ * a check may report the pointer (caught here), never fault. */
+static sigjmp_buf ck_jump;
+static volatile sig_atomic_t ck_aborts;
+
+static void ck_on_abort(int sig)
+{
+    (void)sig;
+    ck_aborts++;
+    siglongjmp(ck_jump, 1);
+}
+
+START_TEST(t_checks_race_unmap)
+{
+    pthread_t m;
+    on_signal(SIGABRT, ck_on_abort, 0);
+    int devnull = open("/dev/null", O_WRONLY);
+    ck_assert_int_ge(devnull, 0);
+    int saved_err = dup(2);
+    dup2(devnull, 2); /* one report line per caught check */
+    ck_assert_int_eq(pthread_create(&m, NULL, ou_mapper, NULL), 0);
+    double t0 = now_s();
+    volatile long n = 0;
+    sigsetjmp(ck_jump, 1);
+    while (now_s() - t0 < 2) {
+        unsigned char *p = atomic_load(&ou_block);
+        if (p)
+            n += (long)malloc_usable_size(p) > 0;
+    }
+    atomic_store(&ou_stop, 1);
+    pthread_join(m, NULL);
+    dup2(saved_err, 2);
+    signal(SIGABRT, SIG_DFL);
+    fprintf(stderr, "# checks racing unmap: %ld answers, %d reports\n", (long)n, (int)ck_aborts);
+    ck_assert(n > 0);
+}
+END_TEST
+#endif
 
 /* ================================================================== */
 /* Double free in the default build, and alignments above 1 MiB          */
@@ -701,6 +740,87 @@ START_TEST(t_realloc_big_align)
 }
 END_TEST
 
+#if EMMA_CONFIG_CHECKS
+/* ================================================================== */
+/* Boundary checks: no false positives, no misses                       */
+
+/* A live block's contents are the program's: whatever they look like,
+ * freeing it once is fine. */
+START_TEST(t_checks_live_block_any_content)
+{
+    for (size_t s = 16; s <= 70000; s = s * 2 + 16) {
+        uintptr_t *p = malloc(s);
+        ck_assert_ptr_nonnull(p);
+        /* what the checked build wrote into freed blocks (FREED_TAG ^ p) */
+        p[1] = (uintptr_t)0x9e3779b97f4a7c15ull ^ (uintptr_t)p;
+        free(p);
+        p = emma_alloc(s, 64);
+        ck_assert_ptr_nonnull(p);
+        for (size_t i = 0; i < s / sizeof *p; i++)
+            p[i] = (uintptr_t)0x9e3779b97f4a7c15ull ^ (uintptr_t)(p + i);
+        emma_dealloc(p, s, 64);
+    }
+}
+END_TEST
+
+/* A double free after emma gave the freed block's OS page back to the
+ * kernel (sparse pages, lib/compact.c) is still a double free. */
+enum { PG_COUNT = 3072 };
+static void df_after_purge(void)
+{
+    /* 1 KiB blocks fill about 48 pages of 64 KiB; keep one block per
+     * 64 KiB: every page is sparse. */
+    static unsigned char *b[PG_COUNT];
+    static char kept[PG_COUNT];
+    uintptr_t last = 0;
+    for (int i = 0; i < PG_COUNT; i++)
+        b[i] = malloc(1024);
+    for (int i = 0; i < PG_COUNT; i++) {
+        if (((uintptr_t)b[i] >> 16) != last) {
+            last = (uintptr_t)b[i] >> 16;
+            kept[i] = 1;
+        } else {
+            free(b[i]);
+        }
+    }
+    /* Allocation runs through one page and passes over the others, which
+     * parks them (lib/alloc.c); then other sizes take fresh pages, a
+     * compaction pass (lib/compact.c) at a time, until the parked pages'
+     * free OS pages have been given back. */
+    static void *again[200];
+    for (int i = 0; i < 200; i++)
+        again[i] = malloc(1024);
+    for (int pass = 0; pass < 6; pass++) {
+        struct timespec ts = {0, 80 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        for (int i = 0; i < 300; i++)
+            (void)!malloc(2048 + 1024 * (size_t)(pass % 2));
+    }
+    /* the victim: a block freed above whose OS page is gone */
+    unsigned char *victim = NULL;
+    for (int i = 0; i < PG_COUNT && !victim; i++) {
+        unsigned char vec = 1;
+        int reused = 0;
+        for (int k = 0; k < 200; k++)
+            reused |= (unsigned char *)again[k] == b[i];
+        if (kept[i] || reused)
+            continue;
+        void *os_page = (void *)((uintptr_t)b[i] & ~(uintptr_t)4095);
+        if (mincore(os_page, 4096, &vec) == 0 && !(vec & 1))
+            victim = b[i];
+    }
+    if (!victim)
+        _exit(4); /* the setup did not get a page purged */
+    free(victim);
+    _exit(0);
+}
+
+START_TEST(t_checks_double_free_after_purge)
+{
+    expect_double_free_abort(df_after_purge, "free", "free of a block whose page was purged");
+}
+END_TEST
+#endif
 
 static void add(Suite *s, const char *name, const TTest *t, int timeout)
 {
@@ -718,5 +838,10 @@ int main(void)
     add(s, "owns_races_unmap", t_owns_races_unmap, 30);
     add(s, "double_free_detected", t_double_free_detected, 30);
     add(s, "realloc_big_align", t_realloc_big_align, 30);
+#if EMMA_CONFIG_CHECKS
+    add(s, "checks_race_unmap", t_checks_race_unmap, 30);
+    add(s, "checks_live_block_any_content", t_checks_live_block_any_content, 30);
+    add(s, "checks_double_free_after_purge", t_checks_double_free_after_purge, 30);
+#endif
     return tu_run(s);
 }
