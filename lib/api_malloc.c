@@ -140,7 +140,8 @@ EMMA_API void free_aligned_sized(void *ptr, size_t align, size_t size)
  * glibc calls init-array functions with (argc, argv, envp) (options.c
  * checks that they are real); they run at load time, and at dlopen.  The
  * fini-array function runs at exit() (glibc's _dl_fini) and at dlclose:
- * EMMA_SHOW_STATS prints the statistics there, with no atexit(). */
+ * EMMA_SHOW_STATS prints the statistics there, with no atexit(), to the
+ * copy of stderr options.c made at start-up. */
 static void emma_start(int argc, char **argv, char **envp) { options_init(argc, argv, envp); }
 
 static void emma_finish(void)
@@ -148,7 +149,10 @@ static void emma_finish(void)
     if (emma_opt.show_stats) {
         struct emma_stats s;
         stats_collect(&s);
-        stats_print_fd(2, &s);
+        stats_print_fd(emma_opt.stats_fd > 0 ? emma_opt.stats_fd : 2, &s);
+        if (emma_opt.stats_fd > 0) /* dlclose: no descriptor left behind */
+            os_close(emma_opt.stats_fd);
+        emma_opt.stats_fd = 0;
     }
 }
 

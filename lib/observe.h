@@ -30,6 +30,7 @@
 #define os_open_read emma__os_open_read
 #define os_read emma__os_read
 #define os_close emma__os_close
+#define os_dup_cloexec emma__os_dup_cloexec
 #define os_counters_read emma__os_counters_read
 #define os_walk_begin emma__os_walk_begin
 #define os_walk_end emma__os_walk_end
@@ -56,6 +57,10 @@
 struct emma_options {
     uint8_t show_stats; /* EMMA_SHOW_STATS: statistics on stderr at exit */
     uint8_t verbose;    /* EMMA_VERBOSE: one line at start-up */
+    /* With show_stats: where they go, a close-on-exec copy of stderr made
+     * at start-up (programs such as cat close fd 2 before exit); 0 if none
+     * could be made, then fd 2. */
+    int stats_fd;
 };
 EMMA_HIDDEN extern struct emma_options emma_opt;
 /* From the ELF constructor (api_malloc.c): glibc passes (argc, argv, envp). */
@@ -96,6 +101,9 @@ EMMA_HIDDEN long os_write(int fd, const void *buf, size_t n);
 EMMA_HIDDEN int os_open_read(const char *path);
 EMMA_HIDDEN long os_read(int fd, void *buf, size_t n);
 EMMA_HIDDEN void os_close(int fd);
+/* fcntl(F_DUPFD_CLOEXEC): a close-on-exec copy of fd, numbered min_fd or
+ * above; -1 on failure (fd not open, min_fd over RLIMIT_NOFILE). */
+EMMA_HIDDEN int os_dup_cloexec(int fd, int min_fd);
 /* Time-stamp counter ticks per millisecond, measured against
  * CLOCK_MONOTONIC over about a millisecond (at least 1). */
 EMMA_HIDDEN uint64_t os_tsc_per_ms(void);

@@ -51,7 +51,7 @@ static bool parse_u64(const char *s, uint64_t *out, const char **end)
     return true;
 }
 
-/* A byte count: digits, then optionally k/K, m/M or g/G (powers of 1024),
+/* A byte count: digits, then optionally k/K, m/M, g/G or t/T (powers of 1024),
  * optionally followed by "B" or "iB". */
 static bool parse_bytes(const char *s, uint64_t *out)
 {
@@ -64,6 +64,7 @@ static bool parse_bytes(const char *s, uint64_t *out)
     case 'k': case 'K': shift = 10; e++; break;
     case 'm': case 'M': shift = 20; e++; break;
     case 'g': case 'G': shift = 30; e++; break;
+    case 't': case 'T': shift = 40; e++; break;
     default: break;
     }
     if (shift && e[0] == 'i' && e[1] == 'B')
@@ -99,9 +100,9 @@ static const struct opt_desc opt_table[OPT_COUNT] = {
     {"EMMA_VERBOSE", OPT_BOOL, 1, "0 or 1"},
     {"EMMA_DECAY_MS", OPT_MS, 600000, "a number of milliseconds from 0 to 600000"},
     {"EMMA_FREE_RESIDENT_MAX", OPT_BYTES, (uint64_t)1 << 40,
-     "a number of bytes up to 1T (suffix K, M or G allowed)"},
+     "a number of bytes up to 1T (suffix K, M, G or T allowed)"},
     {"EMMA_HUGE_CACHE_MAX", OPT_BYTES, (uint64_t)1 << 40,
-     "a number of bytes up to 1T (suffix K, M or G allowed)"},
+     "a number of bytes up to 1T (suffix K, M, G or T allowed)"},
 };
 
 /* ------------------------------------------------------------------ */
@@ -273,9 +274,24 @@ static bool options_claim(void)
            atomic_compare_exchange_strong(&options_state, &expected, 1);
 }
 
+/* EMMA_SHOW_STATS: coreutils' cat, ls and sort close stderr before exit()
+ * runs emma's fini-array function, so the statistics go to a close-on-exec
+ * copy of stderr made now: numbered 1000 or above, out of the way of
+ * programs that expect the lowest free descriptors, or 10 or above where
+ * RLIMIT_NOFILE is lower.  With stderr closed already, fd 2 at exit. */
+static void stats_fd_open(void)
+{
+    int fd = os_dup_cloexec(2, 1000);
+    if (fd < 0)
+        fd = os_dup_cloexec(2, 10);
+    emma_opt.stats_fd = fd < 0 ? 0 : fd;
+}
+
 static void options_done(void)
 {
     vg_detect();
+    if (emma_opt.show_stats)
+        stats_fd_open();
     if (emma_opt.verbose)
         verbose_line();
     atomic_store_explicit(&options_state, 2, memory_order_release);

@@ -194,6 +194,12 @@ long os_read(int fd, void *buf, size_t n)
 
 void os_close(int fd) { sys_call1(SYS_close, fd); }
 
+int os_dup_cloexec(int fd, int min_fd)
+{
+    long r = sys_call3(SYS_fcntl, fd, EMMA_F_DUPFD_CLOEXEC, min_fd);
+    return sys_failed(r) ? -1 : (int)r;
+}
+
 static uint64_t monotonic_ns(void)
 {
     struct {

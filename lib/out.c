@@ -61,9 +61,9 @@ void out_u64(struct outbuf *o, uint64_t v) { out_u64_width(o, v, 0); }
 
 void out_bytes(struct outbuf *o, uint64_t v)
 {
-    static const char unit[] = "KMG";
+    static const char unit[] = "KMGT";
     int u = -1;
-    while (u < 2 && v && (v & 1023) == 0) {
+    while (u < 3 && v && (v & 1023) == 0) {
         v >>= 10;
         u++;
     }

@@ -19,6 +19,7 @@
 #define SYS_read 0
 #define SYS_write 1
 #define SYS_close 3
+#define SYS_fcntl 72
 #define SYS_openat 257
 #define SYS_clock_gettime 228
 #define SYS_mmap 9
@@ -38,6 +39,7 @@
 
 #define EMMA_AT_FDCWD (-100)
 #define EMMA_O_RDONLY_CLOEXEC 02000000
+#define EMMA_F_DUPFD_CLOEXEC 1030
 #define EMMA_PROT_NONE 0
 #define EMMA_PROT_RW 3
 #define EMMA_MAP_PRIVATE 0x02

@@ -45,6 +45,31 @@ grep -q "^emma $PACKAGE_VERSION statistics (pid [0-9]*)" "$tmp/stats.err" &&
 	bad "EMMA_SHOW_STATS=1: no statistics at exit: $(cat "$tmp/stats.err")"
 echo "ok: EMMA_SHOW_STATS=1 printed $(lines "$tmp/stats.err") lines at exit"
 
+# EMMA_SHOW_STATS=1 in a program that closes stderr before exit (as
+# coreutils' close_stdout does): the statistics still come, through the
+# copy of stderr emma made at start-up.
+run closeerr EMMA_SHOW_STATS=1 "$prog" closeerr
+grep -q "^emma $PACKAGE_VERSION statistics (pid [0-9]*)" "$tmp/closeerr.err" &&
+	grep -q "block size   blocks in use" "$tmp/closeerr.err" ||
+	bad "EMMA_SHOW_STATS=1, stderr closed before exit: no statistics: $(cat "$tmp/closeerr.err")"
+echo "ok: EMMA_SHOW_STATS=1 with stderr closed before exit printed $(lines "$tmp/closeerr.err") lines"
+# The same for coreutils under LD_PRELOAD (what emma-run --stats sets).
+if [ -r "${EMMA_SO:-}" ]; then
+	for cmd in "cat /dev/null" "ls /" "sort /dev/null"; do
+		set -- $cmd
+		if command -v "$1" >/dev/null 2>&1; then
+			env EMMA_SHOW_STATS=1 LD_PRELOAD="$EMMA_SO" "$@" >/dev/null 2>"$tmp/coreutils.err"
+			grep -q "^emma $PACKAGE_VERSION statistics (pid [0-9]*)" "$tmp/coreutils.err" &&
+				echo "ok: EMMA_SHOW_STATS=1 $cmd printed $(lines "$tmp/coreutils.err") lines" ||
+				bad "EMMA_SHOW_STATS=1 LD_PRELOAD=libemma.so.0 $cmd: no statistics: $(cat "$tmp/coreutils.err")"
+		else
+			echo "note: no $1: not run under EMMA_SHOW_STATS=1"
+		fi
+	done
+else
+	echo "note: no shared libemma.so.0 (--disable-shared): cat, ls, sort not run under LD_PRELOAD"
+fi
+
 # Bad values: one line naming the variable and the default kept; no crash.
 for setting in EMMA_SHOW_STATS=yes EMMA_VERBOSE=2 EMMA_DECAY_MS=-5 EMMA_DECAY_MS=10s \
 	EMMA_DECAY_MS=99999999999999999999999 EMMA_FREE_RESIDENT_MAX=12Q \
@@ -57,6 +82,17 @@ for setting in EMMA_SHOW_STATS=yes EMMA_VERBOSE=2 EMMA_DECAY_MS=-5 EMMA_DECAY_MS
 		echo "ok: $(cat "$tmp/badvalue.err")"
 	fi
 done
+
+# A T suffix is accepted up to the bound the message names (1T); 2T gets
+# the one-line message, which names only suffixes that are accepted.
+run tera EMMA_FREE_RESIDENT_MAX=1T EMMA_VERBOSE=1 "$prog"
+grep -q "EMMA_FREE_RESIDENT_MAX=1T" "$tmp/tera.err" && [ "$(lines "$tmp/tera.err")" -eq 1 ] &&
+	echo "ok: EMMA_FREE_RESIDENT_MAX=1T accepted: $(cat "$tmp/tera.err")" ||
+	bad "EMMA_FREE_RESIDENT_MAX=1T not accepted: $(cat "$tmp/tera.err")"
+run tera2 EMMA_FREE_RESIDENT_MAX=2T "$prog"
+grep -qx "emma: EMMA_FREE_RESIDENT_MAX=2T: not a number of bytes up to 1T (suffix K, M, G or T allowed); using 8M" \
+	"$tmp/tera2.err" && echo "ok: $(cat "$tmp/tera2.err")" ||
+	bad "EMMA_FREE_RESIDENT_MAX=2T: $(cat "$tmp/tera2.err")"
 
 # The knobs take effect: with no free memory allowed to stay resident and
 # no delay, the 20 MB freed are given back; by default most stays.

@@ -1,11 +1,13 @@
 /* Run by tests/options.sh with EMMA_* variables set: allocates, frees, and
  * prints "done" on stdout; "stats" also prints a few emma_stats() figures
- * ("free_resident N", "huge_cached N") after the frees.
+ * ("free_resident N", "huge_cached N") after the frees; "closeerr" closes
+ * stderr before returning, as coreutils' cat, ls and sort do at exit.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include <emma.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int main(int argc, char **argv)
 {
@@ -27,5 +29,7 @@ int main(int argc, char **argv)
         printf("free_resident %zu\nhuge_cached %zu\n", s.bytes_free_resident, s.huge_cached);
     }
     puts("done");
+    if (argc > 1 && strcmp(argv[1], "closeerr") == 0 && close(2) != 0)
+        return 1;
     return 0;
 }
