@@ -117,6 +117,15 @@ static inline bool align_ok(size_t align, const void *ptr, const char *func)
     return false;
 }
 
+/* align is 1, 2, 4, 8 or 16 (a power of two no larger than MIN_ALIGN), the
+ * common case of the emma_* API, told with one bit test: half of
+ * align_ok's instructions on the way to heap_alloc. */
+static inline bool align_small(size_t align)
+{
+    _Static_assert(MIN_ALIGN == 16, "the mask has bits 1, 2, 4, 8 and 16");
+    return align <= MIN_ALIGN && ((0x10116u >> align) & 1u) != 0;
+}
+
 /* Free of a block known to belong to a page of h.  A block that is
  * already the head of its page's list is being freed twice: the
  * `free(p); free(p)` that would otherwise hand p out twice (an abort with

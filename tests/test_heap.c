@@ -442,9 +442,44 @@ START_TEST(t_teardown_busy)
     void *b = emma_heap_alloc(h, 32, 16);
     ck_assert_ptr_nonnull(b);
     ck_assert_int_eq(emma_teardown(), -1);
+    emma_heap_dealloc(h, b, 32, 16);
+    /* and so does a private heap with no block at all (emma_teardown(3)):
+     * tearing down would unmap it under its handle */
+    errno = 0;
+    ck_assert_int_eq(emma_teardown(), -1);
+    ck_assert_int_eq(errno, EBUSY);
+    emma_heap_reset(h);
+    errno = 0;
+    ck_assert_int_eq(emma_teardown(), -1);
+    ck_assert_int_eq(errno, EBUSY);
     emma_heap_destroy(h);
 }
 END_TEST
+
+#if !EMMA_CONFIG_CHECKS
+/* Without boundary checks, emma_realloc of a private heap's block is
+ * undefined (emma_heap_new(3)); this version moves a block that does not
+ * fit into the calling thread's heap, where the private heap's destroy
+ * leaves it alone. */
+START_TEST(t_heap_realloc_moves_out)
+{
+    emma_heap_t *h = emma_heap_new();
+    ck_assert_ptr_nonnull(h);
+    unsigned char *p = emma_heap_alloc(h, 40, 16);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 9, 40);
+    unsigned char *q = emma_realloc(p, 40, 16, 4000);
+    ck_assert_ptr_nonnull(q);
+    ck_assert_ptr_ne(q, p);
+    emma_heap_destroy(h);
+    ck_assert(emma_owns(q));
+    for (int i = 0; i < 40; i++)
+        ck_assert_int_eq(q[i], 9);
+    memset(q, 1, 4000);
+    emma_dealloc(q, 4000, 16);
+}
+END_TEST
+#endif
 
 /* ------------------------------------------------------------------ */
 /* A block freed after its heap was destroyed (boundary checks) */
@@ -494,6 +529,49 @@ static void heap_dealloc_other(void)
     void *p = emma_heap_alloc(a, 40, 16);
     emma_heap_dealloc(b, p, 40, 16);
 }
+/* A heap handle that is not a live heap: destroyed, or never one. */
+static void destroy_twice(void)
+{
+    emma_heap_t *a = emma_heap_new();
+    emma_heap_destroy(a);
+    emma_heap_destroy(a);
+}
+static void alloc_after_destroy(void)
+{
+    emma_heap_t *a = emma_heap_new();
+    (void)emma_heap_alloc(a, 40, 16);
+    emma_heap_destroy(a);
+    (void)emma_heap_alloc(a, 40, 16);
+}
+static void reset_garbage(void)
+{
+    /* unmapped: reading it would be a SIGSEGV, not the line */
+    emma_heap_reset((emma_heap_t *)(uintptr_t)0x1000);
+}
+static void dealloc_to_block(void)
+{
+    emma_heap_t *a = emma_heap_new();
+    void *p = emma_heap_alloc(a, 4096, 16);
+    memset(p, 0xff, 4096); /* a block that looks like anything */
+    emma_heap_dealloc((emma_heap_t *)p, p, 4096, 16);
+}
+static void alloc_null_heap(void) { (void)emma_heap_alloc_zeroed(NULL, 40, 16); }
+
+START_TEST(t_heap_bad_handle)
+{
+    expect_one_line_abort(destroy_twice,
+                          "emma: emma_heap_destroy: not a live private heap (");
+    expect_one_line_abort(alloc_after_destroy,
+                          "emma: emma_heap_alloc: not a live private heap (");
+    expect_one_line_abort(reset_garbage,
+                          "emma: emma_heap_reset: not a live private heap (");
+    expect_one_line_abort(dealloc_to_block,
+                          "emma: emma_heap_dealloc: not a live private heap (");
+    expect_one_line_abort(alloc_null_heap,
+                          "emma: emma_heap_alloc_zeroed: not a live private heap (");
+}
+END_TEST
+
 static void realloc_private(void)
 {
     emma_heap_t *a = emma_heap_new();
@@ -541,6 +619,9 @@ int main(void)
     tcase_add_test(t, t_teardown_busy);
 #if EMMA_CONFIG_CHECKS
     tcase_add_test(t, t_heap_free_after_destroy);
+    tcase_add_test(t, t_heap_bad_handle);
+#else
+    tcase_add_test(t, t_heap_realloc_moves_out);
 #endif
     suite_add_tcase(s, t);
     return tu_run(s);
