@@ -90,22 +90,25 @@ static inline void *vg_realloc(void *p, size_t o, size_t a, size_t n)
 }
 #endif
 
-EMMA_API void *emma_alloc(size_t size, size_t align)
+/* emma_alloc and emma_alloc_zeroed; `func` names the caller in messages. */
+static inline __attribute__((always_inline)) void *api_alloc(size_t size, size_t align, bool zero,
+                                                             const char *func)
 {
-    if (unlikely(!align_ok(align, NULL, "emma_alloc")))
+    if (unlikely(!align_ok(align, NULL, func)))
         return NULL;
     if (VG_ON)
-        return vg_alloc(size, align, false);
-    return alloc_block(size, align);
+        return vg_alloc(size, align, zero);
+    return zero ? alloc_zeroed(size, align) : alloc_block(size, align);
+}
+
+EMMA_API void *emma_alloc(size_t size, size_t align)
+{
+    return api_alloc(size, align, false, "emma_alloc");
 }
 
 EMMA_API void *emma_alloc_zeroed(size_t size, size_t align)
 {
-    if (unlikely(!align_ok(align, NULL, "emma_alloc_zeroed")))
-        return NULL;
-    if (VG_ON)
-        return vg_alloc(size, align, true);
-    return alloc_zeroed(size, align);
+    return api_alloc(size, align, true, "emma_alloc_zeroed");
 }
 
 EMMA_API void emma_dealloc(void *ptr, size_t size, size_t align)

@@ -154,6 +154,13 @@ static void put_value(struct outbuf *o, unsigned i, uint64_t v)
         out_u64(o, v);
 }
 
+/* Each string of a NULL-terminated list, in turn. */
+static void out_strs(struct outbuf *o, const char *const *list)
+{
+    for (; *list; list++)
+        out_str(o, *list);
+}
+
 static bool name_is(const char *entry, size_t len, const char *name, const char **value)
 {
     size_t n = 0;
@@ -186,11 +193,8 @@ static void option_entry(const char *entry, size_t len)
         }
         struct outbuf o;
         out_init(&o, 2);
-        out_str(&o, "emma: ");
-        out_str(&o, entry);
-        out_str(&o, ": not ");
-        out_str(&o, opt_table[i].what);
-        out_str(&o, "; using ");
+        out_strs(&o, (const char *const[]){"emma: ", entry, ": not ", opt_table[i].what,
+                                           "; using ", NULL});
         put_value(&o, i, opt_get(i));
         out_str(&o, "\n");
         out_flush(&o);
@@ -248,19 +252,13 @@ static void verbose_line(void)
 {
     struct outbuf o;
     out_init(&o, 2);
-    out_str(&o, "emma " EMMA_VERSION_STRING ": thread-local heaps ");
-    out_str(&o, config_tls ? "yes" : "no");
-    out_str(&o, ", boundary checks ");
-    out_str(&o, config_checks ? "yes" : "no");
-    out_str(&o, ", valgrind support ");
-    out_str(&o, EMMA_CONFIG_VALGRIND ? "yes" : "no");
-    out_str(&o, "; options from ");
-    out_str(&o, options_source);
-    out_str(&o, ":");
+    out_strs(&o, (const char *const[]){"emma " EMMA_VERSION_STRING ": thread-local heaps ",
+                                       config_tls ? "yes" : "no", ", boundary checks ",
+                                       config_checks ? "yes" : "no", ", valgrind support ",
+                                       EMMA_CONFIG_VALGRIND ? "yes" : "no", "; options from ",
+                                       options_source, ":", NULL});
     for (unsigned i = 0; i < OPT_COUNT; i++) {
-        out_str(&o, " ");
-        out_str(&o, opt_table[i].name);
-        out_str(&o, "=");
+        out_strs(&o, (const char *const[]){" ", opt_table[i].name, "=", NULL});
         put_value(&o, i, opt_get(i));
     }
     out_str(&o, "\n");

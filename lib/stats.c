@@ -138,6 +138,42 @@ static void label(struct outbuf *o, const char *text)
     out_str(o, text);
 }
 
+/* A row's label and first figure: a size for people, or a count. */
+static void label_size(struct outbuf *o, const char *text, uint64_t v)
+{
+    label(o, text);
+    out_human(o, v, 12);
+}
+
+static void label_count(struct outbuf *o, const char *text, uint64_t n)
+{
+    label(o, text);
+    out_u64_width(o, n, 8);
+}
+
+/* The rest of a row: ", name value" pieces, sizes for people where
+ * `human`, then the newline. */
+struct field {
+    const char *name;
+    uint64_t v;
+    bool human;
+};
+#define FIELDS(o, ...)                                                                        \
+    fields(o, (const struct field[]){__VA_ARGS__},                                             \
+           sizeof((const struct field[]){__VA_ARGS__}) / sizeof(struct field))
+
+static void fields(struct outbuf *o, const struct field *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        out_str(o, f[i].name);
+        if (f[i].human)
+            out_human(o, f[i].v, 0);
+        else
+            out_u64(o, f[i].v);
+    }
+    out_str(o, "\n");
+}
+
 static void count_of(struct outbuf *o, const char *what, uint64_t n, uint64_t bytes)
 {
     out_str(o, what);
@@ -154,60 +190,33 @@ int stats_print_fd(int fd, const struct emma_stats *s)
     out_str(&o, "emma " EMMA_VERSION_STRING " statistics (pid ");
     out_u64(&o, (uint64_t)os_getpid());
     out_str(&o, ")\n");
-    label(&o, "in use        ");
-    out_human(&o, s->bytes_in_use, 12);
+    label_size(&o, "in use        ", s->bytes_in_use);
     count_of(&o, "   huge blocks ", s->huge_blocks, s->huge_bytes);
-    label(&o, "free in pages ");
-    out_human(&o, s->bytes_free_in_pages, 12);
+    label_size(&o, "free in pages ", s->bytes_free_in_pages);
     out_str(&o, "\n");
-    label(&o, "free resident ");
-    out_human(&o, s->bytes_free_resident, 12);
+    label_size(&o, "free resident ", s->bytes_free_resident);
     count_of(&o, "   cached huge mappings ", s->huge_cached, s->huge_cached_bytes);
-    label(&o, "mapped        ");
-    out_human(&o, s->bytes_mapped, 12);
-    out_str(&o, "   peak ");
-    out_human(&o, s->peak_bytes_mapped, 0);
-    out_str(&o, "\n");
-    label(&o, "purged        ");
-    out_human(&o, s->bytes_purged, 12);
+    label_size(&o, "mapped        ", s->bytes_mapped);
+    FIELDS(&o, {"   peak ", s->peak_bytes_mapped, true});
+    label_size(&o, "purged        ", s->bytes_purged);
     out_str(&o, "   in ");
     out_u64(&o, s->purges);
     out_str(&o, " madvise(MADV_DONTNEED) calls\n");
-    label(&o, "segments      ");
-    out_u64_width(&o, s->segments, 8);
-    out_str(&o, "       empty ");
-    out_u64(&o, s->segments_cached);
-    out_str(&o, "\n");
-    label(&o, "heaps         ");
-    out_u64_width(&o, s->heaps, 8);
-    out_str(&o, "       live ");
-    out_u64(&o, s->heaps_live);
-    out_str(&o, ", reclaimed from dead threads ");
-    out_u64(&o, s->heaps_reclaimed);
-    out_str(&o, ", abandoned ");
-    out_u64(&o, s->heaps_abandoned);
-    out_str(&o, "\n");
-    label(&o, "private heaps ");
-    out_u64_width(&o, s->private_heaps, 8);
-    out_str(&o, "       in use ");
-    out_human(&o, s->private_bytes_in_use, 0);
-    out_str(&o, ", free resident ");
-    out_human(&o, s->private_bytes_free_resident, 0);
-    out_str(&o, ", segments ");
-    out_u64(&o, s->private_segments);
-    out_str(&o, ", huge blocks ");
-    out_u64(&o, s->private_huge_blocks);
-    out_str(&o, "\n");
+    label_count(&o, "segments      ", s->segments);
+    FIELDS(&o, {"       empty ", s->segments_cached, false});
+    label_count(&o, "heaps         ", s->heaps);
+    FIELDS(&o, {"       live ", s->heaps_live, false},
+           {", reclaimed from dead threads ", s->heaps_reclaimed, false},
+           {", abandoned ", s->heaps_abandoned, false});
+    label_count(&o, "private heaps ", s->private_heaps);
+    FIELDS(&o, {"       in use ", s->private_bytes_in_use, true},
+           {", free resident ", s->private_bytes_free_resident, true},
+           {", segments ", s->private_segments, false},
+           {", huge blocks ", s->private_huge_blocks, false});
     label(&o, "system calls  ");
-    out_str(&o, "  mmap ");
-    out_u64(&o, s->mmap_calls);
-    out_str(&o, ", munmap ");
-    out_u64(&o, s->munmap_calls);
-    out_str(&o, ", mremap ");
-    out_u64(&o, s->mremap_calls);
-    out_str(&o, ", madvise ");
-    out_u64(&o, s->madvise_calls);
-    out_str(&o, "\n  block size   blocks in use   free blocks   pages   page size\n");
+    FIELDS(&o, {"  mmap ", s->mmap_calls, false}, {", munmap ", s->munmap_calls, false},
+           {", mremap ", s->mremap_calls, false}, {", madvise ", s->madvise_calls, false});
+    out_str(&o, "  block size   blocks in use   free blocks   pages   page size\n");
     for (size_t i = 0; i < s->class_count; i++) {
         const struct emma_stats_class *k = &s->classes[i];
         if (!k->pages)
