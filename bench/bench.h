@@ -155,4 +155,32 @@ static inline void report_ops(unsigned long long ops)
     fflush(stdout);
 }
 
+/* Resident set size of this process in bytes (/proc/self/statm), for the
+ * programs that report memory at the points a user looks ("rss_idle",
+ * "rss_exit"...): the harness collects every "rss_* BYTES" line. */
+static inline size_t rss_now(void)
+{
+    unsigned long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return (size_t)resident * BENCH_PAGE;
+}
+
+static inline void report_rss(const char *key)
+{
+    printf("%s %zu\n", key, rss_now());
+    fflush(stdout);
+}
+
+static inline void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
 #endif /* EMMA_BENCH_H */

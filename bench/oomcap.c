@@ -1,0 +1,79 @@
+/* oomcap: what can still be allocated under an address-space limit.
+ *
+ *   oomcap LIMIT_MIB SMALL_MIB [MIN_KIB [MAX_KIB [SEED]]]
+ *
+ * Sets RLIMIT_AS (ulimit -v) to LIMIT_MIB MiB plus what the process maps
+ * at start (libraries, stack), allocates SMALL_MIB MiB of small blocks
+ * (16..512 B) and frees them, then allocates blocks of MIN_KIB..MAX_KIB
+ * KiB (default 1..7 MiB), touching one byte each, until malloc returns
+ * NULL, and reports `cap_bytes`: the bytes it got.  An allocator that keeps
+ * freed memory mapped must give it back and retry when mmap fails.
+ * One op = one block.
+ *
+ * SPDX-License-Identifier: MIT OR Apache-2.0
+ */
+#include "bench.h"
+
+#include <sys/resource.h>
+
+static const char *prog = "oomcap";
+
+struct blk {
+    struct blk *next;
+};
+
+static void free_all(struct blk *b)
+{
+    while (b) {
+        struct blk *next = b->next;
+        free(b);
+        b = next;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    size_t limit = (size_t)arg_long(argc, argv, 1, 400) << 20;
+    size_t small = (size_t)arg_long(argc, argv, 2, 200) << 20;
+    size_t lo = (size_t)arg_long(argc, argv, 3, 1024) << 10;
+    size_t hi = (size_t)arg_long(argc, argv, 4, 7 * 1024) << 10;
+    uint64_t rng = rng_seed((uint64_t)arg_long(argc, argv, 5, 42));
+
+    unsigned long vsz = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%lu", &vsz) != 1)
+        bench_fail(prog, "cannot read /proc/self/statm");
+    fclose(f);
+    struct rlimit rl = {limit + vsz * BENCH_PAGE, limit + vsz * BENCH_PAGE};
+    if (setrlimit(RLIMIT_AS, &rl) != 0)
+        bench_fail(prog, "setrlimit failed");
+
+    struct blk *head = NULL;
+    for (size_t bytes = 0; bytes < small;) {
+        size_t sz = rng_range(&rng, sizeof(struct blk), 512);
+        struct blk *b = malloc(sz);
+        if (!b)
+            break;
+        b->next = head;
+        head = b;
+        bytes += sz;
+    }
+    free_all(head);
+    head = NULL;
+    size_t got = 0;
+    unsigned long long ops = 0;
+    for (;;) {
+        size_t sz = rng_range(&rng, lo, hi);
+        struct blk *b = malloc(sz);
+        if (!b)
+            break;
+        b->next = head;
+        head = b;
+        got += sz;
+        ops++;
+    }
+    free_all(head);
+    printf("cap_bytes %zu\n", got);
+    report_ops(ops);
+    return 0;
+}
