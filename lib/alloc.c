@@ -93,6 +93,7 @@ static void *alloc_in(heap_t *h, size_t size, size_t align)
     if (size > LARGE_MAX || align > LARGE_MAX)
         return unlikely(h->is_private) ? private_huge_alloc(h, size, align)
                                        : huge_alloc(size, align, false);
+    policy_tick(h);
     heap_collect_remote(h);
     return alloc_class(h, class_for(size, align));
 }
@@ -180,6 +181,8 @@ void *alloc_zeroed(size_t size, size_t align)
     return p;
 }
 
+#define SHRINK_IN_PLACE_MIN ((size_t)64 << 10)
+
 /* Resize p (already validated) to new_size bytes aligned to align: in
  * private heap h (called by h's user), or for h NULL moving it, if it must
  * move, to the calling thread's heap. */
@@ -193,8 +196,13 @@ void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align, const cha
     bool want_huge = new_size > LARGE_MAX || align > LARGE_MAX;
     size_t old_usable;
     if (seg->kind == KIND_HUGE) {
-        if (want_huge) {
+        /* shrinking to a size still worth its own mapping: in place, the
+         * tail given back */
+        if (want_huge || (align <= OS_PAGE_SIZE && new_size >= SHRINK_IN_PLACE_MIN)) {
+            slow_state st;
+            heap_t *self = slow_enter_self(&st);
             void *q = huge_realloc(seg, p, new_size);
+            slow_leave_self(self, st);
             if (!q)
                 os_set_errno(EMMA_ENOMEM);
             return q;

@@ -4,6 +4,7 @@
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "alloc.h"
 #include "observe.h"
+#include "policy.h"
 
 #define EMMA_API __attribute__((visibility("default")))
 
@@ -21,6 +22,7 @@ EMMA_API void *pvalloc(size_t size);
 EMMA_API size_t malloc_usable_size(void *ptr);
 EMMA_API void free_sized(void *ptr, size_t size);
 EMMA_API void free_aligned_sized(void *ptr, size_t align, size_t size);
+EMMA_API int malloc_trim(size_t pad);
 
 static inline bool is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
@@ -159,3 +161,13 @@ static void emma_finish(void)
 __attribute__((section(".init_array"), used)) static void (*emma_init_entry)(int, char **,
                                                                           char **) = emma_start;
 __attribute__((section(".fini_array"), used)) static void (*emma_fini_entry)(void) = emma_finish;
+
+/* glibc's meaning: give free memory back to the kernel, 1 if any was
+ * released.  emma has no heap top to keep `pad` bytes of: what it gives
+ * back is what emma_trim() does, from every thread's heap. */
+EMMA_API int malloc_trim(size_t pad)
+{
+    (void)pad;
+    return policy_trim() > 0;
+}
+

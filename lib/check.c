@@ -144,7 +144,8 @@ void check_layout(const void *p, size_t size, size_t align, const char *func)
     if ((uintptr_t)p & (align - 1))
         emma_fatal(func, "alignment does not match the allocation", p);
     if (c.seg.kind == KIND_HUGE) {
-        if (size > copy_usable(&c, p) || (size <= LARGE_MAX && align <= LARGE_MAX))
+        if (size > copy_usable(&c, p) ||
+            (size <= LARGE_MAX && align <= LARGE_MAX && !(c.seg.flags & SEG_SHRUNK)))
             emma_fatal(func, "size does not match the allocation", p);
         return;
     }

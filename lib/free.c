@@ -48,10 +48,8 @@ void page_free_remote(segment_t *seg, page_t *page, block_t *b)
                                                     memory_order_release, memory_order_relaxed));
     if (old != NULL)
         return;
-    heap_t *owner = seg->heap; /* stable: our block pins the page */
-    page_t *head = atomic_load_explicit(&owner->remote_pages, memory_order_relaxed);
-    do {
-        page->remote_next = head;
-    } while (!atomic_compare_exchange_weak_explicit(&owner->remote_pages, &head, page,
-                                                    memory_order_release, memory_order_relaxed));
+    /* Our block pins the page, but reclaim.c may hand its segment to
+     * another heap meanwhile: the old owner's collect then forwards it. */
+    remote_pages_push(atomic_load_explicit((_Atomic(heap_t *) *)&seg->heap, memory_order_acquire),
+                      page);
 }

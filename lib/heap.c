@@ -25,6 +25,7 @@
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
 #include "observe.h"
+#include "policy.h"
 
 /* The page every empty direct-table slot names: its list is always empty. */
 page_t empty_page = {.free = PAGE_END(&empty_page)};
@@ -200,6 +201,30 @@ static void poison_owned_heaps(void)
     for (heap_t *h = heap_list_first(); h; h = h->next_heap)
         if (atomic_load(&h->owner) != 0 && !atomic_exchange(&h->poisoned, 1))
             atomic_fetch_add_explicit(&heap_stats_abandoned, 1, memory_order_relaxed);
+    policy_after_fork();
+}
+
+/* A lock has been waited on for long: are we a fork child? */
+void heap_check_fork(void)
+{
+    if (fork_detected())
+        fork_recover(poison_owned_heaps);
+}
+
+/* reclaim.c: take over h if its owner is dead (false if alive, or if it
+ * died inside a slow path: then h is poisoned, as heap_acquire_for_thread
+ * does). */
+bool heap_take_if_dead(heap_t *h, uint32_t tid)
+{
+    if (!heap_try_adopt(h, tid))
+        return false;
+    if (h->busy) {
+        atomic_store(&h->poisoned, 1);
+        atomic_fetch_add_explicit(&heap_stats_abandoned, 1, memory_order_relaxed);
+        return false;
+    }
+    atomic_fetch_add_explicit(&heap_stats_reclaimed, 1, memory_order_relaxed);
+    return true;
 }
 
 heap_t *heap_acquire_for_thread(void)
@@ -244,6 +269,19 @@ _Atomic(heap_t *) heap_slots[HEAP_SLOTS];
 _Atomic unsigned heap_slot_limit = HEAP_SOFT_LIMIT;
 
 heap_t *heap_acquire_for_thread(void) { return NULL; }
+
+void heap_check_fork(void)
+{
+    if (fork_detected())
+        fork_recover(policy_after_fork);
+}
+
+bool heap_take_if_dead(heap_t *h, uint32_t tid)
+{
+    (void)h;
+    (void)tid;
+    return false;
+}
 
 
 /* The heap in slot i, made (and returned locked) if the slot is empty;

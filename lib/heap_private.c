@@ -19,11 +19,7 @@
 #define EMMA_API __attribute__((visibility("default")))
 #include "emma.h"
 
-static void spin_lock(_Atomic uint32_t *l)
-{
-    while (!spin_trylock(l))
-        __builtin_ia32_pause();
-}
+/* spin_lock: internal.h's */
 static void huge_list_lock(heap_t *h) { spin_lock(&h->lock); }
 
 /* Private heaps alive, on a list (next_heap, prev_private) for emma_stats;
@@ -141,7 +137,7 @@ void private_huge_unlink(segment_t *seg)
 /* A huge block of h: always a fresh mapping (zero), never from a cache. */
 void *private_huge_alloc(heap_t *h, size_t size, size_t align)
 {
-    void *p = huge_alloc(size, align, true);
+    void *p = huge_alloc_private(size, align);
     if (p)
         private_huge_link(h, segment_of(p));
     return p;
@@ -283,8 +279,8 @@ static void drop_huge_blocks(heap_t *h)
         atomic_fetch_sub_explicit(&huge_stats_bytes, huge_usable(seg, seg->pages[0].start),
                                   memory_order_relaxed);
         count_huge(seg, false);
-        addrmap_clear(seg, seg->map_size);
-        os_unmap(seg, seg->map_size);
+        addrmap_clear(seg, seg->reserve_size);
+        os_unmap(seg, seg->reserve_size);
         seg = next;
     }
 }

@@ -3,15 +3,31 @@
  * like any other block.  The block starts one OS page in (or at the
  * alignment asked for); an alignment above 4 MiB puts the block exactly
  * 4 MiB above the header.  realloc moves pages with mremap, never copies.
- * Any thread may free a huge block.  With TLS, a block freed by the thread
- * that allocated it is kept in a small per-heap cache for a while (the next
- * huge request of about that size reuses the mapping, resident pages and
- * all); otherwise it is unmapped on the spot.
+ *
+ * A mapping is rounded up to a multiple of 4 MiB (reserve_size; the tail
+ * is never touched, so it costs address space only) and placed just below
+ * the previous one, so that neighbouring huge blocks and segments are one
+ * mapping for the kernel (vm.max_map_count) and a block grows into its tail
+ * without a system call.  Under an address-space limit (RLIMIT_AS), where
+ * untouched bytes count too, mappings are exact.
+ *
+ * Freed mappings go to one cache shared by every thread (a spin lock;
+ * huge blocks are rare and slow anyway): the next huge request that fits
+ * in one reuses its address space and whatever of its pages are still
+ * resident, with no system call when it fits whole.  What the cache keeps
+ * resident is counted in policy.c's process-wide total: while the program
+ * does not reuse cached mappings (a block freed and the thread idle), at
+ * most policy_huge_cold_bytes; once it does (buffers replaced at random),
+ * up to the process-wide bound, purged oldest first; mappings freed for
+ * longer than the decay time lose their pages, and later their address
+ * space (policy.c's decay pass).
+ *
  * A block that realloc grows past THP_MIN is advised to use transparent
  * huge pages: a growing buffer is filled from the front, so 2 MiB pages
  * waste at most one page's worth and save hundreds of page faults each.
- * Fresh blocks are not advised (a big calloc may be used sparsely).
- * How much the cache holds and for how long is policy.c's decision.
+ * Fresh blocks are not advised (a big calloc may be used sparsely), and a
+ * cached mapping loses the advice.  realloc shrinking a huge block (to
+ * 64 KiB or more) keeps it in place and gives the tail back.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
 #include "observe.h"
@@ -32,10 +48,11 @@ static size_t huge_offset(size_t align)
 /* False (and nothing marked) when the address map cannot be made: the
  * caller gives the mapping back instead of handing out memory emma would
  * not recognise. */
-static bool huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map_align)
+static bool huge_init(segment_t *seg, size_t map_size, size_t reserve, size_t offset,
+                      size_t map_align)
 {
     seg->heap = NULL; /* keeps huge blocks off the free fast path */
-    seg->origin = config_tls ? (heap_t *)tls_heap_or_null() : NULL;
+    seg->origin = NULL;  /* a private heap's huge block: heap_private.c sets it */
     seg->kind = KIND_HUGE;
     seg->flags = 0;
     seg->page_shift = HUGE_PAGE_SHIFT;
@@ -43,6 +60,11 @@ static bool huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map
     seg->used_pages = 1;
     seg->free_mask = seg->dirty_mask = 0;
     seg->map_size = map_size;
+    seg->reserve_size = reserve;
+    /* a fresh mapping: assume the block gets written; a reused one keeps
+     * what it had */
+    if (seg->resident < map_size)
+        seg->resident = map_size;
     seg->cookie = (uintptr_t)seg ^ os_secret();
     seg->next = seg->prev = NULL;
     page_t *page = &seg->pages[0];
@@ -57,78 +79,221 @@ static bool huge_init(segment_t *seg, size_t map_size, size_t offset, size_t map
 }
 
 /* ------------------------------------------------------------------ */
-/* The per-heap cache of freed huge mappings (TLS builds only: the owner
- * thread alone touches it, so it needs no lock). */
+/* The process-wide cache of freed mappings                            */
 
-/* What a cached mapping may hold resident: its header page and the last
- * block's pages (the gap an alignment left between them was never
- * touched). */
-static size_t cache_weight(segment_t *seg)
+void cache_forget(void);
+
+#define CACHE_SLOTS 32
+static struct {
+    _Atomic uint32_t lock;
+    unsigned count;
+    segment_t *seg[CACHE_SLOTS]; /* oldest first */
+    size_t resident;             /* sum of their weight() */
+    uint64_t warm_until;         /* now_ticks: reuse seen recently */
+} cache;
+
+/* seg->resident of a huge mapping: bytes from its start that may be
+ * resident (the header page at least): where purges go.  What a cached
+ * mapping weighs in the accounting, pages[0].dirty, is what the kernel
+ * says is resident when it is cached (mincore: a program that touched a
+ * big block sparsely keeps its few pages without crowding others out),
+ * or, for mappings over 1 GiB, its extent less the gap an alignment left
+ * between the header page and the block. */
+static size_t extent_weight(const segment_t *seg, size_t extent)
 {
-    return OS_PAGE_SIZE + (size_t)((uint8_t *)seg + seg->map_size - seg->pages[0].start);
+    size_t gap = (size_t)(seg->pages[0].start - (const uint8_t *)seg) - OS_PAGE_SIZE;
+    return extent > OS_PAGE_SIZE + gap ? extent - gap : OS_PAGE_SIZE;
 }
 
-static void cache_drop(heap_t *h, unsigned i)
-{
-    segment_t *seg = h->huge_cache[i];
-    h->huge_cached_bytes -= cache_weight(seg);
-    h->huge_cache[i] = h->huge_cache[--h->huge_cache_count];
-    addrmap_clear(seg, seg->map_size);
-    os_unmap(seg, seg->map_size);
-}
+static size_t weight(const segment_t *seg) { return seg->pages[0].dirty; }
 
-/* Unmap cached mappings freed before `before` (all: UINT64_MAX). */
-void huge_cache_expire(heap_t *h, uint64_t before)
+/* One system call: the first 4 MiB of the block are asked about, and the
+ * rest is taken to be used alike (a program touches a big block sparsely
+ * or whole, rarely half and half). */
+static void measure(segment_t *seg)
 {
-    for (unsigned i = 0; i < h->huge_cache_count;) {
-        if (before == UINT64_MAX || h->huge_cache[i]->pages[0].freed_at < before)
-            cache_drop(h, i);
-        else
-            i++;
+    size_t w = extent_weight(seg, seg->resident);
+    uint8_t *p = seg->pages[0].start, *end = (uint8_t *)seg + seg->resident;
+    if (seg->resident <= ((size_t)1 << 30) && end > p) {
+        size_t len = (size_t)(end - p), probe = len < SEGMENT_SIZE ? len : SEGMENT_SIZE;
+        size_t r = os_resident_bytes(p, probe);
+        w = OS_PAGE_SIZE + r * (len / OS_PAGE_SIZE) / (probe / OS_PAGE_SIZE);
     }
+    seg->pages[0].dirty = (uint32_t)w;
 }
 
-static bool cache_put(segment_t *seg)
+/* Give back the pages of a cached mapping beyond its first `keep` bytes;
+ * returns what its weight went down by. */
+static size_t purge_beyond(segment_t *seg, size_t keep)
 {
-    heap_t *h = tls_heap_or_null();
-    if (!config_tls || !h || seg->origin != h || !policy_huge_cacheable(h, cache_weight(seg)))
-        return false;
-    while (h->huge_cache_count &&
-           (h->huge_cache_count == HUGE_CACHE || policy_huge_cache_full(h, cache_weight(seg))))
-        cache_drop(h, 0);
+    keep = align_up(keep < OS_PAGE_SIZE ? OS_PAGE_SIZE : keep, OS_PAGE_SIZE);
+    if (seg->resident <= keep)
+        return 0;
+    size_t w = weight(seg), left = extent_weight(seg, keep);
+    os_purge((uint8_t *)seg + keep, seg->resident - keep);
+    seg->resident = keep;
+    if (left < w)
+        seg->pages[0].dirty = (uint32_t)left;
+    return w - weight(seg);
+}
+
+/* Bring the cache's resident bytes down to `budget`, oldest first (with
+ * the lock held). */
+static size_t cache_shrink(size_t budget)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < cache.count && cache.resident > budget; i++) {
+        segment_t *seg = cache.seg[i];
+        size_t over = cache.resident - budget;
+        size_t keep = weight(seg) > over + OS_PAGE_SIZE && seg->resident > over ? seg->resident - over : 0;
+        size_t b = purge_beyond(seg, keep & ~(OS_PAGE_SIZE - 1));
+        cache.resident -= b;
+        n += b;
+    }
+    return n;
+}
+
+static void cache_remove(unsigned i)
+{
+    cache.resident -= weight(cache.seg[i]);
+    for (; i + 1 < cache.count; i++)
+        cache.seg[i] = cache.seg[i + 1];
+    cache.count--;
+}
+
+static void unmap_mapping(segment_t *seg)
+{
+    addrmap_clear(seg, seg->reserve_size);
+    os_unmap(seg, seg->reserve_size);
+}
+
+/* What the cache may hold resident now. */
+static size_t cache_budget(uint64_t now)
+{
+    size_t b = now < cache.warm_until ? policy_free_bound : policy_huge_cold_bytes;
+    return b < policy_free_bound ? b : policy_free_bound;
+}
+
+static void cache_put(segment_t *seg)
+{
     if (seg->flags & SEG_THP) {
         /* the next user of this mapping may touch it sparsely */
-        os_advise_huge_pages(seg, seg->map_size, false);
+        os_advise_huge_pages(seg, seg->reserve_size, false);
         seg->flags &= (uint16_t)~SEG_THP;
     }
+    measure(seg);
+    uint64_t now = now_ticks();
     seg->pages[0].in_use = 0;
-    seg->pages[0].freed_at = now_ticks();
-    h->huge_cache[h->huge_cache_count++] = seg;
-    h->huge_cached_bytes += cache_weight(seg);
-    return true;
+    seg->pages[0].freed_at = now;
+    segment_t *evicted = NULL;
+    size_t added = weight(seg), evicted_weight = 0;
+    if (!gen_lock_try(&cache.lock, cache_forget)) {
+        unmap_mapping(seg); /* never wait (gen_lock_try) */
+        return;
+    }
+    if (cache.count == CACHE_SLOTS) {
+        evicted = cache.seg[0];
+        evicted_weight = weight(evicted);
+        cache_remove(0);
+    }
+    cache.seg[cache.count++] = seg;
+    cache.resident += added;
+    size_t purged = cache_shrink(cache_budget(now));
+    gen_unlock(&cache.lock);
+    policy_resident_add(added);
+    policy_resident_sub(purged + evicted_weight);
+    if (evicted)
+        unmap_mapping(evicted);
 }
 
-/* The smallest cached mapping of between need and twice need bytes.  It is
- * used whole: trimming it would cost a syscall now and make it too small
- * for the next, larger request. */
-static segment_t *cache_take(size_t need)
+size_t huge_cache_release(uint64_t before, uint64_t unmap_before)
 {
-    heap_t *h = tls_heap_or_null();
-    if (!config_tls || !h)
-        return NULL;
-    unsigned best = HUGE_CACHE;
-    for (unsigned i = 0; i < h->huge_cache_count; i++) {
-        size_t have = h->huge_cache[i]->map_size;
-        if (have >= need && have / 2 <= need &&
-            (best == HUGE_CACHE || have < h->huge_cache[best]->map_size))
-            best = i;
+    segment_t *gone[CACHE_SLOTS];
+    unsigned ngone = 0;
+    size_t n = 0, unmapped = 0;
+    if (cache.count == 0) /* racy peek: only a hint */
+        return 0;
+    if (unmap_before == UINT64_MAX) /* trim, or a mapping failed */
+        gen_lock(&cache.lock, cache_forget);
+    else if (!gen_lock_try(&cache.lock, cache_forget))
+        return 0;
+    for (unsigned i = 0; i < cache.count;) {
+        segment_t *seg = cache.seg[i];
+        uint64_t t = seg->pages[0].freed_at;
+        if (unmap_before == UINT64_MAX || t < unmap_before) {
+            unmapped += weight(seg);
+            cache_remove(i);
+            gone[ngone++] = seg;
+            continue;
+        }
+        if (before == UINT64_MAX || t < before) {
+            size_t b = purge_beyond(seg, 0);
+            cache.resident -= b;
+            n += b;
+        }
+        i++;
     }
-    if (best == HUGE_CACHE)
+    gen_unlock(&cache.lock);
+    policy_resident_sub(n + unmapped);
+    for (unsigned i = 0; i < ngone; i++)
+        unmap_mapping(gone[i]);
+    return n + unmapped + (size_t)ngone * OS_PAGE_SIZE;
+}
+
+/* A cached mapping for a block of need bytes (from the mapping's start):
+ * of those at least need bytes long and at most twice as long (plus the
+ * rounding to 4 MiB), the one with the most resident memory the block
+ * would reuse, then the smallest; if none is long enough, the one with the
+ * most resident memory, if that is at least a quarter of the need (the
+ * caller grows it with mremap, which moves page tables, not pages).  A
+ * request for zeroed memory takes only a mapping whose pages were all
+ * given back (they read as zeroes). */
+static segment_t *cache_take(size_t need, bool zero)
+{
+    if (cache.count == 0) /* racy peek: only a hint */
         return NULL;
-    segment_t *seg = h->huge_cache[best];
-    h->huge_cached_bytes -= cache_weight(seg);
-    h->huge_cache[best] = h->huge_cache[--h->huge_cache_count];
+    uint64_t now = now_ticks();
+    if (!gen_lock_try(&cache.lock, cache_forget))
+        return NULL;
+    unsigned best = CACHE_SLOTS, grow = CACHE_SLOTS;
+    size_t best_reuse = 0, grow_reuse = 0;
+    for (unsigned i = 0; i < cache.count; i++) {
+        segment_t *seg = cache.seg[i];
+        size_t have = seg->reserve_size, w = weight(seg);
+        if (have > 2 * need + SEGMENT_SIZE || (zero && seg->resident > OS_PAGE_SIZE))
+            continue;
+        size_t reuse = w < need ? w : need;
+        if (have < need) {
+            if (reuse >= need / 4 && reuse > grow_reuse) {
+                grow = i;
+                grow_reuse = reuse;
+            }
+        } else if (best == CACHE_SLOTS || reuse > best_reuse ||
+                   (reuse == best_reuse && have < cache.seg[best]->reserve_size)) {
+            best = i;
+            best_reuse = reuse;
+        }
+    }
+    if (best == CACHE_SLOTS || (grow != CACHE_SLOTS && grow_reuse > best_reuse + need / 4))
+        best = grow;
+    segment_t *seg = NULL;
+    if (best != CACHE_SLOTS) {
+        seg = cache.seg[best];
+        cache_remove(best);
+        /* reuse: the program replaces big blocks; let the cache keep more */
+        cache.warm_until = now + policy_decay_ticks;
+    }
+    gen_unlock(&cache.lock);
+    if (seg)
+        policy_resident_sub(weight(seg));
     return seg;
+}
+
+/* emma_stats(): the cache's mappings and what they may hold resident. */
+void huge_cache_stats(size_t *count, size_t *bytes)
+{
+    *count = __atomic_load_n(&cache.count, __ATOMIC_RELAXED);
+    *bytes = __atomic_load_n(&cache.resident, __ATOMIC_RELAXED);
 }
 
 /* emma_stats(): huge blocks in use and their usable bytes. */
@@ -142,25 +307,93 @@ static void *huge_counted(segment_t *seg)
     return seg->pages[0].start;
 }
 
+/* After teardown (every mapping unmapped), or when the cache's lock was
+ * held by a thread that did not survive a fork: forget the cached mappings
+ * (in the latter case they stay mapped, unused). */
+void cache_forget(void)
+{
+    policy_resident_sub(cache.resident);
+    cache.count = 0;
+    cache.resident = 0;
+}
+/* Round a mapping up to whole segments, unless address space is scarce
+ * (asked of the kernel at most once per decay time). */
+static size_t reserve_for(size_t map_size)
+{
+    static _Atomic uint64_t checked_at;
+    static _Atomic int limited;
+    uint64_t now = now_ticks(), t = atomic_load_explicit(&checked_at, memory_order_relaxed);
+    if (t == 0 || now - t > policy_decay_ticks) {
+        atomic_store_explicit(&limited, os_address_space_limited(), memory_order_relaxed);
+        atomic_store_explicit(&checked_at, now, memory_order_relaxed);
+    }
+    if (atomic_load_explicit(&limited, memory_order_relaxed))
+        return map_size;
+    return align_up(map_size, SEGMENT_SIZE);
+}
+
+/* A private heap's huge block (heap_private.c): a fresh, exact mapping,
+ * never from the cache and never merged with its neighbours, since
+ * emma_heap_reset and _destroy unmap it. */
+void *huge_alloc_private(size_t size, size_t align)
+{
+    if (size > MAX_REQUEST || align > MAX_REQUEST / 2)
+        return NULL;
+    size_t offset = huge_offset(align);
+    size_t map_size = offset + round_pages(size == 0 ? 1 : size);
+    size_t map_align = align > SEGMENT_SIZE ? align : SEGMENT_SIZE;
+    size_t header_pos = align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
+    segment_t *seg = os_map_aligned(map_size, map_align, header_pos, NULL);
+    if (!seg)
+        return NULL;
+    seg->resident = 0;
+    if (!huge_init(seg, map_size, map_size, offset, map_align)) {
+        os_unmap(seg, map_size);
+        return NULL;
+    }
+    return huge_counted(seg);
+}
+
 void *huge_alloc(size_t size, size_t align, bool zero)
 {
     if (size > MAX_REQUEST || align > MAX_REQUEST / 2)
         return NULL;
     size_t offset = huge_offset(align);
     size_t map_size = offset + round_pages(size == 0 ? 1 : size);
-    if (!zero && align <= SEGMENT_SIZE) {
-        segment_t *seg = cache_take(map_size);
-        if (seg && huge_init(seg, seg->map_size, offset, SEGMENT_SIZE))
+    if (align <= SEGMENT_SIZE) {
+        segment_t *seg = cache_take(map_size, zero);
+        if (seg) {
+            addrmap_clear(seg, seg->map_size);
+            if (seg->reserve_size < map_size) {
+                size_t reserve = reserve_for(map_size);
+                segment_t *moved = os_remap(seg, seg->reserve_size, reserve, SEGMENT_SIZE, 0);
+                if (!moved) {
+                    os_unmap(seg, seg->reserve_size);
+                    return huge_alloc(size, align, zero); /* the cache has one less */
+                }
+                seg = moved;
+                seg->reserve_size = reserve;
+            }
+            if (!huge_init(seg, map_size, seg->reserve_size, offset, SEGMENT_SIZE)) {
+                os_unmap(seg, seg->reserve_size);
+                return NULL;
+            }
             return huge_counted(seg);
+        }
     }
     /* The header must be 4 MiB aligned and the block `align` aligned. */
     size_t map_align = align > SEGMENT_SIZE ? align : SEGMENT_SIZE;
     size_t header_pos = align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
-    segment_t *seg = os_map_aligned(map_size, map_align, header_pos, NULL);
+    size_t reserve = align > SEGMENT_SIZE ? map_size : reserve_for(map_size);
+    segment_t *seg = os_map_aligned(reserve, map_align, header_pos, NULL);
+    if (!seg && policy_release_for_retry(tls_heap_or_null())) {
+        reserve = map_size;
+        seg = os_map_aligned(reserve, map_align, header_pos, NULL);
+    }
     if (!seg)
         return NULL;
-    if (!huge_init(seg, map_size, offset, map_align)) {
-        os_unmap(seg, map_size);
+    if (!huge_init(seg, map_size, reserve, offset, map_align)) {
+        os_unmap(seg, reserve);
         return NULL;
     }
     return huge_counted(seg);
@@ -171,13 +404,13 @@ void huge_free(segment_t *seg)
     atomic_fetch_sub_explicit(&huge_stats_blocks, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&huge_stats_bytes, huge_usable(seg, seg->pages[0].start),
                               memory_order_relaxed);
-    if (unlikely(seg->flags & SEG_PRIVATE))
+    if (unlikely(seg->flags & SEG_PRIVATE)) {
         private_huge_unlink(seg); /* and unmapped: never cached */
-    else if (cache_put(seg))
+        addrmap_clear(seg, seg->reserve_size);
+        os_unmap(seg, seg->reserve_size);
         return;
-    size_t size = seg->map_size;
-    addrmap_clear(seg, size);
-    os_unmap(seg, size);
+    }
+    cache_put(seg);
 }
 
 size_t huge_usable(segment_t *seg, const void *p)
@@ -185,25 +418,57 @@ size_t huge_usable(segment_t *seg, const void *p)
     return (size_t)((uint8_t *)seg + seg->map_size - (const uint8_t *)p);
 }
 
-/* Grow or shrink in place or by moving page tables.  NULL when the kernel
- * refuses, with the block untouched. */
+/* Grow or shrink in place (within the mapping's reserve, no system call;
+ * shrinking gives the tail's pages back), or by moving page tables.  NULL
+ * when the kernel refuses, with the block untouched. */
 void *huge_realloc(segment_t *seg, void *p, size_t new_size)
 {
     size_t offset = (size_t)((uint8_t *)p - (uint8_t *)seg);
     if (new_size > MAX_REQUEST - offset)
         return NULL;
     size_t old_map = seg->map_size;
-    /* at least one page: the block must stay inside its mapping */
     size_t new_map = offset + round_pages(new_size == 0 ? 1 : new_size);
     if (new_map == old_map)
         return p;
+    size_t map_align = (size_t)1 << seg->pages[0].reserved;
+    if (new_map <= seg->reserve_size) {
+        addrmap_clear(seg, old_map);
+        if (new_map < old_map) {
+            os_purge((uint8_t *)seg + new_map, old_map - new_map);
+            if (seg->resident > new_map)
+                seg->resident = new_map;
+            /* whole segments past the end: give the address space back too */
+            size_t keep = align_up(new_map, SEGMENT_SIZE);
+            if (map_align <= SEGMENT_SIZE && keep < seg->reserve_size &&
+                os_unmap((uint8_t *)seg + keep, seg->reserve_size - keep))
+                seg->reserve_size = keep;
+        } else if (seg->resident < new_map) {
+            seg->resident = new_map;
+        }
+        seg->map_size = new_map;
+        atomic_fetch_add_explicit(&huge_stats_bytes, new_map - old_map, memory_order_relaxed);
+        if (new_size <= LARGE_MAX)
+            seg->flags |= SEG_SHRUNK; /* a huge block of a small size now */
+        addrmap_mark_huge(seg, new_map);
+        /* advice over the whole mapping: one advice per mapping, or mremap
+         * could not move it whole */
+        if (new_map > old_map && new_map >= THP_MIN && !(seg->flags & SEG_THP) &&
+            os_advise_huge_pages(seg, seg->reserve_size, true))
+            seg->flags |= SEG_THP;
+        return p;
+    }
+    size_t header_pos = map_align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
+    size_t old_reserve = seg->reserve_size;
+    size_t new_reserve = map_align > SEGMENT_SIZE ? new_map : reserve_for(new_map);
     heap_t *private = seg->flags & SEG_PRIVATE ? seg->origin : NULL;
     if (private)
         private_huge_unlink(seg); /* linked again at its new address */
     addrmap_clear(seg, old_map);
-    size_t map_align = (size_t)1 << seg->pages[0].reserved;
-    size_t header_pos = map_align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
-    segment_t *moved = os_remap(seg, old_map, new_map, map_align, header_pos);
+    segment_t *moved = os_remap(seg, old_reserve, new_reserve, map_align, header_pos);
+    if (!moved && policy_release_for_retry(tls_heap_or_null())) {
+        new_reserve = new_map;
+        moved = os_remap(seg, old_reserve, new_reserve, map_align, header_pos);
+    }
     if (!moved) {
         addrmap_mark_huge(seg, old_map);
         if (private)
@@ -212,8 +477,10 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
     }
     moved->map_size = new_map;
     atomic_fetch_add_explicit(&huge_stats_bytes, new_map - old_map, memory_order_relaxed);
-    if (new_map > old_map && new_map >= THP_MIN && !(moved->flags & SEG_THP) &&
-        os_advise_huge_pages(moved, new_map, true))
+    moved->reserve_size = new_reserve;
+    moved->resident = new_map;
+    if (new_map >= THP_MIN && !(moved->flags & SEG_THP) &&
+        os_advise_huge_pages(moved, new_reserve, true))
         moved->flags |= SEG_THP;
     moved->cookie = (uintptr_t)moved ^ os_secret();
     moved->pages[0].start = (uint8_t *)moved + offset;

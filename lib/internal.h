@@ -18,7 +18,9 @@
 
 EMMA_HIDDEN void *os_map(size_t size);
 EMMA_HIDDEN void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size);
-EMMA_HIDDEN void os_unmap(void *p, size_t size);
+EMMA_HIDDEN bool os_unmap(void *p, size_t size);
+EMMA_HIDDEN bool os_address_space_limited(void);
+EMMA_HIDDEN size_t os_resident_bytes(void *p, size_t size);
 EMMA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t offset);
 EMMA_HIDDEN void os_purge(void *p, size_t size);
 EMMA_HIDDEN bool os_wipe_on_fork(void *p, size_t size);
@@ -122,12 +124,14 @@ static inline void link_set(block_t *b, const block_t *next)
 
 EMMA_HIDDEN page_t *segment_page_alloc(heap_t *h, enum segment_kind kind);
 EMMA_HIDDEN void segment_page_release(heap_t *h, page_t *page);
-EMMA_HIDDEN void heap_purge(heap_t *h);
-EMMA_HIDDEN void heap_purge_older(heap_t *h, uint64_t before);
+EMMA_HIDDEN size_t heap_purge(heap_t *h);
+EMMA_HIDDEN size_t heap_purge_older(heap_t *h, uint64_t before, bool wait);
 EMMA_HIDDEN size_t segment_header_size(enum segment_kind kind);
 EMMA_HIDDEN segment_t *segment_of_page(page_t *page);
 EMMA_HIDDEN void segment_unmap(segment_t *seg);
 EMMA_HIDDEN void segment_reset(heap_t *h, segment_t *seg);
+EMMA_HIDDEN bool segment_move(heap_t *from, heap_t *to, segment_t *seg);
+EMMA_HIDDEN void pool_forget(void);
 
 /* ------------------------------------------------------------------ */
 /* page.c: carving pages, the class queues, collecting remote frees    */
@@ -143,6 +147,7 @@ EMMA_HIDDEN bool page_should_park(const page_t *page);
 EMMA_HIDDEN void page_free_local_slow(heap_t *h, page_t *page);
 EMMA_HIDDEN void page_mark_full(heap_t *h, page_t *page);
 EMMA_HIDDEN void heap_collect_remote(heap_t *h);
+EMMA_HIDDEN void remote_pages_push(heap_t *h, page_t *page);
 EMMA_HIDDEN void heap_release_empty_pages(heap_t *h);
 
 /* ------------------------------------------------------------------ */
@@ -156,9 +161,10 @@ EMMA_HIDDEN void page_revive(page_t *page);
 
 EMMA_HIDDEN void *huge_alloc(size_t size, size_t align, bool zero);
 EMMA_HIDDEN void huge_free(segment_t *seg);
-EMMA_HIDDEN void huge_cache_expire(heap_t *h, uint64_t before);
 EMMA_HIDDEN void *huge_realloc(segment_t *seg, void *p, size_t new_size);
 EMMA_HIDDEN size_t huge_usable(segment_t *seg, const void *p);
+EMMA_HIDDEN void cache_forget(void);
+EMMA_HIDDEN void *huge_alloc_private(size_t size, size_t align);
 
 /* ------------------------------------------------------------------ */
 /* fork.c: noticing a fork                                             */
@@ -181,6 +187,49 @@ static inline bool spin_trylock(_Atomic uint32_t *l)
                                                    memory_order_relaxed);
 }
 static inline void spin_unlock(_Atomic uint32_t *l) { atomic_store_explicit(l, 0, memory_order_release); }
+/* A lock that is waited on (private heaps' huge-block lists): spin, then
+ * yield. */
+static inline void spin_lock(_Atomic uint32_t *l)
+{
+    for (unsigned k = 0; !spin_trylock(l); k++) {
+        if (k < 64)
+            __builtin_ia32_pause();
+        else
+            os_yield();
+    }
+}
+
+/* The policy's locks (heap->seg_lock, heap->collect_lock, the segment
+ * pool, the huge cache; slow paths only, held for a bounded time) hold
+ * the current lock generation, which a fork child's recovery advances
+ * before the child takes any of them (each taker first asks whether it
+ * is in a fork child: a load or two): a waiter that finds one held in an
+ * older generation knows its holder did not survive the fork, takes it
+ * over and has `forget` drop what it guarded (policy.c). */
+EMMA_HIDDEN extern _Atomic uint32_t lock_generation;
+EMMA_HIDDEN void heap_check_fork(void); /* heap.c: recover if we are a fork child */
+EMMA_HIDDEN void gen_lock_wait(_Atomic uint32_t *l, void (*forget)(void));
+/* The pool and the huge cache on allocation and release paths, and decay
+ * passes, never wait (a signal handler may have interrupted the holder):
+ * they try, and do without when the lock is taken. */
+EMMA_HIDDEN bool gen_lock_try(_Atomic uint32_t *l, void (*forget)(void));
+static inline bool gen_trylock(_Atomic uint32_t *l)
+{
+    /* a fork child recovers before it takes any of these locks, so that
+     * every lock held in an older generation is one a lost thread held */
+    heap_check_fork();
+    uint32_t expected = 0;
+    return atomic_load_explicit(l, memory_order_relaxed) == 0 &&
+           atomic_compare_exchange_strong_explicit(
+               l, &expected, atomic_load_explicit(&lock_generation, memory_order_relaxed),
+               memory_order_acquire, memory_order_relaxed);
+}
+static inline void gen_lock(_Atomic uint32_t *l, void (*forget)(void))
+{
+    if (!gen_trylock(l))
+        gen_lock_wait(l, forget);
+}
+static inline void gen_unlock(_Atomic uint32_t *l) { spin_unlock(l); }
 static inline bool heap_trylock(heap_t *h) { return spin_trylock(&h->lock); }
 static inline void heap_unlock(heap_t *h) { spin_unlock(&h->lock); }
 
@@ -195,6 +244,7 @@ EMMA_HIDDEN void heap_teardown(void);
 EMMA_HIDDEN void heap_reset(heap_t *h);
 EMMA_HIDDEN heap_t *heap_acquire_for_thread(void);
 EMMA_HIDDEN heap_t *heap_list_first(void);
+EMMA_HIDDEN bool heap_take_if_dead(heap_t *h, uint32_t tid);
 
 #if EMMA_CONFIG_TLS
 /* tls_heap: the thread's heap, or heap_empty before its first allocation,
@@ -267,6 +317,11 @@ static inline void slow_leave_self(heap_t *h, slow_state st)
     else
         tls_slow_heap = st.slow;
 }
+/* True in a signal handler that interrupted a slow path of its thread
+ * (alloc_spare, slow_enter_self): the interrupted code may hold any of the
+ * policy's locks, so policy.c's work, which may wait for them, is skipped
+ * there, and the pool and the huge cache are only try-locked. */
+static inline bool slow_interrupted(void) { return tls_heap == &heap_busy && !tls_slow_heap; }
 #else
 #define HEAP_SLOTS 256
 #define HEAP_SOFT_LIMIT 64
@@ -316,6 +371,7 @@ static inline heap_t *slow_enter_self(slow_state *st)
     return NULL;
 }
 static inline void slow_leave_self(heap_t *h, slow_state st) { (void)h, (void)st; }
+static inline bool slow_interrupted(void) { return false; }
 #endif
 
 /* ------------------------------------------------------------------ */

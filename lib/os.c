@@ -101,11 +101,13 @@ struct deferred_unmap {
 static _Atomic uint32_t walkers;
 static _Atomic(struct deferred_unmap *) deferred;
 
-static void unmap_now(void *p, size_t size)
+static bool unmap_now(void *p, size_t size)
 {
     count(&counters.munmap_calls, 1);
+    if (sys_failed(sys_call2(SYS_munmap, (long)p, (long)size)))
+        return false;
     count_unmapped(size);
-    sys_call2(SYS_munmap, (long)p, (long)size);
+    return true;
 }
 
 static void unmap_deferred(void)
@@ -118,15 +120,16 @@ static void unmap_deferred(void)
     }
 }
 
-void os_unmap(void *p, size_t size)
+/* false if the kernel refused (unmapping the middle of a mapping splits
+ * it, which fails when vm.max_map_count is reached); a deferred unmap
+ * counts as done. */
+bool os_unmap(void *p, size_t size)
 {
     if (!size)
-        return;
+        return true;
     atomic_thread_fence(memory_order_seq_cst);
-    if (likely(atomic_load_explicit(&walkers, memory_order_relaxed) == 0)) {
-        unmap_now(p, size);
-        return;
-    }
+    if (likely(atomic_load_explicit(&walkers, memory_order_relaxed) == 0))
+        return unmap_now(p, size);
     struct deferred_unmap *d = p;
     d->size = size;
     struct deferred_unmap *head = atomic_load_explicit(&deferred, memory_order_relaxed);
@@ -134,6 +137,7 @@ void os_unmap(void *p, size_t size)
         d->next = head;
     } while (!atomic_compare_exchange_weak_explicit(&deferred, &head, d, memory_order_release,
                                                     memory_order_relaxed));
+    return true;
 }
 
 void os_walk_begin(void) { atomic_fetch_add_explicit(&walkers, 1, memory_order_seq_cst); }
@@ -143,6 +147,29 @@ void os_walk_end(void)
     if (atomic_fetch_sub_explicit(&walkers, 1, memory_order_seq_cst) == 1 &&
         atomic_load_explicit(&deferred, memory_order_relaxed))
         unmap_deferred();
+}
+
+/* Bytes of [p, p + size) (page aligned, at most 4 MiB) that are resident,
+ * or `size` if the kernel will not say. */
+size_t os_resident_bytes(void *p, size_t size)
+{
+    unsigned char vec[(4u << 20) / 4096];
+    size_t pages = size / OS_PAGE_SIZE;
+    if (pages > sizeof vec || sys_failed(sys_call3(SYS_mincore, (long)p, (long)size, (long)vec)))
+        return size;
+    size_t n = 0;
+    for (size_t i = 0; i < pages; i++)
+        n += vec[i] & 1;
+    return n * OS_PAGE_SIZE;
+}
+
+/* Is the address space limited (RLIMIT_AS, `ulimit -v`)?  Then every byte
+ * mapped counts, touched or not. */
+bool os_address_space_limited(void)
+{
+    uint64_t lim[2] = {0, 0}; /* struct rlimit64: cur, max */
+    long r = sys_call4(SYS_prlimit64, 0, EMMA_RLIMIT_AS, 0, (long)lim);
+    return !sys_failed(r) && lim[0] != UINT64_MAX;
 }
 
 /* Give the memory back; the range stays mapped and reads as zeroes. */

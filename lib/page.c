@@ -141,6 +141,7 @@ void page_init(page_t *page, unsigned c)
     page->slow_mark = 0;
     page->in_full = 0;
     page->parked = 0;
+    page->reclaimed = 0;
     page->in_use = 1;
     page->next = page->prev = NULL;
 }
@@ -208,11 +209,27 @@ void page_free_local_slow(heap_t *h, page_t *page)
     slow_leave(h, st);
 }
 
+/* Push page onto heap h's stack of pages with remote frees. */
+void remote_pages_push(heap_t *h, page_t *page)
+{
+    page_t *head = atomic_load_explicit(&h->remote_pages, memory_order_relaxed);
+    do {
+        page->remote_next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&h->remote_pages, &head, page,
+                                                    memory_order_release, memory_order_relaxed));
+}
+
 static void page_collect_thread_free(heap_t *h, page_t *page)
 {
     block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
-    if (!list)
+    if (!list) {
+        if (page->reclaimed) {
+            /* reclaim.c emptied it while we were away: release it */
+            page->reclaimed = 0;
+            page_free_local_slow(h, page);
+        }
         return;
+    }
     uint32_t n = 1;
     block_t *tail = list, *end = PAGE_END(page);
     for (block_t *b; (b = link_get(tail)) != end; tail = b)
@@ -223,16 +240,28 @@ static void page_collect_thread_free(heap_t *h, page_t *page)
     page_free_local_slow(h, page);
 }
 
+/* Collect the frees other threads made into h's pages.  A page whose
+ * segment changed hands (reclaim.c took over a dead thread's heap) goes on
+ * to its new owner.  reclaim.c may hold collect_lock for a moment; then
+ * the remote frees wait for the next time. */
 void heap_collect_remote(heap_t *h)
 {
     if (atomic_load_explicit(&h->remote_pages, memory_order_relaxed) == NULL)
         return;
+    if (!gen_trylock(&h->collect_lock))
+        return;
     page_t *page = atomic_exchange_explicit(&h->remote_pages, NULL, memory_order_acquire);
     while (page) {
         page_t *next = page->remote_next; /* read before the page can be re-pushed */
-        page_collect_thread_free(h, page);
+        heap_t *owner = atomic_load_explicit((_Atomic(heap_t *) *)&segment_of_page(page)->heap,
+                                             memory_order_acquire);
+        if (owner == h)
+            page_collect_thread_free(h, page);
+        else
+            remote_pages_push(owner, page);
         page = next;
     }
+    gen_unlock(&h->collect_lock);
 }
 
 /* For trim: give every completely free page back to its segment. */

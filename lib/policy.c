@@ -1,74 +1,170 @@
 /* The memory policy: the one place that decides when free memory goes
- * back to the kernel (constants in policy.h).  The layers below report
- * events and ask questions; policy.c answers, and calls their purge
- * functions (segment.c's heap_purge*, huge.c's huge_cache_expire,
- * sparse.c's sparse_pass) when it is time.
+ * back to the kernel, for the whole process (knobs in policy.h).
  *
- *   free pages    stay resident until the heap's dirty memory exceeds
- *                 max(PURGE_MIN, used_bytes / PURGE_FRACTION); past that
- *                 soft limit, pages free for longer than PURGE_DELAY go
- *                 (checked at most every PURGE_DELAY / 4); past four times
- *                 the limit, or when a new segment is about to be mapped,
- *                 all of them go.
- *   empty segments are kept mapped while the heap's cache has room.
- *   huge mappings freed by their allocating thread are cached up to
- *                 HUGE_CACHE_BYTES, for PURGE_DELAY.
- *   sparse pages  are thinned out (sparse.c) at most every PURGE_DELAY,
- *                 when the heap is about to take a fresh page, and only
- *                 once they look sparse in two passes in a row.
- *   emma_trim()   gives back everything free.
+ *   accounting   every free byte that may be resident (free pages of every
+ *                heap, empty segments in the pool, the huge cache), counted
+ *                in bytes actually touched, is in one process-wide count.
+ *   bound        when the count exceeds policy_free_bound (32 MiB), the
+ *                slow path that noticed gives memory back at once: what
+ *                has been free longest first (pool, its own heap, huge
+ *                cache), then everything its own heap holds; whatever
+ *                other threads hold goes at the next decay pass.  So the
+ *                memory left resident when every thread goes idle is the
+ *                bound, whatever the number of threads.
+ *   decay        memory free for longer than policy_decay_ticks (about
+ *                0.1 s) goes back at the next decay pass.  A pass runs at
+ *                most every quarter of that, driven by whichever thread's
+ *                slow path comes first (a page freed or taken, a huge
+ *                block, a heap's free list running dry): it purges the
+ *                pool, the huge cache and every heap (another thread's heap
+ *                only if its lock is free), and takes over what dead
+ *                threads hold and what idle threads' pages received from
+ *                remote frees (reclaim.c).  No thread of its own: a
+ *                process where no thread allocates keeps what it had.
+ *   huge blocks  a freed huge mapping stays mapped in one process-wide
+ *                cache (huge.c); what it may keep resident is
+ *                policy_huge_cold_bytes (4 MiB) until the program reuses
+ *                cached mappings, then up to the bound.
+ *   sparse pages are thinned out (sparse.c) at most every PURGE_DELAY,
+ *                when the heap is about to take a fresh page, and only
+ *                once they look sparse in two passes in a row.
+ *   trim         emma_trim()/malloc_trim() give back everything free in
+ *                every heap, the pool and the huge cache, from any thread.
+ *   no memory    when the kernel refuses a mapping, the same trim runs
+ *                and the mapping is tried once more.
+ *
+ * Costs: one clock read (rdtsc) per slow path; a spin lock per page taken
+ * from or given back to a segment (heap->seg_lock), per segment taken from
+ * the pool and per huge block; the owner's malloc/free fast paths are
+ * untouched.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
 #include "policy.h"
 
-/* Knobs (policy.h): the defaults, unless options.c sets them. */
-size_t policy_free_bound = PURGE_MIN;
-uint64_t policy_decay_ticks = PURGE_DELAY;
-size_t policy_huge_cold_bytes = HUGE_CACHE_BYTES;
+size_t policy_free_bound = (size_t)32 << 20;
+uint64_t policy_decay_ticks = (uint64_t)1 << 28;
+size_t policy_huge_cold_bytes = (size_t)4 << 20;
 
-static size_t purge_threshold(const heap_t *h)
+static _Atomic size_t resident;     /* free but resident bytes, process-wide */
+static _Atomic uint64_t next_pass;  /* now_ticks when a decay pass may run */
+static _Atomic uint64_t next_shrink; /* over the bound: when to try again */
+
+void policy_resident_add(size_t n) { atomic_fetch_add_explicit(&resident, n, memory_order_relaxed); }
+
+void policy_resident_sub(size_t n) { atomic_fetch_sub_explicit(&resident, n, memory_order_relaxed); }
+
+size_t policy_resident(void)
 {
-    size_t t = h->used_bytes / PURGE_FRACTION;
-    return t > policy_free_bound ? t : policy_free_bound;
+    size_t r = atomic_load_explicit(&resident, memory_order_relaxed);
+    return r > SIZE_MAX / 2 ? 0 : r; /* a subtraction seen before its addition */
+}
+
+/* Every heap but self: what has been free since before `before` (all,
+ * with `all`). */
+static size_t reclaim_others(heap_t *self, uint64_t before, bool all)
+{
+    size_t n = 0;
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap)
+        if (h != self)
+            n += reclaim_heap(self, h, before, all);
+    return n;
+}
+
+/* The decay pass. */
+static void decay_pass(heap_t *self, uint64_t now)
+{
+    fork_init(); /* so that our locks can tell a fork (heap_check_fork) */
+    uint64_t aged = now - policy_decay_ticks;
+    huge_cache_release(aged, now - 16 * policy_decay_ticks);
+    pool_release(aged, false);
+    if (self)
+        heap_purge_older(self, aged, true);
+    reclaim_others(self, aged, false);
+}
+
+/* A private heap (heap_private.c) takes no part in the policy: its free
+ * pages are not counted, nothing else's memory is handed to it, and it is
+ * purged only by emma_heap_reset/_destroy; its slow paths still drive the
+ * process's decay passes. */
+static heap_t *public_heap(heap_t *h) { return h && h->is_private ? NULL : h; }
+
+void policy_tick(heap_t *self)
+{
+    if (slow_interrupted())
+        return; /* a signal handler: the interrupted code may hold our locks */
+    self = public_heap(self);
+    uint64_t now = now_ticks();
+    if (self)
+        self->active_at = now;
+    uint64_t next = atomic_load_explicit(&next_pass, memory_order_relaxed);
+    if (now < next)
+        return;
+    if (!atomic_compare_exchange_strong(&next_pass, &next, now + policy_decay_ticks / 4))
+        return; /* another thread runs this pass */
+    decay_pass(self, now);
+}
+
+/* Over the bound: give back what has been free longest first (the pool,
+ * this thread's heap, the huge cache: pages free for longer than an age
+ * that shrinks step by step down to 0, i.e. everything), until under the
+ * bound; what other threads hold goes at the next decay pass (and we do
+ * not try again before a while, so that a thread freeing page after page
+ * while others hold the memory does not purge at each). */
+static void over_bound(heap_t *self)
+{
+    size_t bound = policy_free_bound;
+    if (policy_resident() <= bound || slow_interrupted())
+        return;
+    uint64_t now = now_ticks();
+    if (now < atomic_load_explicit(&next_shrink, memory_order_relaxed))
+        return;
+    /* down to three quarters of the bound, so that the next purge waits
+     * for a quarter of it to be freed again */
+    size_t target = bound - bound / 4;
+    for (uint64_t age = policy_decay_ticks / 2;; age /= 2) {
+        uint64_t before = age ? now - age : UINT64_MAX;
+        pool_release(before, false);
+        if (self && policy_resident() > target)
+            heap_purge_older(self, before, true);
+        if (policy_resident() > target)
+            huge_cache_release(before, 0);
+        if (policy_resident() <= target || age == 0)
+            break;
+        if (age < policy_decay_ticks / 1024)
+            age = 1; /* next: everything */
+    }
+    if (policy_resident() > bound)
+        atomic_store_explicit(&next_shrink, now + policy_decay_ticks / 8, memory_order_relaxed);
 }
 
 void policy_page_freed(heap_t *h)
 {
-    size_t soft = purge_threshold(h);
-    if (h->dirty_bytes <= soft)
-        return;
-    if (h->dirty_bytes > 4 * soft) {
-        heap_purge(h);
-        return;
-    }
-    /* a page freed a moment ago is likely wanted again soon */
-    uint64_t now = now_ticks();
-    if (now - h->purge_checked < policy_decay_ticks / 4)
-        return;
-    h->purge_checked = now;
-    heap_purge_older(h, now - policy_decay_ticks);
-    huge_cache_expire(h, now - policy_decay_ticks);
+    policy_tick(h);
+    if (!h->is_private)
+        over_bound(h);
 }
 
-bool policy_keep_empty_segment(heap_t *h)
-{
-    (void)h;
-    return true; /* as many as heap->cached holds */
-}
-
-/* New memory while more than the allowance of free pages stays resident:
- * those pages are of other kinds (the one asked for has none free), so the
- * program has moved on to other sizes; let them go now. */
+/* A heap about to map a new segment has no free page of the kind it needs
+ * (and the pool has no empty segment): its free pages are of other kinds,
+ * so the program has moved on to other sizes.  If they are more than
+ * BEFORE_MAP_MIN or an eighth of its pages in use, let them go now rather
+ * than add to the peak (this only ever gives back sooner than the bound). */
+#define BEFORE_MAP_MIN ((size_t)8 << 20)
 void policy_before_map(heap_t *h)
 {
-    if (h->dirty_bytes > purge_threshold(h))
+    if (h->is_private)
+        return;
+    size_t t = h->used_bytes / 8;
+    if (h->dirty_bytes > (t > BEFORE_MAP_MIN ? t : BEFORE_MAP_MIN))
         heap_purge(h);
+    over_bound(h);
 }
 
 void policy_before_fresh_page(heap_t *h)
 {
+    policy_tick(h);
     uint64_t now = now_ticks();
-    if (now - h->sparse_checked < policy_decay_ticks)
+    if (now - h->sparse_checked < PURGE_DELAY)
         return;
     h->sparse_checked = now;
     sparse_pass(h);
@@ -104,41 +200,123 @@ bool policy_thin_page(heap_t *h, page_t *page)
     return h->sparse_passes - page->sparse_since >= SPARSE_PASSES;
 }
 
-bool policy_huge_cacheable(heap_t *h, size_t weight)
+/* Everything free, process-wide: the caller's heap (self, which it owns),
+ * every other heap it can lock or take over, the pool and the huge cache
+ * (both unmapped: a failed mapping may be short of address space). */
+static size_t trim_all(heap_t *self)
 {
-    if (weight > policy_huge_cold_bytes)
-        return false;
-    huge_cache_expire(h, now_ticks() - policy_decay_ticks);
-    return true;
+    size_t n = 0;
+    if (self) {
+        slow_state st = slow_enter(self);
+        heap_collect_remote(self);
+        heap_release_empty_pages(self);
+        n += heap_purge(self);
+        slow_leave(self, st);
+    }
+    n += reclaim_others(self, UINT64_MAX, true);
+    n += pool_release(UINT64_MAX, true);
+    n += huge_cache_release(UINT64_MAX, UINT64_MAX);
+    return n;
 }
 
-bool policy_huge_cache_full(const heap_t *h, size_t weight)
+/* emma_trim(), malloc_trim(): the calling thread's heap is marked busy
+ * meanwhile (a thread without one too), so that a signal handler that
+ * interrupts the trim allocates from a spare heap and, like one that
+ * interrupted any slow path, does not trim: the interrupted code may hold
+ * the locks a trim waits for. */
+size_t policy_trim(void)
 {
-    return h->huge_cached_bytes + weight > policy_huge_cold_bytes;
-}
-
-static void trim_heap(heap_t *h)
-{
-    slow_state st = slow_enter(h);
-    heap_collect_remote(h);
-    heap_release_empty_pages(h);
-    heap_purge(h);
-    huge_cache_expire(h, UINT64_MAX);
-    slow_leave(h, st);
-}
-
-/* With TLS the calling thread's heap; without, every heap not in use. */
-void policy_trim(void)
-{
+    if (slow_interrupted())
+        return 0;
 #if EMMA_CONFIG_TLS
-    if (tls_heap != &heap_empty && tls_heap != &heap_busy)
-        trim_heap(tls_heap);
-#else
-    for (heap_t *h = heap_list_first(); h; h = h->next_heap) {
-        if (heap_trylock(h)) {
-            trim_heap(h);
-            heap_unlock(h);
-        }
+    if (tls_heap == &heap_empty) {
+        tls_heap = &heap_busy;
+        __asm__ volatile("" ::: "memory");
+        size_t n = trim_all(NULL);
+        __asm__ volatile("" ::: "memory");
+        tls_heap = &heap_empty;
+        return n;
     }
 #endif
+    slow_state st;
+    heap_t *self = slow_enter_self(&st);
+    size_t n = trim_all(self);
+    slow_leave_self(self, st);
+    return n;
+}
+
+/* Once per failed mapping; the caller tries once more if it helped.  A
+ * heap in the middle of a slow path (busy, e.g. collecting its remote
+ * frees) is still consistent at the points that map memory. */
+bool policy_release_for_retry(heap_t *self)
+{
+    return !slow_interrupted() && trim_all(public_heap(self)) > 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The policy's locks and fork */
+
+_Atomic uint32_t lock_generation = 1;
+
+void gen_lock_wait(_Atomic uint32_t *l, void (*forget)(void))
+{
+    for (unsigned k = 0;; k++) {
+        if (gen_trylock(l))
+            return;
+        if (k < 64) {
+            __builtin_ia32_pause();
+            continue;
+        }
+        heap_check_fork(); /* a load, unless we are a fork child */
+        uint32_t g = atomic_load_explicit(&lock_generation, memory_order_relaxed);
+        uint32_t held = atomic_load_explicit(l, memory_order_relaxed);
+        if (held != 0 && held != g &&
+            atomic_compare_exchange_strong_explicit(l, &held, g, memory_order_acquire,
+                                                    memory_order_relaxed)) {
+            /* held since before a fork by a thread the child does not have */
+            if (forget)
+                forget();
+            return;
+        }
+        os_yield();
+    }
+}
+
+/* Without waiting: taken, or held by a thread lost in a fork (taken over,
+ * as gen_lock_wait does), else false. */
+bool gen_lock_try(_Atomic uint32_t *l, void (*forget)(void))
+{
+    if (gen_trylock(l))
+        return true;
+    uint32_t g = atomic_load_explicit(&lock_generation, memory_order_relaxed);
+    uint32_t held = atomic_load_explicit(l, memory_order_relaxed);
+    if (held != 0 && held != g &&
+        atomic_compare_exchange_strong_explicit(l, &held, g, memory_order_acquire,
+                                                memory_order_relaxed)) {
+        if (forget)
+            forget();
+        return true;
+    }
+    return false;
+}
+
+/* In a fork child (heap.c's recovery, run once): a lock held now in the
+ * current generation was held by a thread that did not survive the fork;
+ * waiters take such locks over (gen_lock_wait). */
+void policy_after_fork(void)
+{
+    atomic_fetch_add(&lock_generation, 1);
+    atomic_store(&next_pass, 0);
+    atomic_store(&next_shrink, 0);
+}
+
+/* teardown.c, after unmapping every segment and huge mapping: the pool and
+ * the huge cache held some of them. */
+void policy_teardown(void)
+{
+    pool_forget();
+    cache_forget();
+    atomic_store(&resident, 0);
+    atomic_store(&next_pass, 0);
+    atomic_store(&next_shrink, 0);
 }

@@ -1,24 +1,42 @@
 /* The memory policy: how much free memory stays resident, for how long,
- * and when it goes back to the kernel.  The layers below (segment.c,
- * huge.c, sparse.c, alloc.c) do the work and report events here; policy.c
- * decides.  Nothing here is on a fast path.
+ * and when it goes back to the kernel, for the whole process.  The layers
+ * below (segment.c, huge.c, sparse.c, alloc.c) do the work and report
+ * events here; policy.c decides, and reclaim.c takes back what other
+ * threads (dead, idle) hold.  Nothing here is on a fast path.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #ifndef EMMA_POLICY_H
 #define EMMA_POLICY_H
 
 #include "types.h"
 
-/* A heap returns its free pages to the kernel once they exceed
- * max(PURGE_MIN, used_bytes / PURGE_FRACTION). */
-#define PURGE_MIN ((size_t)8 << 20)
-#define PURGE_FRACTION 8
-/* How long a page stays free before it may be purged, in time-stamp
- * counter ticks: about 20-60 ms on current x86 (1-3 GHz TSC).  Also the
- * least time between two sparse passes, and how long a freed huge mapping
- * stays cached. */
+/* ------------------------------------------------------------------ */
+/* Knobs: plain variables, read on slow paths only, so that options
+ * (environment, mallopt-like calls) can set them before or while the
+ * program runs.  Defaults in policy.c. */
+
+/* Free memory that may stay resident, process-wide: free pages of every
+ * heap, empty segments in the pool and the huge cache, counted in bytes
+ * actually touched.  Default 32 MiB. */
+EMMA_HIDDEN extern size_t policy_free_bound;
+/* How long free memory stays resident before any thread's slow path gives
+ * it back, in time-stamp-counter ticks.  Default 2^28 (about 0.1 s at
+ * 2.3 GHz). */
+EMMA_HIDDEN extern uint64_t policy_decay_ticks;
+/* What freed huge blocks may keep resident when the program does not
+ * reuse them at once (a warm program may keep up to policy_free_bound).
+ * Default 4 MiB. */
+EMMA_HIDDEN extern size_t policy_huge_cold_bytes;
+
+/* The least time between two sparse passes of a heap (sparse.c), in
+ * time-stamp counter ticks: about 20-60 ms on current x86. */
 #define PURGE_DELAY ((uint64_t)1 << 26)
-/* What the freed huge mappings of one heap may hold resident. */
-#define HUGE_CACHE_BYTES ((size_t)32 << 20)
+
+
+/* ------------------------------------------------------------------ */
+/* The process-wide count of free but resident bytes. */
+EMMA_HIDDEN void policy_resident_add(size_t n);
+EMMA_HIDDEN void policy_resident_sub(size_t n);
+EMMA_HIDDEN size_t policy_resident(void);
 
 /* The knobs behind the defaults above, as variables that options.c
  * (EMMA_DECAY_MS, EMMA_FREE_RESIDENT_MAX, EMMA_HUGE_CACHE_MAX, mallopt)
@@ -29,18 +47,38 @@ EMMA_HIDDEN extern size_t policy_huge_cold_bytes; /* HUGE_CACHE_BYTES */
 
 /* Events.  segment.c: */
 EMMA_HIDDEN void policy_page_freed(heap_t *h);       /* a page went back to its segment */
-EMMA_HIDDEN bool policy_keep_empty_segment(heap_t *h); /* keep it mapped (true) or unmap */
 EMMA_HIDDEN void policy_before_map(heap_t *h);       /* a new segment is about to be mapped */
 /* alloc.c: the heap is about to take a fresh page for a class. */
 EMMA_HIDDEN void policy_before_fresh_page(heap_t *h);
+/* Any slow path: time for a decay pass?  (One clock read when not.) */
+EMMA_HIDDEN void policy_tick(heap_t *self);
 /* sparse.c: thin this parked page out in this pass? */
 EMMA_HIDDEN bool policy_thin_page(heap_t *h, page_t *page);
-/* huge.c: may a freed mapping holding `weight` resident bytes be cached
- * (old entries expire as a side effect)?  Is the cache too big to take it
- * without dropping an entry? */
-EMMA_HIDDEN bool policy_huge_cacheable(heap_t *h, size_t weight);
-EMMA_HIDDEN bool policy_huge_cache_full(const heap_t *h, size_t weight);
-/* emma_trim(): give back everything that can go. */
-EMMA_HIDDEN void policy_trim(void);
+/* A mapping failed: release what every cache holds, process-wide; true if
+ * anything was released (worth trying again). */
+EMMA_HIDDEN bool policy_release_for_retry(heap_t *self);
+/* emma_trim() and malloc_trim(): give back everything free, process-wide;
+ * returns the bytes given back. */
+EMMA_HIDDEN size_t policy_trim(void);
+
+/* segment.c: the pool of empty segments (purge those freed before
+ * `before`, and with unmap, unmap them all). */
+EMMA_HIDDEN size_t pool_release(uint64_t before, bool unmap);
+
+/* huge.c: the huge cache (purge resident memory of mappings freed before
+ * `before`; unmap those freed before `unmap_before`). */
+EMMA_HIDDEN size_t huge_cache_release(uint64_t before, uint64_t unmap_before);
+/* emma_stats(): mappings in the huge cache, and what they may hold resident. */
+EMMA_HIDDEN void huge_cache_stats(size_t *count, size_t *bytes);
+
+/* reclaim.c: another heap's memory, from a thread that does not own it
+ * (self: the caller's heap, or NULL).  With `all`, everything free goes
+ * (trim); else pages free for longer than the decay time. */
+EMMA_HIDDEN size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all);
+/* heap.c, in a fork child: locks held by threads lost in the fork become
+ * stale (a new lock generation). */
+EMMA_HIDDEN void policy_after_fork(void);
+/* teardown.c: every mapping is gone; forget the pool and the huge cache. */
+EMMA_HIDDEN void policy_teardown(void);
 
 #endif

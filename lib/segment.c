@@ -1,14 +1,24 @@
 /* Segments: 4 MiB aligned mappings cut into pages, owned by one heap;
- * the accounting of free pages that may still be resident ("dirty"), and
- * purging them.
+ * the accounting of free pages that may still be resident ("dirty"), the
+ * process-wide pool of empty segments, and purging.
  *
  * A freed page stays resident so it can be reused without page faults;
  * when its memory goes back to the kernel is policy.c's decision, told of
- * every page freed, segment emptied and segment about to be mapped.  A
- * purge is MADV_DONTNEED, one call per run of free pages, never splitting
- * a mapping (so vm.max_map_count is not touched).  Empty segments the
- * policy keeps stay mapped in heap->cached, their dirty pages still counted
- * and purged like any others.
+ * every page freed.  Every change of a heap's dirty bytes is also added to
+ * policy.c's process-wide count.  A purge is MADV_DONTNEED, one call per
+ * run of free pages, never splitting a mapping (so vm.max_map_count is not
+ * touched).
+ *
+ * A heap's free pages and their accounting are guarded by heap->seg_lock,
+ * taken only here (page allocation and release are slow paths): the owner
+ * takes it, and another thread's purge (policy.c) only try-locks it.
+ *
+ * An empty segment goes to one pool shared by every heap (a spin lock; the
+ * owner of a segment is whoever takes it from the pool), still mapped and
+ * with its dirty pages counted, so memory freed in one thread serves the
+ * next thread's allocation, and allocation goes on from memory emma has
+ * when the kernel refuses new mappings (vm.max_map_count).  At most
+ * POOL_MAX segments wait there; policy.c purges and unmaps them.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
 #include "policy.h"
@@ -27,6 +37,24 @@ segment_t *segment_of_page(page_t *page)
 }
 
 static size_t page_bytes(segment_t *seg) { return (size_t)1 << seg->page_shift; }
+
+/* A private heap's free pages are its own business (emma_heap_reset,
+ * emma_heap_destroy): they stay out of the process-wide count. */
+static void dirty_add(heap_t *h, size_t n)
+{
+    h->dirty_bytes += n;
+    if (!h->is_private)
+        policy_resident_add(n);
+}
+
+static void dirty_sub(heap_t *h, size_t n)
+{
+    if (n > h->dirty_bytes)
+        n = h->dirty_bytes;
+    h->dirty_bytes -= n;
+    if (!h->is_private)
+        policy_resident_sub(n);
+}
 
 static void seglist_push(heap_t *h, segment_t *seg)
 {
@@ -106,66 +134,151 @@ static void segment_cut(heap_t *h, segment_t *seg, enum segment_kind kind, bool 
     }
 }
 
-static segment_t *segment_alloc(heap_t *h, enum segment_kind kind)
+/* ------------------------------------------------------------------ */
+/* The pool of empty segments                                          */
+
+#define POOL_MAX 64
+static struct {
+    _Atomic uint32_t lock;
+    unsigned count;
+    segment_t *seg[POOL_MAX]; /* oldest first */
+} pool;
+
+void pool_forget(void);
+
+/* Take the most recently pooled segment (its memory is likeliest to be
+ * resident still), or NULL. */
+static segment_t *pool_take(void)
 {
-    segment_t *seg;
-    bool recycled = h->cached_count > 0;
-    if (recycled) {
-        seg = h->cached[--h->cached_count];
-        h->dirty_bytes -= dirty_in_range(seg, 0, SEGMENT_SIZE);
-    } else {
+    if (pool.count == 0 || /* racy peek: only a hint */
+        !gen_lock_try(&pool.lock, pool_forget))
+        return NULL;
+    segment_t *seg = pool.count ? pool.seg[--pool.count] : NULL;
+    gen_unlock(&pool.lock);
+    return seg;
+}
+
+/* Pool an empty segment (its seg->resident bytes stay counted), or unmap
+ * it when the pool is full. */
+static void pool_put(segment_t *seg)
+{
+    bool kept = false;
+    if (gen_lock_try(&pool.lock, pool_forget)) {
+        kept = pool.count < POOL_MAX;
+        if (kept)
+            pool.seg[pool.count++] = seg;
+        gen_unlock(&pool.lock);
+    }
+    if (!kept) {
+        policy_resident_sub(seg->resident);
+        segment_unmap(seg);
+    }
+}
+
+static size_t segment_purge(segment_t *seg, uint64_t before);
+
+/* Purge the pooled segments' pages freed before `before` (UINT64_MAX: all),
+ * and with `unmap` unmap them all; returns the bytes given back. */
+size_t pool_release(uint64_t before, bool unmap)
+{
+    size_t bytes = 0;
+    segment_t *gone[POOL_MAX];
+    unsigned ngone = 0;
+    if (unmap) /* trim, or a mapping failed: worth the wait */
+        gen_lock(&pool.lock, pool_forget);
+    else if (!gen_lock_try(&pool.lock, pool_forget))
+        return 0;
+    for (unsigned i = 0; i < pool.count; i++) {
+        segment_t *seg = pool.seg[i];
+        size_t b = segment_purge(seg, before);
+        if (b > seg->resident)
+            b = seg->resident;
+        seg->resident -= b;
+        bytes += b;
+    }
+    if (unmap) {
+        for (unsigned i = 0; i < pool.count; i++)
+            gone[ngone++] = pool.seg[i];
+        pool.count = 0;
+    }
+    gen_unlock(&pool.lock);
+    policy_resident_sub(bytes);
+    for (unsigned i = 0; i < ngone; i++) {
+        bytes += gone[i]->resident;
+        policy_resident_sub(gone[i]->resident);
+        segment_unmap(gone[i]);
+    }
+    return bytes;
+}
+
+/* An empty segment from the pool, else a new mapping (if the kernel
+ * refuses one, policy.c releases what every cache holds and we try once
+ * more).  Called without seg_lock: policy.c may purge this very heap. */
+static segment_t *segment_obtain(heap_t *h, bool *recycled)
+{
+    segment_t *seg = pool_take();
+    if (!seg) {
         policy_before_map(h);
         seg = os_map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0, NULL);
+        if (!seg && policy_release_for_retry(h))
+            seg = os_map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0, NULL);
         if (!seg)
             return NULL;
         if (!addrmap_mark(seg, SEGMENT_SIZE, true)) {
             os_unmap(seg, SEGMENT_SIZE);
             return NULL;
         }
-        if (h->is_private)
-            private_segment_added(h, seg);
+        seg->resident = 0;
     }
-    segment_cut(h, seg, kind, recycled);
-    h->dirty_bytes += dirty_in_range(seg, 0, SEGMENT_SIZE);
-    seglist_push(h, seg);
+    *recycled = seg->resident != 0 || seg->dirty_mask != 0;
+    policy_resident_sub(seg->resident); /* counted again below, as the heap's */
+    if (h->is_private)
+        private_segment_added(h, seg);
     return seg;
 }
 
 page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
 {
+    gen_lock(&h->seg_lock, NULL);
     segment_t *seg = h->segments[kind];
     if (!seg) {
-        seg = segment_alloc(h, kind);
+        gen_unlock(&h->seg_lock);
+        bool recycled;
+        seg = segment_obtain(h, &recycled);
         if (!seg)
             return NULL;
+        gen_lock(&h->seg_lock, NULL);
+        segment_cut(h, seg, kind, recycled);
+        dirty_add(h, dirty_in_range(seg, 0, SEGMENT_SIZE));
+        seglist_push(h, seg);
     }
     unsigned i = (unsigned)__builtin_ctzll(seg->free_mask);
     uint64_t bit = (uint64_t)1 << i;
     seg->free_mask &= ~bit;
     if (seg->dirty_mask & bit) {
         seg->dirty_mask &= ~bit;
-        h->dirty_bytes -= seg->pages[i].dirty;
+        dirty_sub(h, seg->pages[i].dirty);
     }
     seg->used_pages++;
     h->used_bytes += page_bytes(seg);
     if (seg->free_mask == 0)
         seglist_remove(h, seg);
+    gen_unlock(&h->seg_lock);
     return &seg->pages[i];
 }
 
-/* An empty segment: keep it for reuse (its dirty pages stay counted) or
- * unmap it. */
+/* An empty segment goes to the pool, with its dirty bytes. */
 static void segment_release(heap_t *h, segment_t *seg)
 {
-    seglist_remove(h, seg);
-    if (h->cached_count < SEGMENT_CACHE && policy_keep_empty_segment(h)) {
-        h->cached[h->cached_count++] = seg;
-        return;
-    }
-    h->dirty_bytes -= dirty_in_range(seg, 0, SEGMENT_SIZE);
     if (h->is_private)
-        private_segment_removed(h, seg);
-    segment_unmap(seg);
+        return; /* kept, on its lists, until emma_heap_reset or _destroy */
+    seglist_remove(h, seg);
+    size_t d = dirty_in_range(seg, 0, SEGMENT_SIZE);
+    dirty_sub(h, d);
+    seg->heap = NULL;
+    seg->resident = d;
+    policy_resident_add(d);
+    pool_put(seg);
 }
 
 /* Page `page` of seg is no longer in use: a free page, dirty where its
@@ -179,36 +292,45 @@ static void page_set_free(heap_t *h, segment_t *seg, page_t *page)
     seg->used_pages--;
     h->used_bytes -= page_bytes(seg);
     if (page->capacity) {
-        /* Only the blocks carved out were ever touched. */
-        size_t touched = (size_t)page->capacity * page->block_size;
-        page->dirty = (uint32_t)align_up(touched, OS_PAGE_SIZE);
+        /* Only the blocks carved out were ever touched; of big blocks
+         * (pages of 512 KiB and more), only what the program wrote, which
+         * the kernel tells (a system call per such page released, cheaper
+         * than purging memory that is not there for the sake of a count
+         * that has it). */
+        size_t touched = align_up((size_t)page->capacity * page->block_size, OS_PAGE_SIZE);
+        if (seg->page_shift >= MEDIUM_PAGE_SHIFT)
+            touched = os_resident_bytes((void *)align_up((uintptr_t)page->start, OS_PAGE_SIZE),
+                                        touched);
+        page->dirty = (uint32_t)touched;
         page->freed_at = now_ticks();
         seg->dirty_mask |= bit;
-        h->dirty_bytes += page->dirty;
+        dirty_add(h, page->dirty);
     }
 }
 
 /* emma_heap_reset: every page of seg becomes free, and seg goes back on
- * h's lists (which the caller emptied), kept even when empty.  A segment
- * in h's cache of empty ones stays there. */
+ * h's lists (which the caller emptied), empty segments too (a private
+ * heap keeps them there). */
 void segment_reset(heap_t *h, segment_t *seg)
 {
-    if (seg->used_pages == 0)
-        return;
+    gen_lock(&h->seg_lock, NULL);
     for (unsigned i = 0; i < seg->page_count; i++)
         if (seg->pages[i].in_use)
             page_set_free(h, seg, &seg->pages[i]);
     seglist_push(h, seg);
+    gen_unlock(&h->seg_lock);
 }
 
 void segment_page_release(heap_t *h, page_t *page)
 {
     segment_t *seg = segment_of_page(page);
+    gen_lock(&h->seg_lock, NULL);
     if (seg->free_mask == 0)
         seglist_push(h, seg);
     page_set_free(h, seg, page);
     if (seg->used_pages == 0)
         segment_release(h, seg);
+    gen_unlock(&h->seg_lock);
     policy_page_freed(h);
 }
 
@@ -248,18 +370,78 @@ static size_t segment_purge(segment_t *seg, uint64_t before)
     return bytes;
 }
 
-static void purge_segments(heap_t *h, uint64_t before)
+/* Purge h's free pages freed before `before` (UINT64_MAX: all of them);
+ * returns the bytes given back.  The owner waits for seg_lock; another
+ * thread (`wait` false) gives up if it is taken. */
+size_t heap_purge_older(heap_t *h, uint64_t before, bool wait)
 {
+    if (wait)
+        gen_lock(&h->seg_lock, NULL);
+    else if (!gen_trylock(&h->seg_lock))
+        return 0;
     size_t bytes = 0;
-    for (int k = 0; k <= KIND_XLARGE; k++)
-        for (segment_t *seg = h->segments[k]; seg; seg = seg->next)
-            if (seg->dirty_mask)
-                bytes += segment_purge(seg, before);
-    for (unsigned i = 0; i < h->cached_count; i++)
-        bytes += segment_purge(h->cached[i], before);
-    h->dirty_bytes = before == UINT64_MAX || bytes > h->dirty_bytes ? 0 : h->dirty_bytes - bytes;
+    if (h->dirty_bytes)
+        for (int k = 0; k <= KIND_XLARGE; k++)
+            for (segment_t *seg = h->segments[k]; seg; seg = seg->next)
+                if (seg->dirty_mask)
+                    bytes += segment_purge(seg, before);
+    if (before == UINT64_MAX)
+        bytes = h->dirty_bytes;
+    dirty_sub(h, bytes);
+    gen_unlock(&h->seg_lock);
+    return bytes;
 }
 
-void heap_purge(heap_t *h) { purge_segments(h, UINT64_MAX); }
+size_t heap_purge(heap_t *h) { return heap_purge_older(h, UINT64_MAX, true); }
 
-void heap_purge_older(heap_t *h, uint64_t before) { purge_segments(h, before); }
+/* Hand segment seg, with every page in it, from heap `from` to heap `to`
+ * (reclaim.c, taking over a dead thread's heap; the caller holds both).
+ * Pages with room go to the back of to's class queues (a parked page is
+ * unparked); full pages follow their segment.  Remote frees racing with
+ * the move may still land on from's remote_pages; whoever collects them
+ * there forwards them (page.c). */
+bool segment_move(heap_t *from, heap_t *to, segment_t *seg)
+{
+    if (seg->heap != from || seg->kind == KIND_HUGE || from == to)
+        return false;
+    gen_lock(&from->seg_lock, NULL);
+    gen_lock(&to->seg_lock, NULL);
+    size_t used = 0, dirty = 0;
+    for (unsigned i = 0; i < seg->page_count; i++) {
+        page_t *page = &seg->pages[i];
+        if (!page->in_use) {
+            if (seg->dirty_mask & ((uint64_t)1 << i))
+                dirty += page->dirty;
+            continue;
+        }
+        used += page_bytes(seg);
+        if (page->in_full)
+            continue;
+        bin_remove(from, page);
+        if (page->slow_mark == SLOW_MARK_HELD)
+            page->slow_mark = page->absent; /* no longer the lone page of its class */
+        bin_push_back(to, page);
+    }
+    if (seg->free_mask) {
+        seglist_remove(from, seg);
+        seglist_push(to, seg);
+    }
+    from->used_bytes -= used;
+    to->used_bytes += used;
+    if (dirty > from->dirty_bytes)
+        dirty = from->dirty_bytes;
+    from->dirty_bytes -= dirty; /* the process-wide count does not change */
+    to->dirty_bytes += dirty;
+    atomic_store_explicit((_Atomic(heap_t *) *)&seg->heap, to, memory_order_release);
+    gen_unlock(&to->seg_lock);
+    gen_unlock(&from->seg_lock);
+    return true;
+}
+
+/* After teardown (every segment unmapped), or when the pool's lock was
+ * held by a thread that did not survive a fork: forget the pooled segments
+ * (in the latter case they stay mapped, unused: a leak beats a corruption). */
+void pool_forget(void)
+{
+    pool.count = 0;
+}

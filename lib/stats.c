@@ -18,10 +18,10 @@
  * whole is not one instant's snapshot.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "observe.h"
+#include "policy.h"
 
 #define EMMA_API __attribute__((visibility("default")))
 
-static size_t rd(const size_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
 static const unsigned kind_page_shift[KIND_XLARGE + 1] = {
     SMALL_PAGE_SHIFT, MEDIUM_PAGE_SHIFT, LARGE_PAGE_SHIFT, XLARGE_PAGE_SHIFT};
@@ -79,9 +79,6 @@ static void walk_heaps(struct emma_stats *s)
 {
     for (heap_t *h = heap_list_first(); h; h = h->next_heap) {
         s->heaps++;
-        s->bytes_free_resident += rd(&h->dirty_bytes) + rd(&h->huge_cached_bytes);
-        s->huge_cached += __atomic_load_n(&h->huge_cache_count, __ATOMIC_RELAXED);
-        s->huge_cached_bytes += rd(&h->huge_cached_bytes);
 #if EMMA_CONFIG_TLS
         /* the caller's own (after a fork its owner word still names the
          * parent's thread), and those whose owner thread exists */
@@ -108,6 +105,10 @@ void stats_collect(struct emma_stats *s)
     }
     walk_segments(s);
     walk_heaps(s);
+    /* policy.c's process-wide count: free pages of every heap, the segment
+     * pool and the huge cache */
+    s->bytes_free_resident = policy_resident();
+    huge_cache_stats(&s->huge_cached, &s->huge_cached_bytes);
     private_heap_stats(s);
 
     s->huge_blocks = atomic_load_explicit(&huge_stats_blocks, memory_order_relaxed);

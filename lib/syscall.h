@@ -27,6 +27,7 @@
 #define SYS_munmap 11
 #define SYS_mremap 25
 #define SYS_madvise 28
+#define SYS_mincore 27
 #define SYS_sched_yield 24
 #define SYS_getpid 39
 #define SYS_exit_group 231
@@ -36,6 +37,8 @@
 #define SYS_prctl 157
 #define SYS_rt_sigprocmask 14
 #define SYS_process_vm_readv 310
+#define SYS_prlimit64 302
+#define EMMA_RLIMIT_AS 9
 
 #define EMMA_AT_FDCWD (-100)
 #define EMMA_O_RDONLY_CLOEXEC 02000000

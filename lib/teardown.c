@@ -17,6 +17,7 @@
  * The caller is the only thread in this copy (see emma_teardown(3)).
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
+#include "policy.h"
 
 static bool segment_idle(segment_t *seg, void *arg)
 {
@@ -40,7 +41,7 @@ static bool segment_idle(segment_t *seg, void *arg)
 static bool segment_drop(segment_t *seg, void *arg)
 {
     (void)arg;
-    size_t size = seg->kind == KIND_HUGE ? seg->map_size : SEGMENT_SIZE;
+    size_t size = seg->kind == KIND_HUGE ? seg->reserve_size : SEGMENT_SIZE;
     addrmap_clear(seg, size);
     os_unmap(seg, size);
     return true;
@@ -51,6 +52,7 @@ int copy_teardown(void)
     if (private_heap_count() != 0 || !addrmap_walk(segment_idle, NULL))
         return -1;
     addrmap_walk(segment_drop, NULL);
+    policy_teardown(); /* the pool and the huge cache held some of them */
     heap_teardown();
     fork_teardown();
     addrmap_teardown();

@@ -147,6 +147,7 @@ typedef struct page {
     uint32_t sparse_since;       /* sparse pass that first saw it sparse, or 0 */
     uint16_t purged;             /* OS pages whose blocks are absent (small pages) */
     uint8_t parked;              /* in heap->parked: sparse, left to drain */
+    uint8_t reclaimed;           /* emptied and purged by reclaim.c; the owner releases it */
 } page_t;
 
 /* The end of a page's lists, and what a pop parks in page->free while it
@@ -167,9 +168,11 @@ typedef struct segment {
     uint64_t dirty_mask;         /* free pages that may hold resident memory */
     size_t map_size;             /* bytes mapped from the segment start */
     uintptr_t cookie;            /* address ^ secret: validates headers */
-    struct segment *next, *prev; /* heap's segments with free pages */
+    struct segment *next, *prev; /* heap's segments with free pages; pool; huge cache */
     struct heap *origin;         /* huge: the heap that allocated it */
     struct segment *all_next, *all_prev; /* private heap: all its segments */
+    size_t reserve_size;         /* huge: bytes mapped, map_size rounded up (huge.c) */
+    size_t resident;             /* pooled or cached: bytes that may be resident */
     page_t pages[];
 } segment_t;
 
@@ -178,6 +181,8 @@ typedef struct segment {
 /* segment_t.flags: a segment of a private heap, or a huge block of the
  * private heap `origin` */
 #define SEG_PRIVATE 2
+/* segment_t.flags: a huge block realloc shrank to a small class's size */
+#define SEG_SHRUNK 4
 
 /* Bytes of a segment header with `pages` pages, cache-line aligned; with
  * boundary checks it ends with the free-block bitmap (internal.h). */
@@ -200,8 +205,6 @@ typedef struct page_queue {
     page_t *first, *last;
 } page_queue_t;
 
-#define SEGMENT_CACHE 16  /* empty segments a heap can keep mapped */
-#define HUGE_CACHE 16     /* freed huge mappings a heap can keep (TLS) */
 
 typedef struct heap {
     page_t *direct[DIRECT_COUNT];        /* size/16 -> page to pop from */
@@ -209,16 +212,15 @@ typedef struct heap {
     page_queue_t parked[CLASS_COUNT];    /* sparse pages used only when bins run dry */
     _Atomic(page_t *) remote_pages;      /* pages with frees from others */
     segment_t *segments[KIND_XLARGE + 1]; /* segments with free pages */
-    segment_t *cached[SEGMENT_CACHE];    /* empty segments kept mapped */
-    unsigned cached_count;
     size_t dirty_bytes;                  /* free but resident page memory */
     size_t used_bytes;                   /* memory of pages in use */
-    uint64_t purge_checked;              /* now_ticks of the last aged purge */
     uint64_t sparse_checked;             /* now_ticks of the last sparse pass */
     uint32_t sparse_passes;              /* sparse passes so far */
-    struct segment *huge_cache[HUGE_CACHE]; /* freed huge mappings (TLS) */
-    unsigned huge_cache_count;
-    size_t huge_cached_bytes;
+    /* policy.c and reclaim.c: other threads giving this heap's memory back */
+    _Atomic uint32_t seg_lock;           /* free pages and their accounting */
+    _Atomic uint32_t collect_lock;       /* remote_pages and in_full pages */
+    uint64_t active_at;                  /* now_ticks of the owner's last slow path */
+    uint64_t liveness_checked;           /* reclaim.c: now_ticks of the last "owner dead?" */
     _Atomic uint32_t owner;              /* TLS: owner TID (PI futex word) */
     _Atomic uint32_t lock;               /* no TLS: 0 free, 1 held */
     uint8_t busy;                        /* inside a slow path */

@@ -1,7 +1,8 @@
 /* Run by tests/options.sh with EMMA_* variables set: allocates, frees, and
  * prints "done" on stdout; "stats" also prints a few emma_stats() figures
- * ("free_resident N", "huge_cached N") after the frees; "closeerr" closes
- * stderr before returning, as coreutils' cat, ls and sort do at exit.
+ * ("free_resident N", "huge_cached N", "huge_cached_bytes N") after the
+ * frees; "closeerr" closes stderr before returning, as coreutils' cat, ls
+ * and sort do at exit.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include <emma.h>
 #include <stdio.h>
@@ -26,7 +27,8 @@ int main(int argc, char **argv)
         struct emma_stats s;
         if (emma_stats(&s, sizeof s) != 0)
             return 1;
-        printf("free_resident %zu\nhuge_cached %zu\n", s.bytes_free_resident, s.huge_cached);
+        printf("free_resident %zu\nhuge_cached %zu\nhuge_cached_bytes %zu\n",
+               s.bytes_free_resident, s.huge_cached, s.huge_cached_bytes);
     }
     puts("done");
     if (argc > 1 && strcmp(argv[1], "closeerr") == 0 && close(2) != 0)

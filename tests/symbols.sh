@@ -34,7 +34,7 @@ sed -n '/global:/,/local:/p' "$map" | sed -e '/global:/d' -e '/local:/d' \
     printf '%s\n' malloc free calloc realloc reallocarray aligned_alloc \
         posix_memalign memalign valloc pvalloc malloc_usable_size free_sized \
         free_aligned_sized mallinfo2 mallinfo malloc_stats malloc_info mallopt \
-        cfree
+        cfree malloc_trim
 } | sort -u >"$tmp/api"
 if ! cmp -s "$tmp/api" "$tmp/map"; then
     bad "libemma.map is not the public API (< emma.h + malloc API, > map):"

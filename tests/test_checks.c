@@ -293,12 +293,10 @@ static const struct misuse misuses[] = {
     /* ... and with a pointer, the pointer is shown */
     {"emma_dealloc(e64, 64, align 3)", m_dealloc_align3, "emma_dealloc", NOT_POW2, E64, 0},
     {"emma_realloc(e64, 64, align 3, 128)", m_realloc_align3, "emma_realloc", NOT_POW2, E64, 0},
-    /* a freed huge block is unmapped: "not allocated" (detection limits) */
-    /* With TLS a huge block freed by its own thread waits in the heap's
-     * huge cache, where a second free is recognised; otherwise it is
-     * unmapped at once and no longer ours. */
-    {"free twice (huge)", m_double_free_huge, "free", EMMA_CONFIG_TLS ? DOUBLE : NOT_EMMA,
-     FREED_HUGE, 0},
+    /* a freed huge block waits in the process-wide huge cache, where a
+     * second free is recognised (once the cache unmaps it, it is no longer
+     * emma's: "not allocated") */
+    {"free twice (huge)", m_double_free_huge, "free", DOUBLE, FREED_HUGE, 0},
     /* the second free from another thread */
     {"free twice, second in another thread", m_double_free_thread, "free", DOUBLE, FREED, 0},
 };

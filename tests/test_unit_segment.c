@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 
 #include "internal.h"
+#include "policy.h"
 
 static size_t page_area(segment_t *seg) { return (size_t)1 << seg->page_shift; }
 
@@ -229,4 +230,36 @@ START_TEST(t_new_segment_purges_free_pages)
 }
 END_TEST
 
-TU_MAIN("unit_segment", "segment", 60, t_segment_geometry, t_pages_every_class, t_segment_pages_distinct, t_purge_releases_memory, t_new_segment_purges_free_pages)
+/* Free pages past the process-wide bound are given back at once, however
+ * young they are: releasing 40 MiB of written pages leaves at most the
+ * bound resident, and most of the pages purged. */
+START_TEST(t_over_bound_purges_free_pages)
+{
+    enum { N = 640 }; /* 40 MiB of small pages: above the 32 MiB bound */
+    heap_t *h = heap_new();
+    TU_ASSERT(h != NULL);
+    static page_t *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = segment_page_alloc(h, KIND_SMALL);
+        TU_ASSERT(p[i] != NULL);
+        page_init(p[i], class_of_size(1024));
+        while (p[i]->capacity < p[i]->reserved)
+            page_extend(p[i]);
+        memset(p[i]->start, 0x5a, (size_t)p[i]->reserved * p[i]->block_size);
+    }
+    /* one page per segment stays in use, so no segment goes to the pool */
+    for (int i = 0; i < N; i++)
+        if (p[i]->page_idx != 0)
+            segment_page_release(h, p[i]);
+    TU_ASSERT_MSG(policy_resident() <= policy_free_bound, "%zu bytes free and resident",
+                  policy_resident());
+    int gone = 0;
+    for (int i = 0; i < N; i++)
+        if (p[i]->page_idx != 0)
+            gone += tu_resident_pages(p[i]->start + 15 * OS_PAGE_SIZE, OS_PAGE_SIZE) == 0;
+    TU_ASSERT_MSG(gone >= N / 5, "only %d of %d free pages purged", gone, N);
+}
+END_TEST
+
+TU_MAIN("unit_segment", "segment", 60, t_segment_geometry, t_pages_every_class, t_segment_pages_distinct, t_purge_releases_memory, t_new_segment_purges_free_pages,
+        t_over_bound_purges_free_pages)

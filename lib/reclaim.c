@@ -1,0 +1,203 @@
+/* Taking back what other threads hold: policy.c's decay pass and trim call
+ * reclaim_heap() for every heap but the caller's.
+ *
+ * Without TLS heaps are shared: a heap whose lock is free is locked,
+ * collected, purged and unlocked.
+ *
+ * With TLS a heap belongs to its thread, which touches it without locks,
+ * so another thread may only:
+ *   - purge its free pages (segment.c's seg_lock, try-locked);
+ *   - when the owner has been idle for the decay time (or on trim): take
+ *     the pages that remote frees emptied entirely.  Such a page is full
+ *     (out of its class queue, so the owner cannot allocate from it) and
+ *     every block it ever had is on its remote-free list, which we take:
+ *     then nobody can reach it.  Its memory goes back to the kernel at
+ *     once, and it is pushed back on the owner's remote_pages, marked
+ *     `reclaimed`, so that the owner releases it to its segment when it
+ *     next collects (page.c).  heap->collect_lock keeps the owner's collect
+ *     out meanwhile;
+ *   - when the owner is dead (asked of the kernel at most once per decay
+ *     time per idle heap: heap.c's heap_take_if_dead): take the heap over,
+ *     collect and purge everything, hand every segment with pages still in
+ *     use to the caller's heap (so the next allocation of their classes
+ *     reuses them instead of fresh pages), and leave the emptied heap
+ *     without owner for the next new thread;
+ *   - a heap without owner (owner word 0) is locked by writing our TID in
+ *     it for a moment.
+ * A heap whose owner died inside a slow path (`busy`) is never touched:
+ * heap.c poisons it.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "internal.h"
+#include "policy.h"
+
+/* Collect and purge a heap the caller holds exclusively. */
+static size_t trim_held(heap_t *h, uint64_t before, bool all)
+{
+    slow_state st = slow_enter(h);
+    heap_collect_remote(h);
+    if (all)
+        heap_release_empty_pages(h);
+    size_t n = heap_purge_older(h, all ? UINT64_MAX : before, true);
+    slow_leave(h, st);
+    return n;
+}
+
+#if !EMMA_CONFIG_TLS
+
+size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
+{
+    (void)self;
+    if (!heap_trylock(h))
+        return 0;
+    size_t n = trim_held(h, before, all);
+    heap_unlock(h);
+    return n;
+}
+
+#else
+
+/* Relaxed load of a field the owner writes without atomics: a stale value
+ * only makes us skip a page. */
+#define PEEK(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+/* The memory of a page, from its first block to its end, in OS pages. */
+static size_t purge_page(page_t *page)
+{
+    segment_t *seg = segment_of_page(page);
+    uintptr_t base = (uintptr_t)seg + ((uintptr_t)page->page_idx << seg->page_shift);
+    uintptr_t end = base + ((uintptr_t)1 << seg->page_shift);
+    uintptr_t start = align_up((uintptr_t)page->start, OS_PAGE_SIZE);
+    size_t touched = align_up((size_t)page->capacity * page->block_size, OS_PAGE_SIZE);
+    if (end > start)
+        os_purge((void *)start, end - start);
+    return touched;
+}
+
+/* Give a remote-free list back to its page (prepended to what arrived
+ * meanwhile); if the page had none left, it goes back on the stack. */
+static void give_back(heap_t *h, page_t *page, block_t *list, block_t *tail)
+{
+    block_t *old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
+    do {
+        link_set(tail, old ? old : PAGE_END(page));
+    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, list,
+                                                    memory_order_release, memory_order_relaxed));
+    if (old == NULL)
+        remote_pages_push(h, page);
+}
+
+/* Pages of a live owner's heap that remote frees emptied entirely. */
+static size_t reclaim_remote_emptied(heap_t *h)
+{
+    if (atomic_load_explicit(&h->remote_pages, memory_order_relaxed) == NULL ||
+        !gen_trylock(&h->collect_lock))
+        return 0;
+    size_t n = 0;
+    page_t *page = atomic_exchange_explicit(&h->remote_pages, NULL, memory_order_acquire);
+    while (page) {
+        page_t *next = page->remote_next; /* before the page can be re-pushed */
+        block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
+        if (!list) { /* reclaimed before: the owner has yet to see it */
+            remote_pages_push(h, page);
+            page = next;
+            continue;
+        }
+        uint32_t count = 1;
+        block_t *tail = list, *end = PAGE_END(page);
+        for (block_t *b; (b = link_get(tail)) != end; tail = b)
+            count++;
+        if (segment_of_page(page)->heap == h && PEEK(page->in_full) &&
+            count == PEEK(page->reserved) && !page->reclaimed) {
+            /* every block the page has is in our hands */
+            n += purge_page(page);
+            page->free = PAGE_END(page);
+            page->local_free = NULL;
+            page->capacity = 0;
+            page->used = 0;
+            page->absent = 0;
+            page->purged = 0;
+            page->reclaimed = 1;
+            remote_pages_push(h, page);
+        } else {
+            give_back(h, page, list, tail);
+        }
+        page = next;
+    }
+    gen_unlock(&h->collect_lock);
+    return n;
+}
+
+/* Hand every segment of dead heap d that still has pages in use (found
+ * through its class queues and its segment lists) to self. */
+static void take_segments(heap_t *self, heap_t *d)
+{
+    for (unsigned c = 1; c < CLASS_COUNT; c++) {
+        page_t *page;
+        while ((page = d->bins[c].first) != NULL)
+            if (!segment_move(d, self, segment_of_page(page)))
+                bin_remove(d, page); /* not d's: cannot happen, but never loop */
+        while ((page = d->parked[c].first) != NULL)
+            if (!segment_move(d, self, segment_of_page(page)))
+                bin_remove(d, page);
+    }
+    for (int k = 0; k <= KIND_XLARGE; k++) {
+        segment_t *seg;
+        while ((seg = d->segments[k]) != NULL)
+            if (!segment_move(d, self, seg))
+                d->segments[k] = seg->next;
+    }
+}
+
+static uint32_t my_tid(heap_t *self)
+{
+    return self ? atomic_load(&self->owner) & 0x3fffffffu : os_gettid();
+}
+
+size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
+{
+    if (atomic_load_explicit(&h->poisoned, memory_order_relaxed))
+        return 0;
+    if (h->spare) {
+        /* a signal handlers' heap (heap.c): has no owner, is used under
+         * its lock; never handed on */
+        if (!heap_trylock(h))
+            return 0;
+        size_t n = trim_held(h, before, all);
+        heap_unlock(h);
+        return n;
+    }
+    uint32_t w = atomic_load(&h->owner);
+    if (w == 0) {
+        /* nobody's: lock it with our TID for a moment */
+        uint32_t tid = my_tid(self);
+        if (!atomic_compare_exchange_strong(&h->owner, &w, tid))
+            return 0;
+        if (h->busy) { /* a reclaimer died in it */
+            atomic_store(&h->poisoned, 1);
+            return 0;
+        }
+        size_t n = trim_held(h, before, all);
+        if (self)
+            take_segments(self, h);
+        atomic_store(&h->owner, 0);
+        return n;
+    }
+    uint64_t now = now_ticks();
+    bool idle = now - PEEK(h->active_at) > policy_decay_ticks;
+    size_t n = heap_purge_older(h, all ? UINT64_MAX : before, false);
+    if (!idle && !all)
+        return n;
+    if (all || now - PEEK(h->liveness_checked) > policy_decay_ticks) {
+        h->liveness_checked = now; /* racy, only spaces the checks out */
+        if (heap_take_if_dead(h, my_tid(self))) {
+            n += trim_held(h, UINT64_MAX, true);
+            if (self)
+                take_segments(self, h);
+            atomic_store(&h->owner, 0); /* for the next new thread */
+            return n;
+        }
+    }
+    return n + reclaim_remote_emptied(h);
+}
+
+#endif
