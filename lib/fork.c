@@ -50,22 +50,30 @@ bool fork_detected(void)
 }
 
 /* Run recover() once in this child; other threads of the child that notice
- * the fork meanwhile wait until it is done. */
+ * the fork meanwhile wait until it is done.  Signals are blocked while this
+ * thread recovers: a handler that allocated meanwhile would find the
+ * recovery under way (policy.c's locks ask for it) and wait for itself. */
 void fork_recover(void (*recover)(void))
 {
+    uint64_t mask;
     _Atomic uint32_t *w = atomic_load_explicit(&wipe_word, memory_order_acquire);
     if (!w) {
         int32_t pid = atomic_load(&recorded_pid), now = os_getpid();
+        os_signals_block(&mask);
         if (pid != now && atomic_compare_exchange_strong(&recorded_pid, &pid, now))
             recover();
+        os_signals_restore(&mask);
         return;
     }
+    os_signals_block(&mask);
     uint32_t expected = FORK_STATE_CHILD;
     if (atomic_compare_exchange_strong(w, &expected, FORK_STATE_RECOVERING)) {
         recover();
         atomic_store_explicit(w, FORK_STATE_OK, memory_order_release);
+        os_signals_restore(&mask);
         return;
     }
+    os_signals_restore(&mask);
     while (atomic_load_explicit(w, memory_order_acquire) == FORK_STATE_RECOVERING)
         os_yield();
 }

@@ -10,6 +10,10 @@
 void free_generic(void *p, const char *func)
 {
     segment_t *seg = segment_of(p);
+    /* A page given back to its segment, a segment in policy.c's pool (no
+     * heap) or a mapping in the huge cache: freed already. */
+    if (unlikely(!(seg->kind == KIND_HUGE ? &seg->pages[0] : page_of(seg, p))->in_use))
+        emma_fatal(func, "double free", p);
     if (seg->kind == KIND_HUGE) {
         slow_state st;
         heap_t *h = slow_enter_self(&st);
@@ -28,8 +32,6 @@ void free_generic(void *p, const char *func)
         heap_unlock(h);
         return;
     }
-#else
-    (void)func;
 #endif
     page_free_remote(seg, page, (block_t *)p);
 }

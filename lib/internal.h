@@ -28,6 +28,8 @@ EMMA_HIDDEN bool os_advise_huge_pages(void *p, size_t size, bool huge);
 EMMA_HIDDEN void os_set_errno(int e);
 EMMA_HIDDEN uintptr_t os_secret(void);
 EMMA_HIDDEN void os_yield(void);
+EMMA_HIDDEN void os_signals_block(uint64_t *old);
+EMMA_HIDDEN void os_signals_restore(const uint64_t *old);
 EMMA_HIDDEN int32_t os_getpid(void);
 EMMA_HIDDEN uint32_t os_gettid(void);
 EMMA_HIDDEN bool os_thread_gone(uint32_t tid);

@@ -82,6 +82,8 @@
 #define os_unmap emma__os_unmap
 #define os_wipe_on_fork emma__os_wipe_on_fork
 #define os_write_stderr emma__os_write_stderr
+#define os_signals_block emma__os_signals_block
+#define os_signals_restore emma__os_signals_restore
 #define os_yield emma__os_yield
 #define page_extend emma__page_extend
 #define page_free_local_slow emma__page_free_local_slow

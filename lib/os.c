@@ -326,6 +326,20 @@ void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t o
 
 void os_yield(void) { sys_call1(SYS_sched_yield, 0); }
 
+/* Block every signal (the kernel keeps SIGKILL and SIGSTOP), the old mask
+ * in *old; os_signals_restore puts it back. */
+void os_signals_block(uint64_t *old)
+{
+    uint64_t all = ~(uint64_t)0;
+    if (sys_call4(SYS_rt_sigprocmask, EMMA_SIG_BLOCK, (long)&all, (long)old, sizeof all) != 0)
+        *old = 0;
+}
+
+void os_signals_restore(const uint64_t *old)
+{
+    sys_call4(SYS_rt_sigprocmask, EMMA_SIG_SETMASK, (long)old, 0, sizeof *old);
+}
+
 int32_t os_getpid(void) { return (int32_t)sys_call1(SYS_getpid, 0); }
 
 uint32_t os_gettid(void) { return (uint32_t)sys_call1(SYS_gettid, 0); }
