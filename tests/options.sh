@@ -90,7 +90,7 @@ grep -q "EMMA_FREE_RESIDENT_MAX=1T" "$tmp/tera.err" && [ "$(lines "$tmp/tera.err
 	echo "ok: EMMA_FREE_RESIDENT_MAX=1T accepted: $(cat "$tmp/tera.err")" ||
 	bad "EMMA_FREE_RESIDENT_MAX=1T not accepted: $(cat "$tmp/tera.err")"
 run tera2 EMMA_FREE_RESIDENT_MAX=2T "$prog"
-grep -qx "emma: EMMA_FREE_RESIDENT_MAX=2T: not a number of bytes up to 1T (suffix K, M, G or T allowed); using 8M" \
+grep -qx "emma: EMMA_FREE_RESIDENT_MAX=2T: not a number of bytes up to 1T (suffix K, M, G or T allowed); using 32M" \
 	"$tmp/tera2.err" && echo "ok: $(cat "$tmp/tera2.err")" ||
 	bad "EMMA_FREE_RESIDENT_MAX=2T: $(cat "$tmp/tera2.err")"
 
