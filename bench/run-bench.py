@@ -52,9 +52,19 @@ TARGET_IPO_WORKLOAD = "tight-1t"
 # is (Ir(n) - Ir(n0)) / (ops(n) - ops(n0)), which cancels process start-up
 # and set-up work.
 
-def W(name, desc, full, quick, cg=None, cg_quick=False, env=None, ops=True):
+def W(name, desc, full, quick, cg=None, cg_quick=False, env=None, ops=True, timed=True):
+    """timed=False: the run time is mostly the program's own sleeping (the
+    idle-memory workloads), so it stays out of the time ratios, geomeans
+    and the worst-workload target; its readings and peak RSS count."""
     return {"name": name, "desc": desc, "full": full, "quick": quick,
-            "cg": cg, "cg_quick": cg_quick, "env": env or {}, "ops": ops}
+            "cg": cg, "cg_quick": cg_quick, "env": env or {}, "ops": ops,
+            "timed": timed}
+
+
+# Lines "rss_* BYTES", "cap_* BYTES" and "maps_* COUNT" a program prints are
+# readings taken where a user would look (idle, after the threads exit...),
+# reported in their own table next to the runner's peak RSS.
+READING_PREFIXES = ("rss_", "cap_", "maps_")
 
 
 WORKLOADS = [
@@ -117,19 +127,20 @@ WORKLOADS = [
     # memory given back (issue 14): readings at idle / after exit
     W("pool-idle", "16 workers: 40 MiB of nodes + 6-24 MiB buffers per task, then idle, exit",
       ["@pool", 16, 32, 40, 3, 6, 24, 1000],
-      ["@pool", 16, 16, 10, 2, 6, 24, 300]),
+      ["@pool", 16, 16, 10, 2, 6, 24, 300], timed=False),
     W("idle-active", "a thread frees 24 MiB and idles; 2 threads churn for 1 s",
-      ["@idlebig", "active", 24, 1000], ["@idlebig", "active", 24, 1000]),
+      ["@idlebig", "active", 24, 1000], ["@idlebig", "active", 24, 1000], timed=False),
     W("idle-quiet", "a thread frees 24 MiB and idles; nothing else runs for 1 s",
-      ["@idlebig", "quiet", 24, 1000], ["@idlebig", "quiet", 24, 1000]),
+      ["@idlebig", "quiet", 24, 1000], ["@idlebig", "quiet", 24, 1000], timed=False),
     W("idle-exit", "a thread frees 24 MiB and exits; nothing else runs for 1 s",
-      ["@idlebig", "exit", 24, 1000], ["@idlebig", "exit", 24, 1000]),
+      ["@idlebig", "exit", 24, 1000], ["@idlebig", "exit", 24, 1000], timed=False),
     W("producer-exit", "a thread allocates 1 GiB of small blocks and exits; main frees, trims",
-      ["@producer", "exit", 1024, 1, 1000], ["@producer", "exit", 256, 1, 300]),
+      ["@producer", "exit", 1024, 1, 1000], ["@producer", "exit", 256, 1, 300], timed=False),
     W("producer-idle", "as producer-exit, the producer stays alive, idle",
-      ["@producer", "idle", 1024, 1, 1000], ["@producer", "idle", 256, 1, 300]),
+      ["@producer", "idle", 1024, 1, 1000], ["@producer", "idle", 256, 1, 300], timed=False),
     W("reclaimer", "8 producers hand 1 GiB of small blocks to one freeing thread; all exit",
-      ["@producer", "reclaim", 1024, 8, 1000], ["@producer", "reclaim", 256, 8, 300]),
+      ["@producer", "reclaim", 1024, 8, 1000], ["@producer", "reclaim", 256, 8, 300],
+      timed=False),
     W("realloc-shrink", "10 blocks of 20 MiB written, realloc'd to 100 KiB, 5 rounds",
       ["@shrink", 10, 20480, 100, 5], ["@shrink", 10, 20480, 100, 2]),
     W("bigbuf-sparse", "20 live buffers of 5-25 MiB touched sparsely, one replaced per step",
@@ -139,7 +150,7 @@ WORKLOADS = [
     W("maps", "10,000 live blocks of 1-2 MiB: /proc/self/maps lines",
       ["@maps", 10000], ["@maps", 10000]),
     W("oomcap", "ulimit -v 400M: 200 MiB of small blocks freed, then 1-7 MiB blocks until NULL",
-      ["@oomcap", 400, 200], ["@oomcap", 400, 200]),
+      ["@oomcap", 400, 200], ["@oomcap", 400, 200], timed=False),
     W("python", "Debian python3 (PYTHONMALLOC=malloc) building large dicts/lists",
       ["/usr/bin/python3", "%src/pydict.py", 400000],
       ["/usr/bin/python3", "%src/pydict.py", 100000],
@@ -700,7 +711,8 @@ def timed_run(runner, w, a, k, mode, timeout):
     rec = {"run": k + 1, "status": st, "wall": m["wall"], "rss": m["rss"],
            "ops": kv.get("ops"), "peak_live": kv.get("peak_live"),
            "misaligned": kv.get("misaligned"), "load": os.getloadavg()[0],
-           "err": m["err"]}
+           "err": m["err"],
+           "readings": {x: v for x, v in kv.items() if x.startswith(READING_PREFIXES)}}
     rec.update(m["rusage"])
     return rec
 
@@ -747,7 +759,10 @@ def medians(raw, failed, workloads, allocs):
                         "sys": median([r.get("sys_s", float("nan")) for r in recs]),
                         "minflt": median([r.get("minflt", float("nan")) for r in recs]),
                         "ops": recs[0]["ops"], "peak_live": recs[0]["peak_live"],
-                        "misaligned": max((r["misaligned"] or 0) for r in recs)}
+                        "misaligned": max((r["misaligned"] or 0) for r in recs),
+                        "readings": {x: median([r["readings"][x] for r in recs
+                                                if x in r["readings"]])
+                                     for x in recs[0]["readings"]}}
     return med
 
 
@@ -804,7 +819,7 @@ def time_rss_table(res):
             bad = "FAIL" if (wn, n) in res.failed else "-"
             trow.append("%*s" % (COL, fmt_ratio(tr) if tr is not None else bad))
             rrow.append("%*s" % (COL, fmt_ratio(rr) if rr is not None else bad))
-            if tr is not None:
+            if tr is not None and w["timed"]:
                 time_r[n].append(tr)
             if rr is not None:
                 rss_r[n].append(rr)
@@ -812,8 +827,9 @@ def time_rss_table(res):
         if b:
             fastest = min(m["wall"] for (x, _), m in med.items() if x == wn)
             best_ratio = b["wall"] / fastest
-            best = "%.2f" % best_ratio
-            worst.append((wn, best_ratio))
+            best = "%.2f" % best_ratio if w["timed"] else "(%.2f)" % best_ratio
+            if w["timed"]:
+                worst.append((wn, best_ratio))
         spread = "%3.0f%%" % (100 * b["spread"]) if b else "-"
         cpu = (b["user"] + b["sys"]) if b else float("nan")
         sysp = "%3.0f%%" % (100 * b["sys"] / cpu) if b and cpu > 0 else "-"
@@ -837,6 +853,32 @@ def time_rss_table(res):
         lines.append("")
         lines.extend("note: " + n for n in notes)
     return lines, gt, gr, worst
+
+
+def readings_table(res):
+    """The readings the programs took themselves (idle, after exit, ...)."""
+    rd = [(w["name"], k) for w in res.workloads
+          for k in sorted({k for n in res.names
+                           for k in (res.med.get((w["name"], n)) or {}).get("readings", {})})]
+    if not rd:
+        return []
+    lines = ["", "Readings taken by the programs (median; rss_*/cap_* in MiB, maps_* "
+             "in lines of /proc/self/maps):",
+             "%-28s %s" % ("workload reading", "".join("%*s" % (COL + 1, n) for n in res.names))]
+    for wn, k in rd:
+        cells = []
+        for n in res.names:
+            v = ((res.med.get((wn, n)) or {}).get("readings") or {}).get(k)
+            if v is None:
+                cells.append("%*s" % (COL + 1, "-"))
+            elif k.startswith("maps_"):
+                cells.append("%*d" % (COL + 1, v))
+            else:
+                cells.append("%*.1f" % (COL + 1, v / MIB))
+        lines.append("%-28s %s" % (wn + " " + k, "".join(cells)))
+    lines.append("(workloads whose 'best' is in parentheses mostly sleep: their time is "
+                 "left out of the time ratios)")
+    return lines
 
 
 def fault_table(res):
@@ -943,7 +985,7 @@ def build_report(res, header, t_timed, out):
     lines = list(header)
     table, gt, gr, worst = time_rss_table(res)
     frag = frag_ratios(res)
-    lines += table + fault_table(res) + frag_lines(res, frag) + callgrind_table(res)
+    lines += table + readings_table(res) + fault_table(res) + frag_lines(res, frag) + callgrind_table(res)
     if res.arena_raw:
         lines.extend(arena_report(res.arena_raw))
     lines += target_lines(res, gt, gr, worst, frag)
@@ -989,6 +1031,12 @@ def write_csv(res, path):
                 wr.writerow(["arena", "arena", name, r["run"], r["status"], "%.4f" % r["wall"],
                              r["rss"], r["ops"] or "", "", "", "", "", "", "", "", "", "",
                              "", "", ""])
+        for w in res.workloads:
+            for a in res.allocs:
+                m = res.med.get((w["name"], a["name"]))
+                for k, v in sorted((m or {}).get("readings", {}).items()):
+                    wr.writerow(["reading", w["name"], a["name"], k, "ok", "", "", v,
+                                 "", "", "", "", "", "", "", "", "", "", "", ""])
         for (wn, an), r in sorted(res.cg.items()):
             wr.writerow(["callgrind", wn, an, "", r["status"], "", "", r.get("ops", ""), "",
                          "", "", r.get("ir", ""),
