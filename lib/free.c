@@ -10,11 +10,9 @@
 void free_generic(void *p, const char *func)
 {
     segment_t *seg = segment_of(p);
-    /* A page given back to its segment, a segment in policy.c's pool (no
-     * heap) or a mapping in the huge cache: freed already. */
-    if (unlikely(!(seg->kind == KIND_HUGE ? &seg->pages[0] : page_of(seg, p))->in_use))
-        emma_fatal(func, "double free", p);
     if (seg->kind == KIND_HUGE) {
+        if (unlikely(!seg->pages[0].in_use)) /* in the huge cache */
+            emma_fatal(func, "double free", p);
         slow_state st;
         heap_t *h = slow_enter_self(&st);
         huge_free(seg);
@@ -33,6 +31,10 @@ void free_generic(void *p, const char *func)
         return;
     }
 #endif
+    /* A page given back to its segment, or a segment in policy.c's pool
+     * (no heap to push the page to): freed already. */
+    if (unlikely(!page->in_use))
+        emma_fatal(func, "double free", p);
     page_free_remote(seg, page, (block_t *)p);
 }
 
