@@ -26,7 +26,7 @@ struct node {
     uint64_t tag;
 };
 
-#define PRODUCE_BYTES ((size_t)256 << 20)
+#define PRODUCE_BYTES ((size_t)128 << 20)
 
 static struct node *make_nodes(size_t bytes, size_t size)
 {
@@ -187,7 +187,7 @@ START_TEST(t_dead_thread_reclaimed)
     free_nodes(p.nodes);
     size_t r = work_until_rss_below(base + 48 * TU_MIB, 3.0);
     ck_assert_msg(r <= base + 48 * TU_MIB,
-                  "3 s after freeing a dead thread's 256 MiB, %zu MiB stay resident (base %zu MiB)",
+                  "3 s after freeing a dead thread's 128 MiB, %zu MiB stay resident (base %zu MiB)",
                   (r - base) / TU_MIB, base / TU_MIB);
 }
 END_TEST
@@ -257,7 +257,7 @@ START_TEST(t_idle_owner_remote_free)
     free_nodes(p.nodes);
     size_t r = work_until_rss_below(base + 48 * TU_MIB, 3.0);
     ck_assert_msg(r <= base + 48 * TU_MIB,
-                  "3 s after freeing an idle thread's 256 MiB, %zu MiB stay resident (base %zu MiB)",
+                  "3 s after freeing an idle thread's 128 MiB, %zu MiB stay resident (base %zu MiB)",
                   (r - base) / TU_MIB, base / TU_MIB);
     producer_release(&p);
 }
@@ -427,5 +427,5 @@ int main(void)
         t_trim_other_thread, t_malloc_trim, t_dead_thread_reclaimed, t_idle_owner_remote_free,
         t_huge_cache_bound, t_shrink_in_place, t_oom_retry, t_small_at_map_limit,
         EMMA_CONFIG_TLS ? t_dead_thread_pages_reused : NULL, NULL};
-    return tu_run_case("policy", "policy", 20, tests);
+    return tu_run_case("policy", "policy", 60, tests);
 }

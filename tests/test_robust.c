@@ -189,8 +189,11 @@ START_TEST(t_fork_in_signal_handler)
     size_t sz[FS_RING] = {0};
     long corrupt = 0;
     double t0 = now_s();
+    /* 6 s, or up to 20 s on a loaded machine until 100 forks are done: a
+     * hang stops the forks (the handler waits for each child) whatever the
+     * time. */
     while (atomic_load(&fs_forks) < FS_FORKS * scale() && atomic_load(&fs_bad_children) == 0 &&
-           now_s() - t0 < 6 * scale()) {
+           (now_s() - t0 < 6 * scale() || (atomic_load(&fs_forks) < 100 && now_s() - t0 < 20))) {
         unsigned i = (unsigned)(tu_rand(&rng) % FS_RING);
         if (ring[i]) {
             corrupt += !marked(ring[i], sz[i], (uintptr_t)ring[i]);
@@ -288,7 +291,9 @@ START_TEST(t_signal_handler_allocates)
     size_t sz[RING] = {0};
     long corrupt = 0, ops = 0;
     double t0 = now_s();
-    while (atomic_load(&sa_signals) < SA_SIGNALS * scale() && now_s() - t0 < 6 * scale()) {
+    /* 6 s, or up to 20 s until 2000 signals on a loaded machine */
+    while (atomic_load(&sa_signals) < SA_SIGNALS * scale() &&
+           (now_s() - t0 < 6 * scale() || (atomic_load(&sa_signals) < 2000 && now_s() - t0 < 20))) {
         for (int k = 0; k < 64; k++, ops++) {
             unsigned i = (unsigned)(tu_rand(&rng) % RING);
             if (ring[i]) {
@@ -471,7 +476,10 @@ START_TEST(t_threads_die_inside)
         ck_assert_int_eq(pthread_create(&w[i], NULL, td_worker, &args[i]), 0);
     }
     double t0 = now_s();
-    while (atomic_load(&td_deaths) < TD_DEATHS * scale() && now_s() - t0 < 6 * scale() &&
+    /* 6 s, or up to 20 s until 300 deaths on a loaded machine: a hang
+     * stops the deaths whatever the time */
+    while (atomic_load(&td_deaths) < TD_DEATHS * scale() &&
+           (now_s() - t0 < 6 * scale() || (atomic_load(&td_deaths) < 300 && now_s() - t0 < 20)) &&
            atomic_load(&td_corrupt) == 0) {
         unsigned i = (unsigned)(tu_rand(&rng) % TD_WORKERS);
         /* a random moment, mostly one when the worker is inside emma */
