@@ -141,26 +141,13 @@ EMMA_API void free_aligned_sized(void *ptr, size_t align, size_t size)
 /* Start and exit, without libc: DT_INIT_ARRAY and DT_FINI_ARRAY entries.
  * glibc calls init-array functions with (argc, argv, envp) (options.c
  * checks that they are real); they run at load time, and at dlopen.  The
- * fini-array function runs at exit() (glibc's _dl_fini) and at dlclose:
- * EMMA_SHOW_STATS prints the statistics there, with no atexit(), to the
- * copy of stderr options.c made at start-up. */
+ * destructor that prints EMMA_SHOW_STATS's statistics at exit and dlclose
+ * is teardown.c's copy_finish (run from os.c's, before the copy is torn
+ * down). */
 static void emma_start(int argc, char **argv, char **envp) { options_init(argc, argv, envp); }
-
-static void emma_finish(void)
-{
-    if (emma_opt.show_stats) {
-        struct emma_stats s;
-        stats_collect(&s);
-        stats_print_fd(emma_opt.stats_fd > 0 ? emma_opt.stats_fd : 2, &s);
-        if (emma_opt.stats_fd > 0) /* dlclose: no descriptor left behind */
-            os_close(emma_opt.stats_fd);
-        emma_opt.stats_fd = 0;
-    }
-}
 
 __attribute__((section(".init_array"), used)) static void (*emma_init_entry)(int, char **,
                                                                           char **) = emma_start;
-__attribute__((section(".fini_array"), used)) static void (*emma_fini_entry)(void) = emma_finish;
 
 /* glibc's meaning: give free memory back to the kernel, 1 if any was
  * released.  emma has no heap top to keep `pad` bytes of: what it gives

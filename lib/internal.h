@@ -399,5 +399,6 @@ EMMA_HIDDEN void private_huge_unlink(segment_t *seg);
 EMMA_HIDDEN void *private_huge_alloc(heap_t *h, size_t size, size_t align);
 EMMA_HIDDEN bool block_is_private(const void *p);
 EMMA_HIDDEN int copy_teardown(void);
+EMMA_HIDDEN void copy_finish(void);
 
 #endif

@@ -25,6 +25,7 @@
 #define check_usable emma__check_usable
 #define class_for emma__class_for
 #define copy_teardown emma__copy_teardown
+#define copy_finish emma__copy_finish
 #define emma_fatal emma__emma_fatal
 #define empty_page emma__empty_page
 #define fork_detected emma__fork_detected

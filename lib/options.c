@@ -254,7 +254,8 @@ static void verbose_line(void)
     out_init(&o, 2);
     out_strs(&o, (const char *const[]){"emma " EMMA_VERSION_STRING ": thread-local heaps ",
                                        config_tls ? "yes" : "no", ", boundary checks ",
-                                       config_checks ? "yes" : "no", ", valgrind support ",
+                                       config_checks ? "yes" : "no", ", hardening ",
+                                       config_hardening ? "yes" : "no", ", valgrind support ",
                                        EMMA_CONFIG_VALGRIND ? "yes" : "no", "; options from ",
                                        options_source, ":", NULL});
     for (unsigned i = 0; i < OPT_COUNT; i++) {
@@ -276,7 +277,8 @@ static bool options_claim(void)
  * runs emma's fini-array function, so the statistics go to a close-on-exec
  * copy of stderr made now: numbered 1000 or above, out of the way of
  * programs that expect the lowest free descriptors, or 10 or above where
- * RLIMIT_NOFILE is lower.  With stderr closed already, fd 2 at exit. */
+ * RLIMIT_NOFILE is lower.  With stderr closed already, none: nothing is
+ * printed (fd 2 may be a file the program opens later). */
 static void stats_fd_open(void)
 {
     int fd = os_dup_cloexec(2, 1000);

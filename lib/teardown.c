@@ -17,6 +17,7 @@
  * The caller is the only thread in this copy (see emma_teardown(3)).
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
+#include "observe.h"
 #include "policy.h"
 
 static bool segment_idle(segment_t *seg, void *arg)
@@ -57,6 +58,23 @@ int copy_teardown(void)
     fork_teardown();
     addrmap_teardown();
     return 0;
+}
+
+/* At exit and dlclose (os.c's destructor): EMMA_SHOW_STATS's statistics
+ * first, while they still describe the program's memory (no atexit: the
+ * copy of stderr options.c made at start-up, none if stderr was closed
+ * then, so the statistics never land in a file the program opened as fd 2
+ * later), then the teardown. */
+void copy_finish(void)
+{
+    if (emma_opt.show_stats && emma_opt.stats_fd > 0) {
+        struct emma_stats s;
+        stats_collect(&s);
+        stats_print_fd(emma_opt.stats_fd, &s);
+        os_close(emma_opt.stats_fd); /* dlclose: no descriptor left behind */
+        emma_opt.stats_fd = 0;
+    }
+    (void)copy_teardown();
 }
 
 #define EMMA_API __attribute__((visibility("default")))

@@ -44,6 +44,20 @@ grep -q "^emma $PACKAGE_VERSION statistics (pid [0-9]*)" "$tmp/stats.err" &&
 	grep -q "^  mapped " "$tmp/stats.err" && grep -q "block size   blocks in use" "$tmp/stats.err" ||
 	bad "EMMA_SHOW_STATS=1: no statistics at exit: $(cat "$tmp/stats.err")"
 echo "ok: EMMA_SHOW_STATS=1 printed $(lines "$tmp/stats.err") lines at exit"
+# The program freed every block: the statistics are taken before emma's
+# exit-time teardown, so they still show its pages (a size-class row, and
+# memory mapped).
+grep -Eq '^ +[0-9]+ +0 +[0-9]+ +[0-9]+ +[0-9]+[KM]$' "$tmp/stats.err" &&
+	! grep -q "^  mapped  *0 B" "$tmp/stats.err" ||
+	bad "EMMA_SHOW_STATS=1 after freeing every block: no size class or nothing mapped: $(cat "$tmp/stats.err")"
+
+# Stderr closed when the program starts: nothing printed, and nothing
+# written into the file the program then opens as descriptor 2.
+env -u EMMA_VERBOSE EMMA_SHOW_STATS=1 "$prog" fd2 "$tmp/fd2.txt" >"$tmp/fd2.out" 2>&-
+st=$?
+[ "$st" -eq 0 ] && [ "$(cat "$tmp/fd2.txt")" = "user data" ] &&
+	echo "ok: EMMA_SHOW_STATS=1 with stderr closed at start wrote nothing into the program's fd 2" ||
+	bad "EMMA_SHOW_STATS=1, stderr closed at start: status $st, the program's file holds: $(cat "$tmp/fd2.txt")"
 
 # EMMA_SHOW_STATS=1 in a program that closes stderr before exit (as
 # coreutils' close_stdout does): the statistics still come, through the
