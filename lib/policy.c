@@ -261,29 +261,22 @@ _Atomic uint32_t lock_generation = 1;
 void gen_lock_wait(_Atomic uint32_t *l, void (*forget)(void))
 {
     for (unsigned k = 0;; k++) {
-        if (gen_trylock(l))
-            return;
         if (k < 64) {
+            if (gen_trylock(l))
+                return;
             __builtin_ia32_pause();
             continue;
         }
         heap_check_fork(); /* a load, unless we are a fork child */
-        uint32_t g = atomic_load_explicit(&lock_generation, memory_order_relaxed);
-        uint32_t held = atomic_load_explicit(l, memory_order_relaxed);
-        if (held != 0 && held != g &&
-            atomic_compare_exchange_strong_explicit(l, &held, g, memory_order_acquire,
-                                                    memory_order_relaxed)) {
-            /* held since before a fork by a thread the child does not have */
-            if (forget)
-                forget();
+        if (gen_lock_try(l, forget)) /* free, or held since before a fork */
             return;
-        }
         os_yield();
     }
 }
 
 /* Without waiting: taken, or held by a thread lost in a fork (taken over,
- * as gen_lock_wait does), else false. */
+ * then forget() drops what the lost holder may have left half done),
+ * else false.  gen_lock_wait spins on it. */
 bool gen_lock_try(_Atomic uint32_t *l, void (*forget)(void))
 {
     if (gen_trylock(l))
