@@ -27,34 +27,62 @@
  * instead (internal.h: slow_enter).  Without TLS the heap lock does all
  * this, and plain loads and stores do. */
 
-/* One-instruction, non-LOCK list and counter operations (see above). */
-static inline bool local_cas(block_t **slot, block_t *expected, block_t *desired)
+/* One-instruction, non-LOCK list and counter operations (see above).
+ * page_take_head: if page->free is still *b, swap it for PAGE_END(page)
+ * and say so (ZF); else load the head it found into *b.  *b stays in rax,
+ * cmpxchg's accumulator, from the pop's first load to its return value,
+ * and cmpxchg's ZF is the branch: no copy, no separate test, so the TLS
+ * pop has exactly the base pop's instruction count plus the cmpxchg and
+ * its jne (the base's test/mov-to-rax pair becomes cmp, the return value
+ * needs no move).  page_used_add addresses page->used off the page
+ * pointer, so no second pointer is kept live for the retry path.
+ *
+ * A handler interrupting the pop (rax = b, the page in a register) at
+ * each boundary:
+ *   before the addl: b may be stale; the cmpxchg then fails (or, if the
+ *     head is b again after the handler popped and pushed it, succeeds
+ *     and the link is read only after the take, so it is b's current
+ *     link: no ABA).  A stale PAGE_END just takes the slow path.
+ *   after the addl, before the cmpxchg: `used` counts one block more than
+ *     is out, so no handler free can find the page empty and retire it.
+ *   after a failed cmpxchg, before the addl -1: the same extra count;
+ *     then the retry starts from the head cmpxchg loaded.
+ *   after the take, before the store of next: the list is parked
+ *     (PAGE_END); a handler's pop goes to the slow path, a handler's push
+ *     succeeds onto PAGE_END and is then overwritten by the store (that
+ *     block is off the list until the page empties: the documented leak;
+ *     if the handler popped it again meanwhile, nothing is lost).
+ *   after the store: the pop has committed; the prefetch touches nothing. */
+static inline bool page_take_head(page_t *page, block_t **b)
 {
     bool ok;
-    __asm__ volatile("cmpxchgq %3, %1"
-                     : "=@ccz"(ok), "+m"(*slot), "+a"(expected)
-                     : "r"(desired)
+    __asm__ volatile("cmpxchgq %[pg], (%[pg])"
+                     : "=@ccz"(ok), "+a"(*b)
+                     : [pg] "r"(page)
                      : "memory");
     return ok;
 }
 
-static inline void local_add(uint32_t *x, int32_t d)
+static inline void page_used_add(page_t *page, int32_t d)
 {
-    __asm__ volatile("addl %1, %0" : "+m"(*x) : "ri"(d) : "memory");
+    __asm__ volatile("addl %[d], %c[used](%[pg])"
+                     :
+                     : [pg] "r"(page), [d] "ri"(d), [used] "i"(offsetof(page_t, used))
+                     : "memory");
 }
 
 static inline void *page_pop(page_t *page)
 {
     block_t *b, *end = PAGE_END(page);
     if (config_tls) {
+        b = *(block_t *volatile *)&page->free;
         for (;;) {
-            b = *(block_t *volatile *)&page->free;
             if (unlikely(b == end))
                 return NULL;
-            local_add(&page->used, 1);
-            if (likely(local_cas(&page->free, b, end)))
+            page_used_add(page, 1);
+            if (likely(page_take_head(page, &b)))
                 break;
-            local_add(&page->used, -1); /* a handler took the list: again */
+            page_used_add(page, -1); /* a handler took the list: b is its head now */
         }
         block_t *next = link_get(b);
         *(block_t *volatile *)&page->free = next;
