@@ -161,13 +161,15 @@ static inline bool align_small(size_t align)
  * the push commits with one cmpxchg; if a signal handler changed the list
  * between the read of its head and the cmpxchg, the block stays off the
  * list (a leak until its page empties, never a corrupt list), and `used`
- * goes down with one xadd. */
+ * goes down with one xadd, whose result (`used` before this free, never
+ * re-read, so a handler's frees cannot make two frees see the same value)
+ * is compared with page->slow_at as it is: types.h. */
 static inline void heap_free_local(heap_t *h, page_t *page, void *p, const char *func)
 {
     block_t *b = (block_t *)p;
     if (config_tls) {
         block_t *head, *enc;
-        uint32_t left;
+        uint32_t before;
         (void)enc;
         __asm__ volatile goto("movq (%[pg]), %[head]\n\t"
 #if EMMA_CONFIG_HARDENING
@@ -180,14 +182,13 @@ static inline void heap_free_local(heap_t *h, page_t *page, void *p, const char 
                      "cmpq %[head], %[b]\n\t"
                      "je %l[twice]\n\t"
                      "cmpxchgq %[b], (%[pg])\n\t"
-                     "movl $-1, %k[left]\n\t"
-                     "xaddl %k[left], %c[used](%[pg])\n\t"
-                     "subl $1, %k[left]\n\t"
-                     "cmpl %c[mark](%[pg]), %k[left]\n\t"
+                     "movl $-1, %k[before]\n\t"
+                     "xaddl %k[before], %c[used](%[pg])\n\t"
+                     "cmpl %c[slow_at](%[pg]), %k[before]\n\t"
                      "je %l[slow]"
-                     : [head] "=&a"(head), [enc] "=&r"(enc), [left] "=&r"(left)
+                     : [head] "=&a"(head), [enc] "=&r"(enc), [before] "=&r"(before)
                      : [pg] "r"(page), [b] "r"(b), [used] "i"(offsetof(page_t, used)),
-                       [mark] "i"(offsetof(page_t, slow_mark)), [key] "m"(list_key)
+                       [slow_at] "i"(offsetof(page_t, slow_at)), [key] "m"(list_key)
                      : "memory", "cc"
                      : twice, slow);
         return;
@@ -196,7 +197,7 @@ static inline void heap_free_local(heap_t *h, page_t *page, void *p, const char 
             goto twice;
         link_set(b, page->free);
         page->free = b;
-        if (likely(--page->used != page->slow_mark))
+        if (likely(page->used-- != page->slow_at))
             return;
     }
 slow:

@@ -55,8 +55,8 @@ void bin_push_front(heap_t *h, page_t *page)
 void bin_push_back(heap_t *h, page_t *page)
 {
     page_queue_t *q = &h->bins[page->class_idx];
-    if (q->first && q->first->slow_mark == SLOW_MARK_HELD)
-        q->first->slow_mark = q->first->absent; /* no longer alone: may be released */
+    if (q->first && q->first->slow_at == SLOW_AT_HELD)
+        q->first->slow_at = SLOW_AT_EMPTY(q->first); /* no longer alone: may be released */
     queue_insert(q, page, q->last, NULL);
     if (q->first == page)
         direct_update(h, page->class_idx);
@@ -110,7 +110,7 @@ page_t *page_unpark(heap_t *h, unsigned c)
  * only one, empty) stays where it is. */
 bool page_should_park(const page_t *page)
 {
-    return page_live(page) * 4 <= page->capacity && page->slow_mark != SLOW_MARK_HELD;
+    return page_live(page) * 4 <= page->capacity && page->slow_at != SLOW_AT_HELD;
 }
 
 void page_init(page_t *page, unsigned c)
@@ -138,7 +138,7 @@ void page_init(page_t *page, unsigned c)
     page->scanned_used = 0; /* "never scanned": see policy.c's page_sparse */
     page->sparse_since = 0;
     page->purged = 0;
-    page->slow_mark = 0;
+    page->slow_at = SLOW_AT_EMPTY(page);
     page->in_full = 0;
     page->parked = 0;
     page->reclaimed = 0;
@@ -182,7 +182,7 @@ static void page_retire(heap_t *h, page_t *page)
     /* Hold a lone page unless it is a whole segment. */
     if (q->first == page && q->last == page && !h->parked[page->class_idx].first &&
         seg->kind != KIND_XLARGE) {
-        page->slow_mark = SLOW_MARK_HELD;
+        page->slow_at = SLOW_AT_HELD;
         return;
     }
     bin_remove(h, page);
@@ -193,7 +193,7 @@ void page_mark_full(heap_t *h, page_t *page)
 {
     bin_remove(h, page);
     page->in_full = 1;
-    page->slow_mark = page->used - 1;
+    page->slow_at = page->used;
 }
 
 void page_free_local_slow(heap_t *h, page_t *page)
@@ -201,7 +201,7 @@ void page_free_local_slow(heap_t *h, page_t *page)
     slow_state st = slow_enter(h);
     if (page->in_full) {
         page->in_full = 0;
-        page->slow_mark = page->absent;
+        page->slow_at = SLOW_AT_EMPTY(page);
         bin_push_back(h, page);
     }
     if (page->used == page->absent)

@@ -174,7 +174,7 @@ void policy_before_fresh_page(heap_t *h)
  * last scan. */
 static bool page_sparse(const page_t *page)
 {
-    if (page->slow_mark == SLOW_MARK_HELD || page->in_full ||
+    if (page->slow_at == SLOW_AT_HELD || page->in_full ||
         atomic_load_explicit(&page->thread_free, memory_order_relaxed) != NULL)
         return false;
     uint32_t freed = page->scanned_used - page->used; /* wraps when never scanned */

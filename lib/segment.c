@@ -418,8 +418,8 @@ bool segment_move(heap_t *from, heap_t *to, segment_t *seg)
         if (page->in_full)
             continue;
         bin_remove(from, page);
-        if (page->slow_mark == SLOW_MARK_HELD)
-            page->slow_mark = page->absent; /* no longer the lone page of its class */
+        if (page->slow_at == SLOW_AT_HELD)
+            page->slow_at = SLOW_AT_EMPTY(page); /* no longer the lone page of its class */
         bin_push_back(to, page);
     }
     if (seg->free_mask) {

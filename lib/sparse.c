@@ -130,7 +130,7 @@ static void relink(page_t *page, const bitmap_t *free_map, uint16_t gone)
     page->purged |= gone;
     page->absent += absent;
     page->used += absent;
-    page->slow_mark = page->absent;
+    page->slow_at = SLOW_AT_EMPTY(page);
 }
 
 /* Put the absent blocks back on the free list (their memory faults back
@@ -152,7 +152,7 @@ void page_revive(page_t *page)
     page->used -= n;
     page->absent = 0;
     page->purged = 0;
-    page->slow_mark = 0;
+    page->slow_at = SLOW_AT_EMPTY(page);
     page->scanned_used = page->used;
     page->sparse_since = 0;
 }

@@ -126,7 +126,7 @@ struct heap;
 typedef struct page {
     block_t *free;               /* allocation list (fast path); PAGE_END: empty */
     uint32_t used;               /* blocks out, including unseen remote frees */
-    uint32_t slow_mark;          /* a local free taking `used` here needs the slow path */
+    uint32_t slow_at;            /* a local free finding `used` at this needs the slow path */
     uint8_t in_full;             /* no free block: not in its bin */
     uint8_t in_use;              /* assigned to a size class */
     uint8_t class_idx;
@@ -233,11 +233,15 @@ typedef struct heap {
     struct segment *huge_blocks;         /* private: its huge blocks */
 } heap_t;
 
-/* slow_mark values: absent = the page just emptied (0 unless sparse.c
- * purged blocks off it); HELD = never (the page is the only one of its
- * class and stays even when empty); for a page out of its queue because it
- * was full, used - 1: its first local free. */
-#define SLOW_MARK_HELD UINT32_MAX
+/* slow_at is compared with `used` as a local free finds it, before its
+ * decrement (the value the free's xadd returns, so the fast path needs no
+ * subtraction): absent + 1 = the free that empties the page (SLOW_AT_EMPTY;
+ * absent is 0 unless sparse.c purged blocks off it); HELD = never (the
+ * page is the only one of its class and stays even when empty; no free of
+ * a live block finds `used` at 0); for a page out of its queue because it
+ * was full, used: its first local free. */
+#define SLOW_AT_HELD 0u
+#define SLOW_AT_EMPTY(page) ((page)->absent + 1)
 
 /* A clock without a syscall: the invariant TSC of x86_64. */
 static inline uint64_t now_ticks(void)
@@ -254,7 +258,10 @@ static inline segment_t *segment_of(const void *p)
 
 static inline page_t *page_of(segment_t *seg, const void *p)
 {
-    return &seg->pages[((uintptr_t)p - (uintptr_t)seg) >> seg->page_shift];
+    /* the index scaled first and the header's size added last, so the
+     * compiler can fold that constant into one lea with the base */
+    size_t off = (((uintptr_t)p - (uintptr_t)seg) >> seg->page_shift) * sizeof(page_t);
+    return (page_t *)((uintptr_t)seg + off + offsetof(segment_t, pages));
 }
 
 #endif
