@@ -3,18 +3,24 @@
  *   oomcap LIMIT_MIB SMALL_MIB [MIN_KIB [MAX_KIB [SEED]]]
  *
  * Sets RLIMIT_AS (ulimit -v) to LIMIT_MIB MiB plus what the process maps
- * at start (libraries, stack), allocates SMALL_MIB MiB of small blocks
- * (16..512 B) and frees them, then allocates blocks of MIN_KIB..MAX_KIB
- * KiB (default 1..7 MiB), touching one byte each, until malloc returns
- * NULL, and reports `cap_bytes`: the bytes it got.  An allocator that keeps
- * freed memory mapped must give it back and retry when mmap fails.
- * One op = one block.
+ * at start (libraries, stack), before its first allocation: VmSize is read
+ * with open/read, not stdio, whose buffers come from malloc, so what the
+ * allocator reserves for itself on its first call counts against the
+ * limit, as under a shell's `ulimit -v`.  LIMIT_MIB 0 sets none: the
+ * caller's applies (`(ulimit -v 409600; oomcap 0 200)`).  Then allocates
+ * SMALL_MIB MiB of small blocks (16..512 B) and frees them, then blocks of
+ * MIN_KIB..MAX_KIB KiB (default 1..7 MiB), touching one byte each, until
+ * malloc returns NULL, and reports `cap_bytes`: the bytes it got.  An
+ * allocator that keeps freed memory mapped must give it back and retry
+ * when mmap fails.  One op = one block.
  *
  * SPDX-License-Identifier: MIT OR Apache-2.0
  */
 #include "bench.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 static const char *prog = "oomcap";
 
@@ -39,13 +45,19 @@ int main(int argc, char **argv)
     size_t hi = (size_t)arg_long(argc, argv, 4, 7 * 1024) << 10;
     uint64_t rng = rng_seed((uint64_t)arg_long(argc, argv, 5, 42));
 
+    /* no stdio (nor anything else that allocates) before setrlimit */
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
     unsigned long vsz = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f || fscanf(f, "%lu", &vsz) != 1)
+    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
+        vsz = vsz * 10 + (unsigned long)(buf[i] - '0');
+    if (vsz == 0)
         bench_fail(prog, "cannot read /proc/self/statm");
-    fclose(f);
     struct rlimit rl = {limit + vsz * BENCH_PAGE, limit + vsz * BENCH_PAGE};
-    if (setrlimit(RLIMIT_AS, &rl) != 0)
+    if (limit != 0 && setrlimit(RLIMIT_AS, &rl) != 0)
         bench_fail(prog, "setrlimit failed");
 
     struct blk *head = NULL;

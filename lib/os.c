@@ -68,8 +68,8 @@ static long madvise_counted(void *p, size_t size, long advice)
 }
 
 /* Private anonymous read-write memory, at `hint` if the kernel agrees.
- * Counted in bytes_mapped unless NORESERVE (the address map's reservation,
- * which is never touched beyond what emma uses). */
+ * Counted in bytes_mapped unless NORESERVE (the address map's leaves,
+ * never touched beyond the entries emma uses). */
 static void *map_anon(uintptr_t hint, size_t size, long flags)
 {
     count(&counters.mmap_calls, 1);
@@ -266,14 +266,12 @@ static void *map_at_hint(size_t size, size_t align)
     return p;
 }
 
+static bool addrmap_reserve(const void *start, size_t size);
+
 /* Map size bytes so that (start + offset) is aligned to align; the slack is
- * unmapped again.  *out_size receives the mapped length (== size). */
-void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size)
+ * unmapped again. */
+static void *map_aligned(size_t size, size_t align, size_t offset)
 {
-    if (size > MAX_REQUEST || align > MAX_REQUEST - size)
-        return NULL;
-    if (out_size)
-        *out_size = size;
     if (offset == 0) {
         void *p = map_at_hint(size, align);
         if (p) {
@@ -294,19 +292,41 @@ void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size)
     return start;
 }
 
+/* map_aligned, for a segment or huge mapping: with the address map's
+ * leaves over the range mapped, so that marking it cannot fail; NULL when
+ * either cannot be mapped.  *out_size receives the mapped length (== size). */
+void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size)
+{
+    if (size > MAX_REQUEST || align > MAX_REQUEST - size)
+        return NULL;
+    if (out_size)
+        *out_size = size;
+    void *p = map_aligned(size, align, offset);
+    if (p && !addrmap_reserve(p, size)) {
+        os_unmap(p, size);
+        return NULL;
+    }
+    return p;
+}
+
 /* Resize a mapping whose start + offset must stay aligned to align: in place when the
  * kernel can, otherwise moved (page tables only, nothing is copied) to a
  * freshly reserved aligned range. */
 void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t offset)
 {
-    count(&counters.mremap_calls, 1);
-    long r = sys_call4(SYS_mremap, (long)p, (long)old_size, (long)new_size, 0);
-    if (!sys_failed(r)) {
-        if (new_size >= old_size)
-            count_mapped(new_size - old_size);
-        else
-            count_unmapped(old_size - new_size);
-        return p;
+    long r;
+    /* growing in place needs the address map's leaves over the new extent
+     * (os_map_aligned maps them for a moved one) */
+    if (new_size <= old_size || addrmap_reserve(p, new_size)) {
+        count(&counters.mremap_calls, 1);
+        r = sys_call4(SYS_mremap, (long)p, (long)old_size, (long)new_size, 0);
+        if (!sys_failed(r)) {
+            if (new_size >= old_size)
+                count_mapped(new_size - old_size);
+            else
+                count_unmapped(old_size - new_size);
+            return p;
+        }
     }
     if (new_size < old_size)
         return NULL;
@@ -434,11 +454,21 @@ uintptr_t os_secret(void)
 
 /* ------------------------------------------------------------------ */
 /* The address map of emma's memory: two bytes per 4 MiB chunk of the
- * 47-bit user address space (64 MiB reserved, touched only where emma has
- * memory).  It answers emma_owns() and lets boundary checks reject a
- * foreign pointer before reading any header. */
+ * 47-bit user address space, in two levels so that it costs address space
+ * in proportion to what emma uses (RLIMIT_AS counts every byte reserved):
+ * a top level of 1024 leaf pointers in this copy's .bss (8 KiB), and leaves
+ * of 64 KiB, each covering 128 GiB, mapped when a segment or huge mapping
+ * first lands in their range (os_map_aligned and os_remap map them before
+ * handing a range out, so marking it cannot fail).  A leaf stays mapped
+ * until emma_teardown, so a lookup (acquire load of the top level, then of
+ * the entry) never reads unmapped memory, whatever another thread unmaps;
+ * a missing leaf reads as "not emma's".  It answers emma_owns() and lets
+ * boundary checks reject a foreign pointer before reading any header. */
 
 #define ADDRMAP_CHUNKS ((size_t)1 << (47 - SEGMENT_SHIFT))
+#define ADDRMAP_LEAF_SHIFT 15
+#define ADDRMAP_LEAF_CHUNKS ((size_t)1 << ADDRMAP_LEAF_SHIFT)
+#define ADDRMAP_LEAVES (ADDRMAP_CHUNKS >> ADDRMAP_LEAF_SHIFT)
 /* Each entry: the chunk's kind (CHUNK_*) in the low two bits, and above
  * them how many OS pages of the chunk are mapped, 0 for all of them: the
  * extent of every mapping is known here, out of band, so emma_owns() and
@@ -446,23 +476,52 @@ uintptr_t os_secret(void)
 typedef uint16_t addrmap_entry;
 #define ADDRMAP_KIND 3u
 #define ADDRMAP_PAGES_SHIFT 2
-static _Atomic(addrmap_entry *) addrmap;
+#define ADDRMAP_LEAF_BYTES (ADDRMAP_LEAF_CHUNKS * sizeof(addrmap_entry))
+static _Atomic(addrmap_entry *) addrmap_top[ADDRMAP_LEAVES];
 
-static addrmap_entry *addrmap_get(bool create)
+/* Chunk c's entry (c < ADDRMAP_CHUNKS); NULL if its leaf is not mapped. */
+static inline addrmap_entry *addrmap_slot(uintptr_t c)
 {
-    addrmap_entry *r = atomic_load_explicit(&addrmap, memory_order_acquire);
-    if (r || !create)
-        return r;
-    addrmap_entry *m = map_anon(0, ADDRMAP_CHUNKS * sizeof *m, EMMA_MAP_NORESERVE);
+    addrmap_entry *leaf =
+        atomic_load_explicit(&addrmap_top[c >> ADDRMAP_LEAF_SHIFT], memory_order_acquire);
+    return leaf ? &leaf[c & (ADDRMAP_LEAF_CHUNKS - 1)] : NULL;
+}
+
+static inline unsigned addrmap_entry_of(uintptr_t c)
+{
+    addrmap_entry *e = c < ADDRMAP_CHUNKS ? addrmap_slot(c) : NULL;
+    return e ? __atomic_load_n(e, __ATOMIC_ACQUIRE) : CHUNK_NONE;
+}
+
+/* Map leaf i unless it is; false if the kernel refuses (RLIMIT_AS,
+ * vm.max_map_count).  Lock-free: of two threads racing, the loser unmaps
+ * its copy. */
+static bool addrmap_leaf_make(size_t i)
+{
+    if (atomic_load_explicit(&addrmap_top[i], memory_order_acquire))
+        return true;
+    addrmap_entry *m = map_anon(0, ADDRMAP_LEAF_BYTES, EMMA_MAP_NORESERVE);
     if (!m)
-        return NULL;
+        return false;
     addrmap_entry *expected = NULL;
-    if (!atomic_compare_exchange_strong(&addrmap, &expected, m)) {
+    if (!atomic_compare_exchange_strong(&addrmap_top[i], &expected, m)) {
         count(&counters.munmap_calls, 1); /* not in bytes_mapped (NORESERVE) */
-        sys_call2(SYS_munmap, (long)m, (long)(ADDRMAP_CHUNKS * sizeof *m));
-        return expected;
+        sys_call2(SYS_munmap, (long)m, (long)ADDRMAP_LEAF_BYTES);
     }
-    return m;
+    return true;
+}
+
+/* Map the leaves covering [start, start + size); false if one cannot be. */
+static bool addrmap_reserve(const void *start, size_t size)
+{
+    uintptr_t c = (uintptr_t)start >> SEGMENT_SHIFT;
+    uintptr_t end = ((uintptr_t)start + size - 1) >> SEGMENT_SHIFT;
+    if (size == 0 || end >= ADDRMAP_CHUNKS || end < c)
+        return false;
+    for (uintptr_t i = c >> ADDRMAP_LEAF_SHIFT; i <= end >> ADDRMAP_LEAF_SHIFT; i++)
+        if (!addrmap_leaf_make(i))
+            return false;
+    return true;
 }
 
 /* Lowest and highest chunk ever marked, so that a walk (stats.c) reads
@@ -485,25 +544,21 @@ bool addrmap_range(uintptr_t *lo, uintptr_t *hi)
 {
     *lo = atomic_load_explicit(&addrmap_lo, memory_order_acquire);
     *hi = atomic_load_explicit(&addrmap_hi, memory_order_acquire);
-    return addrmap_get(false) != NULL && *lo <= *hi;
+    return *lo <= *hi;
 }
 
 /* The kind (CHUNK_*) of chunk c. */
-unsigned addrmap_chunk(uintptr_t c)
-{
-    addrmap_entry *r = addrmap_get(false);
-    return r && c < ADDRMAP_CHUNKS ? __atomic_load_n(&r[c], __ATOMIC_ACQUIRE) & ADDRMAP_KIND
-                                   : CHUNK_NONE;
-}
+unsigned addrmap_chunk(uintptr_t c) { return addrmap_entry_of(c) & ADDRMAP_KIND; }
 
+/* Marking maps the leaves it needs (normally there already: see
+ * os_map_aligned); clearing skips chunks whose leaf was never mapped. */
 static bool addrmap_fill(void *start, size_t size, unsigned first, unsigned rest)
 {
-    addrmap_entry *r = addrmap_get(first != CHUNK_NONE);
-    if (!r)
+    if (first != CHUNK_NONE && !addrmap_reserve(start, size))
         return false;
     uintptr_t c = (uintptr_t)start >> SEGMENT_SHIFT;
     uintptr_t end = ((uintptr_t)start + size - 1) >> SEGMENT_SHIFT;
-    if (end >= ADDRMAP_CHUNKS)
+    if (size == 0 || end >= ADDRMAP_CHUNKS)
         return false;
     if (first != CHUNK_NONE)
         addrmap_widen(c);
@@ -511,9 +566,12 @@ static bool addrmap_fill(void *start, size_t size, unsigned first, unsigned rest
     size_t tail = (((uintptr_t)start + size - 1) & SEGMENT_MASK) / OS_PAGE_SIZE + 1;
     unsigned tail_pages = tail == SEGMENT_SIZE / OS_PAGE_SIZE || first == CHUNK_NONE
                               ? 0 : (unsigned)tail << ADDRMAP_PAGES_SHIFT;
-    for (uintptr_t k = c; k <= end; k++)
-        __atomic_store_n(&r[k], (addrmap_entry)((k == c ? first : rest) | (k == end ? tail_pages : 0)),
-                         __ATOMIC_RELEASE);
+    for (uintptr_t k = c; k <= end; k++) {
+        addrmap_entry *e = addrmap_slot(k);
+        if (e)
+            __atomic_store_n(e, (addrmap_entry)((k == c ? first : rest) | (k == end ? tail_pages : 0)),
+                             __ATOMIC_RELEASE);
+    }
     return true;
 }
 
@@ -535,17 +593,14 @@ bool addrmap_mark_huge(void *start, size_t size)
  * from the map alone. */
 segment_t *addrmap_segment(const void *p)
 {
-    addrmap_entry *r = addrmap_get(false);
     uintptr_t a = (uintptr_t)p;
     uintptr_t c = a >> SEGMENT_SHIFT;
-    if (!r || c >= ADDRMAP_CHUNKS)
-        return NULL;
-    unsigned e = __atomic_load_n(&r[c], __ATOMIC_ACQUIRE);
+    unsigned e = addrmap_entry_of(c);
     size_t pages = e >> ADDRMAP_PAGES_SHIFT;
     if ((e & ADDRMAP_KIND) == CHUNK_NONE || (pages && (a & SEGMENT_MASK) >= pages * OS_PAGE_SIZE))
         return NULL;
     while ((e & ADDRMAP_KIND) == CHUNK_INTERIOR && c > 0)
-        e = __atomic_load_n(&r[--c], __ATOMIC_ACQUIRE);
+        e = addrmap_entry_of(--c);
     unsigned kind = e & ADDRMAP_KIND;
     return kind == CHUNK_HEADER || kind == CHUNK_HUGE ? (segment_t *)(c << SEGMENT_SHIFT) : NULL;
 }
@@ -554,14 +609,8 @@ segment_t *addrmap_segment(const void *p)
  * that starts exactly at a chunk boundary belongs to the chunk below. */
 unsigned addrmap_lookup(const void *p)
 {
-    addrmap_entry *r = addrmap_get(false);
     uintptr_t a = (uintptr_t)p;
-    if (!r || a == 0)
-        return CHUNK_NONE;
-    uintptr_t c = (a - 1) >> SEGMENT_SHIFT;
-    if (c >= ADDRMAP_CHUNKS)
-        return CHUNK_NONE;
-    return __atomic_load_n(&r[c], __ATOMIC_ACQUIRE) & ADDRMAP_KIND;
+    return a == 0 ? CHUNK_NONE : addrmap_entry_of((a - 1) >> SEGMENT_SHIFT) & ADDRMAP_KIND;
 }
 
 /* Call fn on every segment and huge mapping in the map while it returns
@@ -581,13 +630,15 @@ bool addrmap_walk(bool (*fn)(segment_t *, void *), void *arg)
     return true;
 }
 
-/* emma_teardown: unmap the map itself (the next mark maps it again). */
+/* emma_teardown: unmap every leaf (the next mark maps them again). */
 void addrmap_teardown(void)
 {
-    addrmap_entry *r = atomic_exchange(&addrmap, NULL);
-    if (r) {
-        count(&counters.munmap_calls, 1); /* not in bytes_mapped (NORESERVE) */
-        sys_call2(SYS_munmap, (long)r, (long)(ADDRMAP_CHUNKS * sizeof *r));
+    for (size_t i = 0; i < ADDRMAP_LEAVES; i++) {
+        addrmap_entry *leaf = atomic_exchange(&addrmap_top[i], NULL);
+        if (leaf) {
+            count(&counters.munmap_calls, 1); /* not in bytes_mapped (NORESERVE) */
+            sys_call2(SYS_munmap, (long)leaf, (long)ADDRMAP_LEAF_BYTES);
+        }
     }
     atomic_store(&addrmap_lo, UINTPTR_MAX);
     atomic_store(&addrmap_hi, 0);

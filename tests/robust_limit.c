@@ -9,6 +9,10 @@
  *
  *   robust_limit rlimit     RLIMIT_AS below what the process already uses
  *   robust_limit mapcount   vm.max_map_count used up by one-page mappings
+ *   robust_limit room       RLIMIT_AS 24 MiB above what the process uses:
+ *                           the first blocks (small ones and a 3 MiB one)
+ *                           must fit, so emma's own tables must cost
+ *                           address space in proportion to its use
  *
  * Exit status: 0 pass; 2.. a numbered failure (see the code); killed by
  * SIGALRM after 15 s: a hang.  Only the exec'd program allocates: no stdio
@@ -19,6 +23,7 @@
 
 #include <emma.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,11 +179,67 @@ static int run_mapcount(void)
     return works_again();
 }
 
+/* VmSize in bytes, from /proc/self/statm with raw reads (no stdio, which
+ * could allocate); 0 if unreadable. */
+static size_t vm_size(void)
+{
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    size_t pages = 0;
+    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
+        pages = pages * 10 + (size_t)(buf[i] - '0');
+    return pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* The very first allocations with 24 MiB of address space to spare: a
+ * few thousand small blocks and one of 3 MiB (a segment, a huge mapping
+ * and emma's tables) must all fit.  With a 64 MiB address map reserved
+ * up front, the first malloc failed. */
+static int run_room(void)
+{
+    size_t vsz = vm_size();
+    if (vsz == 0)
+        return fail(50, "cannot read /proc/self/statm");
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0)
+        return fail(51, "getrlimit");
+    rl.rlim_cur = vsz + ((size_t)24 << 20);
+    if (setrlimit(RLIMIT_AS, &rl) != 0)
+        return fail(52, "setrlimit");
+    static unsigned char *small[3000];
+    for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
+        size_t s = 16 + (i * 37) % 500;
+        if (!(small[i] = malloc(s)))
+            return fail(53, "malloc of a small block, 24 MiB below RLIMIT_AS, failed");
+        memset(small[i], (int)i, s);
+    }
+    size_t big = (size_t)3 << 20;
+    unsigned char *p = malloc(big);
+    if (!p)
+        return fail(54, "malloc(3 MiB), 24 MiB below RLIMIT_AS, failed");
+    memset(p, 7, big);
+    if (!emma_owns(p) || !emma_owns(small[0]) || !emma_owns(small[2999]))
+        return fail(55, "emma_owns denies a block taken under RLIMIT_AS");
+    free(p);
+    for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
+        if (small[i][0] != (unsigned char)i)
+            return fail(56, "a small block was overwritten");
+        free(small[i]);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     alarm(15);
     if (argc != 2)
-        return fail(1, "usage: robust_limit rlimit|mapcount");
+        return fail(1, "usage: robust_limit rlimit|mapcount|room");
+    if (strcmp(argv[1], "room") == 0)
+        return run_room();
     if (strcmp(argv[1], "rlimit") == 0)
         return run_rlimit();
     if (strcmp(argv[1], "mapcount") == 0)

@@ -549,6 +549,9 @@ END_TEST
 START_TEST(t_first_alloc_mapcount) { run_limit_helper("mapcount"); }
 END_TEST
 
+START_TEST(t_first_alloc_room) { run_limit_helper("room"); }
+END_TEST
+
 /* ================================================================== */
 /* emma_owns while another thread unmaps the block asked about           */
 
@@ -843,6 +846,7 @@ int main(void)
     add(s, "threads_die_inside", t_threads_die_inside, 30);
     add(s, "first_alloc_rlimit", t_first_alloc_rlimit, 30);
     add(s, "first_alloc_mapcount", t_first_alloc_mapcount, 30);
+    add(s, "first_alloc_room", t_first_alloc_room, 30);
     add(s, "owns_races_unmap", t_owns_races_unmap, 30);
     add(s, "double_free_detected", t_double_free_detected, 30);
     add(s, "realloc_big_align", t_realloc_big_align, 30);
