@@ -76,8 +76,9 @@ static bool copy_header(const void *p, header_copy *c)
  * the header it was checked against. */
 static void checked_header(const void *p, const char *func, header_copy *c)
 {
-    unsigned chunk = addrmap_lookup(p);
-    if (chunk == CHUNK_NONE || !addrmap_segment(p))
+    segment_t *seg;
+    unsigned chunk = addrmap_check(p, &seg);
+    if (chunk == CHUNK_NONE || !seg)
         emma_fatal(func, "pointer was not allocated by emma", p);
     if (chunk == CHUNK_INTERIOR || ((uintptr_t)p & (MIN_ALIGN - 1)))
         emma_fatal(func, "interior or misaligned pointer", p);

@@ -59,6 +59,9 @@ EMMA_HIDDEN bool addrmap_mark(void *start, size_t size, bool header);
 EMMA_HIDDEN void addrmap_clear(void *start, size_t size);
 EMMA_HIDDEN unsigned addrmap_lookup(const void *p);
 EMMA_HIDDEN struct segment *addrmap_segment(const void *p);
+/* Both at once, for the boundary checks: addrmap_lookup(p), and
+ * addrmap_segment(p) in *seg. */
+EMMA_HIDDEN unsigned addrmap_check(const void *p, struct segment **seg);
 EMMA_HIDDEN bool addrmap_walk(bool (*fn)(segment_t *, void *), void *arg);
 EMMA_HIDDEN void addrmap_teardown(void);
 

@@ -5,6 +5,7 @@
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #ifndef EMMA_NAMESPACE_H
 #define EMMA_NAMESPACE_H
+#define addrmap_check emma__addrmap_check
 #define addrmap_clear emma__addrmap_clear
 #define addrmap_lookup emma__addrmap_lookup
 #define addrmap_mark emma__addrmap_mark

@@ -613,6 +613,31 @@ unsigned addrmap_lookup(const void *p)
     return a == 0 ? CHUNK_NONE : addrmap_entry_of((a - 1) >> SEGMENT_SHIFT) & ADDRMAP_KIND;
 }
 
+/* addrmap_lookup(p) and addrmap_segment(p), from one entry when p is
+ * inside a chunk that holds a header (every block of a segment or huge
+ * mapping but one at a chunk's very start). */
+unsigned addrmap_check(const void *p, segment_t **seg)
+{
+    uintptr_t a = (uintptr_t)p, c = a >> SEGMENT_SHIFT;
+    if (likely((a & SEGMENT_MASK) != 0 && c < ADDRMAP_CHUNKS)) {
+        addrmap_entry *e = addrmap_slot(c);
+        unsigned v = e ? __atomic_load_n(e, __ATOMIC_ACQUIRE) : CHUNK_NONE;
+        unsigned kind = v & ADDRMAP_KIND;
+        size_t pages = v >> ADDRMAP_PAGES_SHIFT;
+        if (kind == CHUNK_HEADER || kind == CHUNK_HUGE) {
+            bool inside = !pages || (a & SEGMENT_MASK) < pages * OS_PAGE_SIZE;
+            *seg = inside ? (segment_t *)(c << SEGMENT_SHIFT) : NULL;
+            return kind;
+        }
+        if (kind == CHUNK_NONE) {
+            *seg = NULL;
+            return kind;
+        }
+    }
+    *seg = addrmap_segment(p);
+    return addrmap_lookup(p);
+}
+
 /* Call fn on every segment and huge mapping in the map while it returns
  * true; false if it ever returned false.  For emma_teardown only: nothing
  * may map or unmap meanwhile. */

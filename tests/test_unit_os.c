@@ -191,6 +191,22 @@ START_TEST(t_addrmap)
     ck_assert_ptr_eq(addrmap_segment((void *)(b + 3 * SEGMENT_SIZE - 8193)), (void *)b);
     ck_assert_ptr_null(addrmap_segment((void *)(b + 3 * SEGMENT_SIZE - 8192))); /* past its end */
     ck_assert_uint_eq(addrmap_lookup((void *)(b + SEGMENT_SIZE + 16)), CHUNK_INTERIOR);
+    /* addrmap_check answers as addrmap_lookup and addrmap_segment do,
+     * with a segment next to the huge range and around chunk starts */
+    ck_assert(addrmap_mark((void *)(b + 3 * SEGMENT_SIZE), SEGMENT_SIZE, true));
+    const uintptr_t probes[] = {0, 1, 16, SEGMENT_SIZE - 16, SEGMENT_SIZE, SEGMENT_SIZE + 16,
+                                2 * SEGMENT_SIZE, 3 * SEGMENT_SIZE - 8208, 3 * SEGMENT_SIZE - 8192,
+                                3 * SEGMENT_SIZE - 16, 3 * SEGMENT_SIZE, 3 * SEGMENT_SIZE + 16,
+                                4 * SEGMENT_SIZE - 16, 4 * SEGMENT_SIZE, 4 * SEGMENT_SIZE + 16};
+    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+        for (int k = 0; k < 2; k++) {
+            const void *q = (const void *)(k ? probes[i] : b + probes[i]);
+            segment_t *s = (segment_t *)1;
+            ck_assert_uint_eq(addrmap_check(q, &s), addrmap_lookup(q));
+            ck_assert_ptr_eq(s, addrmap_segment(q));
+        }
+    }
+    addrmap_clear((void *)(b + 3 * SEGMENT_SIZE), SEGMENT_SIZE);
     addrmap_clear((void *)b, 3 * SEGMENT_SIZE - 8192);
     ck_assert_ptr_null(addrmap_segment((void *)(b + SEGMENT_SIZE + 5)));
     /* a leaf that was never mapped reads as nothing */
