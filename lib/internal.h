@@ -25,6 +25,7 @@ EMMA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t ali
 EMMA_HIDDEN void os_purge(void *p, size_t size);
 EMMA_HIDDEN bool os_wipe_on_fork(void *p, size_t size);
 EMMA_HIDDEN bool os_advise_huge_pages(void *p, size_t size, bool huge);
+EMMA_HIDDEN void os_populate(void *p, size_t size);
 EMMA_HIDDEN void os_set_errno(int e);
 EMMA_HIDDEN uintptr_t os_secret(void);
 EMMA_HIDDEN void os_yield(void);

@@ -57,6 +57,7 @@
 #define heap_teardown emma__heap_teardown
 #define huge_alloc emma__huge_alloc
 #define huge_alloc_private emma__huge_alloc_private
+#define huge_cache_allowance emma__huge_cache_allowance
 #define huge_cache_release emma__huge_cache_release
 #define huge_cache_stats emma__huge_cache_stats
 #define huge_free emma__huge_free
@@ -69,6 +70,7 @@
 #define os_abort emma__os_abort
 #define os_address_space_limited emma__os_address_space_limited
 #define os_advise_huge_pages emma__os_advise_huge_pages
+#define os_populate emma__os_populate
 #define os_futex_trylock_pi emma__os_futex_trylock_pi
 #define os_getpid emma__os_getpid
 #define os_gettid emma__os_gettid

@@ -24,7 +24,10 @@
  *   huge blocks  a freed huge mapping stays mapped in one process-wide
  *                cache (huge.c); what it may keep resident is
  *                policy_huge_cold_bytes (4 MiB) until the program reuses
- *                cached mappings, then up to the bound.
+ *                cached mappings, then six blocks of the typical size,
+ *                from the bound up to three times it: over_bound allows
+ *                for that excess meanwhile (huge_cache_allowance), and the
+ *                decay pass gives it back once reuse stops.
  *   sparse pages are thinned out (sparse.c) at most every PURGE_DELAY,
  *                when the heap is about to take a fresh page, and only
  *                once they look sparse in two passes in a row.
@@ -114,6 +117,9 @@ static void over_bound(heap_t *self)
 {
     size_t bound = policy_free_bound;
     if (policy_resident() <= bound || slow_interrupted())
+        return;
+    bound += huge_cache_allowance();
+    if (policy_resident() <= bound)
         return;
     uint64_t now = now_ticks();
     if (now < atomic_load_explicit(&next_shrink, memory_order_relaxed))

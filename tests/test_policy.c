@@ -298,6 +298,34 @@ START_TEST(t_huge_cache_bound)
 }
 END_TEST
 
+/* Big buffers replaced at random make the huge cache keep several freed
+ * ones resident (more than the 32 MiB bound); once the program frees them
+ * and does other work, they go back within the decay time. */
+START_TEST(t_huge_warm_decays)
+{
+    enum { LIVE = 8, STEPS = 40 };
+    size_t base = tu_rss();
+    unsigned char *p[LIVE];
+    size_t n[LIVE];
+    uint64_t rng = 12345;
+    for (int i = 0; i < LIVE + STEPS; i++) {
+        int k = i < LIVE ? i : (int)((rng = rng * 6364136223846793005ull + 1) >> 33) % LIVE;
+        if (i >= LIVE)
+            free(p[k]);
+        n[k] = (size_t)(10 + (rng >> 40) % 11) * TU_MIB;
+        p[k] = malloc(n[k]);
+        ck_assert_ptr_nonnull(p[k]);
+        memset(p[k], i, n[k]);
+    }
+    for (int i = 0; i < LIVE; i++)
+        free(p[i]);
+    size_t r = work_until_rss_below(base + 40 * TU_MIB, 3.0);
+    ck_assert_msg(r <= base + 40 * TU_MIB,
+                  "big buffers freed 3 s ago keep %zu MiB resident (base %zu MiB)",
+                  (r - base) / TU_MIB, base / TU_MIB);
+}
+END_TEST
+
 /* realloc shrinking a huge block keeps it where it is and gives the tail
  * back. */
 START_TEST(t_shrink_in_place)
@@ -425,7 +453,7 @@ int main(void)
 {
     const TTest *const tests[] = {
         t_trim_other_thread, t_malloc_trim, t_dead_thread_reclaimed, t_idle_owner_remote_free,
-        t_huge_cache_bound, t_shrink_in_place, t_oom_retry, t_small_at_map_limit,
+        t_huge_cache_bound, t_huge_warm_decays, t_shrink_in_place, t_oom_retry, t_small_at_map_limit,
         EMMA_CONFIG_TLS ? t_dead_thread_pages_reused : NULL, NULL};
     return tu_run_case("policy", "policy", 60, tests);
 }
