@@ -6,11 +6,13 @@
  *                in bytes actually touched, is in one process-wide count.
  *   bound        when the count exceeds policy_free_bound (32 MiB), the
  *                slow path that noticed gives memory back at once: what
- *                has been free longest first (pool, its own heap, huge
- *                cache), then everything its own heap holds; whatever
- *                other threads hold goes at the next decay pass.  So the
- *                memory left resident when every thread goes idle is the
- *                bound, whatever the number of threads.
+ *                has been free for half the decay time or longer (pool,
+ *                its own heap, huge cache), and past 1.5 times the bound
+ *                everything its own heap holds, most recent last; the rest
+ *                goes at the next decay pass.  So the memory left resident
+ *                when every thread goes idle is at most 1.5 times the
+ *                bound, and the bound after the next decay pass (any
+ *                thread's slow path), whatever the number of threads.
  *   decay        memory free for longer than policy_decay_ticks (about
  *                0.1 s) goes back at the next decay pass.  A pass runs at
  *                most every quarter of that, driven by whichever thread's
@@ -51,6 +53,7 @@ size_t policy_huge_cold_bytes = (size_t)4 << 20;
 static _Atomic size_t resident;     /* free but resident bytes, process-wide */
 static _Atomic uint64_t next_pass;  /* now_ticks when a decay pass may run */
 static _Atomic uint64_t next_shrink; /* over the bound: when to try again */
+static _Atomic uint64_t next_hard;   /* over HARD_BOUND: when to try again */
 
 void policy_resident_add(size_t n) { atomic_fetch_add_explicit(&resident, n, memory_order_relaxed); }
 
@@ -109,10 +112,16 @@ void policy_tick(heap_t *self)
 
 /* Over the bound: give back what has been free longest first (the pool,
  * this thread's heap, the huge cache: pages free for longer than an age
- * that shrinks step by step down to 0, i.e. everything), until under the
- * bound; what other threads hold goes at the next decay pass (and we do
- * not try again before a while, so that a thread freeing page after page
- * while others hold the memory does not purge at each). */
+ * that shrinks step by step), until under the bound; what other threads
+ * hold goes at the next decay pass (and we do not try again before a
+ * while, so that a thread freeing page after page while others hold the
+ * memory does not purge at each).  Up to HARD_BOUND (1.5 times the bound)
+ * only memory free for half the decay time or longer goes: what was freed
+ * since is what a program that frees and allocates at random (bench
+ * churn-mixed, aligned) takes again soon, and purging it made half of
+ * their page faults; it goes at the next decay pass if it stays free.
+ * Past HARD_BOUND the age goes down to 0, i.e. everything. */
+#define HARD_BOUND(b) ((b) + (b) / 2)
 static void over_bound(heap_t *self)
 {
     size_t bound = policy_free_bound;
@@ -122,11 +131,14 @@ static void over_bound(heap_t *self)
     if (policy_resident() <= bound)
         return;
     uint64_t now = now_ticks();
-    if (now < atomic_load_explicit(&next_shrink, memory_order_relaxed))
+    bool hard = policy_resident() > HARD_BOUND(bound);
+    _Atomic uint64_t *gate = hard ? &next_hard : &next_shrink;
+    if (now < atomic_load_explicit(gate, memory_order_relaxed))
         return;
     /* down to three quarters of the bound, so that the next purge waits
      * for a quarter of it to be freed again */
     size_t target = bound - bound / 4;
+    uint64_t min_age = hard ? 0 : policy_decay_ticks / 2;
     for (uint64_t age = policy_decay_ticks / 2;; age /= 2) {
         uint64_t before = age ? now - age : UINT64_MAX;
         pool_release(before, false);
@@ -134,13 +146,13 @@ static void over_bound(heap_t *self)
             heap_purge_older(self, before, true);
         if (policy_resident() > target)
             huge_cache_release(before, 0);
-        if (policy_resident() <= target || age == 0)
+        if (policy_resident() <= target || age <= min_age)
             break;
         if (age < policy_decay_ticks / 1024)
             age = 1; /* next: everything */
     }
-    if (policy_resident() > bound)
-        atomic_store_explicit(&next_shrink, now + policy_decay_ticks / 8, memory_order_relaxed);
+    if (policy_resident() > (hard ? HARD_BOUND(bound) : bound))
+        atomic_store_explicit(gate, now + policy_decay_ticks / 8, memory_order_relaxed);
 }
 
 void policy_page_freed(heap_t *h)
@@ -307,6 +319,7 @@ void policy_after_fork(void)
     atomic_fetch_add(&lock_generation, 1);
     atomic_store(&next_pass, 0);
     atomic_store(&next_shrink, 0);
+    atomic_store(&next_hard, 0);
 }
 
 /* teardown.c, after unmapping every segment and huge mapping: the pool and
@@ -318,4 +331,5 @@ void policy_teardown(void)
     atomic_store(&resident, 0);
     atomic_store(&next_pass, 0);
     atomic_store(&next_shrink, 0);
+    atomic_store(&next_hard, 0);
 }
