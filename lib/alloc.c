@@ -149,9 +149,6 @@ void *alloc_generic(size_t size, size_t align, heap_t *h)
      * allocates from a spare heap.  (st.tls == h: the thread's own heap,
      * not a private one or one a test drives.) */
     if (unlikely(size > SMALL_MAX) && size <= LARGE_MAX && align <= LARGE_MAX && st.tls == h) {
-        /* the thread's own heap gets its decay and sparse passes all the
-         * same (they used to come with its fresh pages of these sizes) */
-        policy_before_fresh_page(h);
         heap_t *c = heap_lock_central(atomic_load_explicit(&h->owner, memory_order_relaxed));
         if (c) {
             slow_state cst = slow_enter(c);
