@@ -113,7 +113,6 @@ static void *alloc_spare(size_t size, size_t align)
     heap_unlock(s);
     return p;
 }
-
 #endif
 
 void *alloc_generic(size_t size, size_t align, heap_t *h)
@@ -135,31 +134,6 @@ void *alloc_generic(size_t size, size_t align, heap_t *h)
     }
 #endif
     slow_state st = slow_enter(h);
-#if EMMA_CONFIG_TLS
-    /* Blocks above SMALL_MAX (medium, large and xlarge pages, a few blocks
-     * to a page) come from the central heap, shared by every thread
-     * (heap.c): with a page of each such class per thread, the free blocks
-     * those pages keep resident outweigh the blocks in use (8 threads of
-     * mstress held 2.5 times their live bytes so); one heap keeps one set.
-     * These sizes never take the inline fast path anyway.  The cost: one lock
-     * per allocation and per free (free.c; a free that finds the lock taken
-     * pushes the block onto its page's remote list, as any other thread's
-     * free).  A signal handler never waits for the lock its own thread
-     * holds: slow_enter(h) has marked the thread's heap busy, so a handler
-     * allocates from a spare heap.  (st.tls == h: the thread's own heap,
-     * not a private one or one a test drives.) */
-    if (unlikely(size > SMALL_MAX) && size <= LARGE_MAX && align <= LARGE_MAX && st.tls == h) {
-        heap_t *c = heap_lock_central(atomic_load_explicit(&h->owner, memory_order_relaxed));
-        if (c) {
-            slow_state cst = slow_enter(c);
-            p = alloc_in(c, size, align);
-            slow_leave(c, cst);
-            heap_unlock(c);
-            slow_leave(h, st);
-            goto out;
-        }
-    }
-#endif
     p = alloc_in(h, size, align);
     slow_leave(h, st);
 #if EMMA_CONFIG_TLS

@@ -20,28 +20,7 @@ void free_generic(void *p, const char *func)
         return;
     }
     page_t *page = page_of(seg, p);
-#if EMMA_CONFIG_TLS
-    /* A block of the central heap (alloc.c): freed into its page when the
-     * heap is free (so it is reused first, as the owner's frees are),
-     * else pushed like any other thread's free.  The thread's own heap is
-     * marked busy meanwhile, so that a signal handler that allocates here
-     * takes a spare heap instead of waiting for the central heap we hold;
-     * a thread without a heap of its own just pushes. */
-    heap_t *c = atomic_load_explicit((_Atomic(heap_t *) *)&seg->heap, memory_order_relaxed);
-    if (c && c->central) {
-        slow_state st;
-        heap_t *self = slow_enter_self(&st);
-        bool local =
-            self && central_trylock(c, atomic_load_explicit(&self->owner, memory_order_relaxed));
-        if (local) {
-            heap_free_local(c, page, p, func);
-            heap_unlock(c);
-        }
-        slow_leave_self(self, st);
-        if (local)
-            return;
-    }
-#else
+#if !EMMA_CONFIG_TLS
     /* Only the heap this thread prefers is worth locking: another thread's
      * heap is likely in use, and fighting over its lock and its free list
      * (producer/consumer) costs more than one push on the remote list. */

@@ -62,10 +62,6 @@ _Atomic size_t heap_stats_reclaimed, heap_stats_abandoned;
 
 void heap_delete(heap_t *h) { os_unmap(h, HEAP_MAP_SIZE); }
 
-#if EMMA_CONFIG_TLS
-static void shared_heaps_forget(void);
-#endif
-
 /* emma_teardown: unmap every heap's metadata and forget them all (their
  * memory is gone already); the calling thread starts afresh. */
 void heap_teardown(void)
@@ -78,7 +74,6 @@ void heap_teardown(void)
     }
 #if EMMA_CONFIG_TLS
     tls_heap = &heap_empty;
-    shared_heaps_forget();
 #else
     for (unsigned i = 0; i < HEAP_SLOTS; i++)
         atomic_store(&heap_slots[i], NULL);
@@ -142,67 +137,6 @@ heap_t *heap_lock_spare(void)
     return NULL;
 }
 
-/* The central heap: blocks above SMALL_MAX, for every thread (alloc.c).
- * Like a spare heap it has no owner and is never adopted; its lock word
- * holds the holder's thread ID (central_trylock).  It is waited for (its
- * holder is in alloc.c's or free.c's short path, or trimming it; a signal
- * handler never waits for its own thread: both paths mark the thread's
- * heap busy first), but not for a dead holder: after CENTRAL_WAIT a waiter
- * asks the kernel (tgkill, signal 0) whether the holder still exists, and
- * if not (it was killed inside emma) makes a new central heap.  The old
- * one stays valid: its blocks can still be freed (onto its remote lists).
- * A fork child replaces a locked central heap at once (poison_owned_heaps).
- * Without TLS there is none: every heap is shared already. */
-static _Atomic(heap_t *) central_heap;
-#define CENTRAL_WAIT ((uint64_t)1 << 26) /* time-stamp ticks, about 20-60 ms */
-
-heap_t *heap_lock_central(uint32_t tid)
-{
-    uint64_t since = 0;
-    for (unsigned k = 0;; k++) {
-        heap_t *h = atomic_load_explicit(&central_heap, memory_order_acquire);
-        if (!h) {
-            heap_t *fresh = heap_new();
-            if (!fresh)
-                return NULL;
-            fresh->spare = 1;
-            fresh->central = 1;
-            atomic_store(&fresh->lock, central_tid(tid));
-            if (atomic_compare_exchange_strong(&central_heap, &h, fresh)) {
-                heap_list_push(fresh);
-                return fresh;
-            }
-            os_unmap(fresh, HEAP_MAP_SIZE);
-            continue;
-        }
-        if (central_trylock(h, tid))
-            return h;
-        if (k < 64) {
-            __builtin_ia32_pause();
-            continue;
-        }
-        heap_check_fork(); /* a load, unless we are a fork child */
-        uint64_t now = now_ticks();
-        if (!since) {
-            since = now;
-        } else if (now - since > CENTRAL_WAIT) {
-            uint32_t holder = atomic_load_explicit(&h->lock, memory_order_relaxed);
-            if (holder > 1 && os_thread_gone(holder))
-                atomic_compare_exchange_strong(&central_heap, &h, NULL);
-            since = now;
-        }
-        os_yield();
-    }
-}
-
-/* emma_teardown: the spare and central heaps are unmapped with the rest. */
-static void shared_heaps_forget(void)
-{
-    atomic_store(&central_heap, NULL);
-    for (unsigned i = 0; i < SPARE_HEAPS; i++)
-        atomic_store(&spare_heaps[i], NULL);
-}
-
 #define FUTEX_TID_MASK 0x3fffffffu
 static _Atomic int pi_usable = -1; /* -1 unknown, 0 no, 1 yes */
 
@@ -264,12 +198,6 @@ static bool heap_try_adopt(heap_t *h, uint32_t tid)
  * pointer (poison only forbids adoption). */
 static void poison_owned_heaps(void)
 {
-    /* a central heap locked at the fork stays locked in the child: take a
-     * new one (the old one's blocks can still be freed, onto its remote
-     * lists) */
-    heap_t *c = atomic_load(&central_heap);
-    if (c && atomic_load(&c->lock) != 0)
-        atomic_store(&central_heap, NULL);
     for (heap_t *h = heap_list_first(); h; h = h->next_heap)
         if (atomic_load(&h->owner) != 0 && !atomic_exchange(&h->poisoned, 1))
             atomic_fetch_add_explicit(&heap_stats_abandoned, 1, memory_order_relaxed);

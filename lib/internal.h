@@ -277,23 +277,6 @@ static inline void heap_put(heap_t *h) { (void)h; }
 /* A locked spare heap for a signal handler that interrupted a slow path,
  * or NULL. */
 EMMA_HIDDEN heap_t *heap_lock_spare(void);
-/* The central heap (blocks above SMALL_MAX; heap.c), locked by thread
- * `tid` (the caller's), or NULL if it cannot be made.  Its lock word holds
- * the holder's thread ID (1 when unknown), for waiters to ask whether the
- * holder still exists. */
-EMMA_HIDDEN heap_t *heap_lock_central(uint32_t tid);
-static inline uint32_t central_tid(uint32_t tid)
-{
-    tid &= 0x3fffffffu; /* the owner word may carry FUTEX_WAITERS */
-    return tid > 1 ? tid : 1;
-}
-static inline bool central_trylock(heap_t *c, uint32_t tid)
-{
-    uint32_t expected = 0;
-    return atomic_load_explicit(&c->lock, memory_order_relaxed) == 0 &&
-           atomic_compare_exchange_strong_explicit(&c->lock, &expected, central_tid(tid),
-                                                   memory_order_acquire, memory_order_relaxed);
-}
 
 /* Entering and leaving a slow path of h (nestable). */
 typedef struct slow_state {

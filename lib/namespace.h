@@ -45,7 +45,6 @@
 #define heap_list_first emma__heap_list_first
 #define heap_lock_any emma__heap_lock_any
 #define heap_lock_spare emma__heap_lock_spare
-#define heap_lock_central emma__heap_lock_central
 #define heap_new emma__heap_new
 #define heap_purge emma__heap_purge
 #define heap_purge_older emma__heap_purge_older

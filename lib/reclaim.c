@@ -157,12 +157,10 @@ size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
 {
     if (atomic_load_explicit(&h->poisoned, memory_order_relaxed))
         return 0;
-    if (self && self->spare)
-        self = NULL; /* a spare or the central heap takes no one's segments */
     if (h->spare) {
-        /* a signal handlers' heap or the central heap (heap.c): has no
-         * owner, is used under its lock; never handed on */
-        if (h->central ? !central_trylock(h, my_tid(self)) : !heap_trylock(h))
+        /* a signal handlers' heap (heap.c): has no owner, is used under
+         * its lock; never handed on */
+        if (!heap_trylock(h))
             return 0;
         size_t n = trim_held(h, before, all);
         heap_unlock(h);

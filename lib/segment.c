@@ -237,18 +237,10 @@ static segment_t *segment_obtain(heap_t *h, bool *recycled)
     return seg;
 }
 
-#define WARM_SCAN 8
 page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
 {
     gen_lock(&h->seg_lock, NULL);
     segment_t *seg = h->segments[kind];
-    /* rather a segment with a free page still resident (see below) */
-    unsigned n = 0;
-    for (segment_t *s = seg; s && n < WARM_SCAN; s = s->next, n++)
-        if (s->free_mask & s->dirty_mask) {
-            seg = s;
-            break;
-        }
     if (!seg) {
         gen_unlock(&h->seg_lock);
         bool recycled;
@@ -260,10 +252,7 @@ page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
         dirty_add(h, dirty_in_range(seg, 0, SEGMENT_SIZE));
         seglist_push(h, seg);
     }
-    /* a free page that is still resident first: it costs no page faults,
-     * and it is not left behind to be counted (and purged) as free */
-    uint64_t warm = seg->free_mask & seg->dirty_mask;
-    unsigned i = (unsigned)__builtin_ctzll(warm ? warm : seg->free_mask);
+    unsigned i = (unsigned)__builtin_ctzll(seg->free_mask);
     uint64_t bit = (uint64_t)1 << i;
     seg->free_mask &= ~bit;
     if (seg->dirty_mask & bit) {

@@ -222,10 +222,9 @@ typedef struct heap {
     uint64_t active_at;                  /* now_ticks of the owner's last slow path */
     uint64_t liveness_checked;           /* reclaim.c: now_ticks of the last "owner dead?" */
     _Atomic uint32_t owner;              /* TLS: owner TID (PI futex word) */
-    _Atomic uint32_t lock;               /* no TLS, spare, central: 0 free, 1 held */
+    _Atomic uint32_t lock;               /* no TLS: 0 free, 1 held */
     uint8_t busy;                        /* inside a slow path */
     uint8_t spare;                       /* TLS: a spare heap (heap.c), never adopted */
-    uint8_t central;                     /* TLS: the central heap (heap.c), spare too */
     _Atomic uint8_t poisoned;            /* never adopt (state unknown) */
     struct heap *next_heap;              /* list of all heaps (heap.c) */
     uint8_t is_private;                  /* heap_private.c: never a thread's */
