@@ -62,6 +62,10 @@ _Atomic size_t heap_stats_reclaimed, heap_stats_abandoned;
 
 void heap_delete(heap_t *h) { os_unmap(h, HEAP_MAP_SIZE); }
 
+#if EMMA_CONFIG_TLS
+static void spare_heaps_forget(void);
+#endif
+
 /* emma_teardown: unmap every heap's metadata and forget them all (their
  * memory is gone already); the calling thread starts afresh. */
 void heap_teardown(void)
@@ -74,6 +78,7 @@ void heap_teardown(void)
     }
 #if EMMA_CONFIG_TLS
     tls_heap = &heap_empty;
+    spare_heaps_forget(); /* unmapped with the rest just now */
 #else
     for (unsigned i = 0; i < HEAP_SLOTS; i++)
         atomic_store(&heap_slots[i], NULL);
@@ -136,6 +141,17 @@ heap_t *heap_lock_spare(void)
     }
     return NULL;
 }
+
+#if EMMA_CONFIG_TLS
+/* emma_teardown: the signal handlers' spare heaps are on heap_list and
+ * were unmapped with the rest; forget them, else the next handler after a
+ * teardown would use unmapped metadata. */
+static void spare_heaps_forget(void)
+{
+    for (unsigned i = 0; i < SPARE_HEAPS; i++)
+        atomic_store(&spare_heaps[i], NULL);
+}
+#endif
 
 #define FUTEX_TID_MASK 0x3fffffffu
 static _Atomic int pi_usable = -1; /* -1 unknown, 0 no, 1 yes */
