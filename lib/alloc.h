@@ -164,7 +164,8 @@ static inline bool align_small(size_t align)
  * goes down with one xadd, whose result (`used` before this free, never
  * re-read, so a handler's frees cannot make two frees see the same value)
  * is compared with page->slow_at as it is: types.h. */
-static inline void heap_free_local(heap_t *h, page_t *page, void *p, const char *func)
+static inline void heap_free_local_with(heap_t *h, page_t *page, void *p, const char *func,
+                                        void (*slow_block)(heap_t *, void *))
 {
     block_t *b = (block_t *)p;
     if (config_tls) {
@@ -201,10 +202,18 @@ static inline void heap_free_local(heap_t *h, page_t *page, void *p, const char 
             return;
     }
 slow:
-    page_free_local_slow(h, page);
+    if (slow_block)
+        slow_block(h, p); /* the block, not its page: no register to move */
+    else
+        page_free_local_slow(h, page);
     return;
 twice:
     emma_fatal(func, "double free", p);
+}
+
+static inline void heap_free_local(heap_t *h, page_t *page, void *p, const char *func)
+{
+    heap_free_local_with(h, page, p, func, NULL);
 }
 
 /* Free of a validated block: with TLS the owner's pages inline, the rest

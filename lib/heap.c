@@ -55,8 +55,6 @@ static void heap_list_push(heap_t *h)
                                                     memory_order_relaxed));
 }
 
-#define HEAP_MAP_SIZE align_up(sizeof(heap_t), OS_PAGE_SIZE)
-
 /* emma_stats(): dead threads' heaps adopted, heaps given up for good. */
 _Atomic size_t heap_stats_reclaimed, heap_stats_abandoned;
 
@@ -86,14 +84,16 @@ void heap_teardown(void)
 #endif
 }
 
-heap_t *heap_new(void)
+heap_t *heap_new(void) { return heap_map(0); }
+
+heap_t *heap_map(size_t extra)
 {
     /* The first heap: if no constructor read the options (musl, a
      * -nostdlib program), read them now. */
     options_init_lazy();
     if (config_hardening && !list_key)
         list_key = os_secret(); /* the same value in every thread */
-    heap_t *h = os_map(HEAP_MAP_SIZE);
+    heap_t *h = os_map(HEAP_MAP_SIZE + extra);
     if (!h)
         return NULL;
     heap_reset(h);

@@ -12,6 +12,25 @@
  * any heap; other threads' frees reach its pages through the usual
  * thread_free lists.  Destroy unmaps the lists' memory directly: nothing
  * goes to a cache that other heaps could use.
+ *
+ * fork: a fork may catch another thread anywhere in a call on a heap, or
+ * holding a lock of this file.  The locks (h->lock, the list of private
+ * heaps) are the policy's generation locks: a child's waiter takes one
+ * held by a thread the child does not have, and repairs its list (every
+ * list here is updated so that its forward links are right at every
+ * instruction; the back links and counts are rebuilt).  The heap itself:
+ * the heap's user marks it `busy` for the length of every call past the
+ * fast path; the fast paths leave it consistent at every instruction (a
+ * block or two lost at worst, alloc.h).  After the heap's metadata comes
+ * one page the kernel wipes in a fork child (MADV_WIPEONFORK) holding
+ * `fork_ok`: emma_heap_alloc's fast path tests it, so a child's first
+ * call on every heap takes the slow path, which (private_enter) finds a
+ * heap still `busy` from before the fork (or from a thread that died in a
+ * call) and quarantines its memory: every segment it had goes to
+ * lost_heap, a heap that never allocates, so the blocks in them stay valid
+ * and their frees go to remote lists nobody collects, and the heap starts
+ * afresh; emma_heap_reset and emma_heap_destroy unmap the quarantined
+ * segments (lost_segments) with the rest.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "alloc.h"
 #include "observe.h"
@@ -19,8 +38,28 @@
 #define EMMA_API __attribute__((visibility("default")))
 #include "emma.h"
 
-/* spin_lock: internal.h's */
-static void huge_list_lock(heap_t *h) { spin_lock(&h->lock); }
+/* ------------------------------------------------------------------ */
+/* Locks and lists that a fork child repairs */
+
+/* A generation lock (internal.h) guarding a list: true if the list must be
+ * repaired, its holder lost in a fork. */
+static bool list_lock(_Atomic uint32_t *l) { return !gen_trylock(l) && gen_lock_wait_stale(l); }
+
+/* Orders a list update's stores so that a fork at any instruction leaves
+ * the forward links right. */
+#define LIST_ORDER() __asm__ volatile("" ::: "memory")
+
+/* The huge-block list's back links from its forward links. */
+static void huge_list_lock(heap_t *h)
+{
+    if (!list_lock(&h->lock))
+        return;
+    segment_t *prev = NULL;
+    for (segment_t *seg = h->huge_blocks; seg; seg = seg->next) {
+        seg->prev = prev;
+        prev = seg;
+    }
+}
 
 /* Private heaps alive, on a list (next_heap, prev_private) for emma_stats;
  * emma_teardown refuses while there is one. */
@@ -44,41 +83,58 @@ static void count_huge(segment_t *seg, bool add)
 
 size_t private_heap_count(void) { return atomic_load_explicit(&private_heaps, memory_order_acquire); }
 
+/* The list of private heaps, locked; its back links and count rebuilt if
+ * its holder was lost in a fork. */
+static void private_list_lock_take(void)
+{
+    if (!list_lock(&private_list_lock))
+        return;
+    size_t n = 0;
+    heap_t *prev = NULL;
+    for (heap_t *h = private_list; h; h = h->next_heap, n++) {
+        h->prev_private = prev;
+        prev = h;
+    }
+    atomic_store_explicit(&private_heaps, n, memory_order_release);
+}
+
 static void private_list_add(heap_t *h)
 {
-    spin_lock(&private_list_lock);
+    private_list_lock_take();
     h->prev_private = NULL;
     h->next_heap = private_list;
     if (private_list)
         private_list->prev_private = h;
+    LIST_ORDER();
     private_list = h;
     atomic_fetch_add_explicit(&private_heaps, 1, memory_order_relaxed);
-    spin_unlock(&private_list_lock);
+    gen_unlock(&private_list_lock);
 }
 
 static void private_list_remove(heap_t *h)
 {
-    spin_lock(&private_list_lock);
+    private_list_lock_take();
     if (h->prev_private)
         h->prev_private->next_heap = h->next_heap;
     else
         private_list = h->next_heap;
+    LIST_ORDER();
     if (h->next_heap)
         h->next_heap->prev_private = h->prev_private;
     atomic_fetch_sub_explicit(&private_heaps, 1, memory_order_release);
-    spin_unlock(&private_list_lock);
+    gen_unlock(&private_list_lock);
 }
 
 void private_heap_stats(struct emma_stats *s)
 {
-    spin_lock(&private_list_lock);
+    private_list_lock_take();
     for (heap_t *h = private_list; h; h = h->next_heap) {
         size_t dirty = __atomic_load_n(&h->dirty_bytes, __ATOMIC_RELAXED);
         s->private_bytes_free_resident += dirty;
         s->bytes_free_resident += dirty;
         s->private_heaps++;
     }
-    spin_unlock(&private_list_lock);
+    gen_unlock(&private_list_lock);
     s->private_huge_blocks = atomic_load_explicit(&private_huge_blocks, memory_order_relaxed);
     s->private_bytes_in_use += atomic_load_explicit(&private_huge_bytes, memory_order_relaxed);
 }
@@ -93,6 +149,7 @@ void private_segment_added(heap_t *h, segment_t *seg)
     seg->all_next = h->all_segments;
     if (h->all_segments)
         h->all_segments->all_prev = seg;
+    LIST_ORDER();
     h->all_segments = seg;
 }
 
@@ -102,6 +159,7 @@ void private_segment_removed(heap_t *h, segment_t *seg)
         seg->all_prev->all_next = seg->all_next;
     else
         h->all_segments = seg->all_next;
+    LIST_ORDER();
     if (seg->all_next)
         seg->all_next->all_prev = seg->all_prev;
 }
@@ -116,8 +174,9 @@ void private_huge_link(heap_t *h, segment_t *seg)
     seg->next = h->huge_blocks;
     if (h->huge_blocks)
         h->huge_blocks->prev = seg;
+    LIST_ORDER();
     h->huge_blocks = seg;
-    spin_unlock(&h->lock);
+    gen_unlock(&h->lock);
 }
 
 void private_huge_unlink(segment_t *seg)
@@ -129,9 +188,10 @@ void private_huge_unlink(segment_t *seg)
         seg->prev->next = seg->next;
     else
         h->huge_blocks = seg->next;
+    LIST_ORDER();
     if (seg->next)
         seg->next->prev = seg->prev;
-    spin_unlock(&h->lock);
+    gen_unlock(&h->lock);
 }
 
 /* A huge block of h: always a fresh mapping (zero), never from a cache. */
@@ -143,12 +203,112 @@ void *private_huge_alloc(heap_t *h, size_t size, size_t align)
     return p;
 }
 
-/* The heap a block belongs to: a huge block's is its origin if private. */
+/* ------------------------------------------------------------------ */
+/* Quarantine (fork, or a thread that died in a call on the heap) */
+
+/* The owner of quarantined segments: never allocates, never collects; its
+ * pages only receive frees (remote lists), and the private heap the
+ * segment came from (seg->origin) unmaps it at reset or destroy. */
+static heap_t lost_heap = {
+    .direct = {[0 ... DIRECT_COUNT - 1] = &empty_page},
+    .is_private = 1,
+    .poisoned = 1,
+};
+
+/* The byte after the heap's metadata: 1 in the process that made or last
+ * checked the heap, 0 in a fork child (a wiped page). */
+static inline uint8_t *fork_ok(heap_t *h) { return (uint8_t *)h + HEAP_MAP_SIZE; }
+
+/* h's state may be half updated: hand every segment of h to lost_heap and
+ * start h afresh (its huge blocks, each a mapping of its own on a repaired
+ * list, stay). */
+static void quarantine(heap_t *h)
+{
+    segment_t *seg = h->all_segments;
+    while (seg) {
+        segment_t *next = seg->all_next;
+        seg->origin = h;
+        atomic_store_explicit((_Atomic(heap_t *) *)&seg->heap, &lost_heap, memory_order_release);
+        seg->all_prev = NULL;
+        seg->all_next = h->lost_segments;
+        if (h->lost_segments)
+            h->lost_segments->all_prev = seg;
+        h->lost_segments = seg;
+        seg = next;
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+    /* pages with remote frees: lost_heap's now (a push racing with this
+     * lands on h's list, and h's collect forwards it, page.c) */
+    (void)atomic_exchange_explicit(&h->remote_pages, NULL, memory_order_acquire);
+    heap_reset(h);
+    mem_zero(h->bins, sizeof h->bins);
+    mem_zero(h->parked, sizeof h->parked);
+    for (int k = 0; k <= KIND_XLARGE; k++)
+        h->segments[k] = NULL;
+    h->all_segments = NULL;
+    h->dirty_bytes = h->used_bytes = 0;
+    h->sparse_checked = 0;
+    h->sparse_passes = 0;
+    atomic_store(&h->seg_lock, 0);
+    atomic_store(&h->collect_lock, 0);
+    h->busy = 0;
+}
+
+/* Unmap h's quarantined segments (reset, destroy). */
+static void drop_lost_segments(heap_t *h)
+{
+    segment_t *seg = h->lost_segments;
+    h->lost_segments = NULL;
+    while (seg) {
+        segment_t *next = seg->all_next;
+        segment_unmap(seg);
+        seg = next;
+    }
+}
+
+/* The start of every call of h's user past the fast path: in a fork child
+ * (or after a fork the heap has not seen), or when a call on h never
+ * finished (busy: its thread was lost in a fork or died in it; calls on
+ * one heap never overlap), quarantine h's memory. */
+static EMMA_NOINLINE void private_recover(heap_t *h)
+{
+    heap_check_fork(); /* first, in a fork child: lock_generation moves on */
+    if (h->busy)
+        quarantine(h);
+    h->fork_gen = atomic_load_explicit(&lock_generation, memory_order_relaxed);
+    *fork_ok(h) = 1;
+}
+
+static inline void private_enter(heap_t *h)
+{
+    /* Without MADV_WIPEONFORK, fork_gen tells once anything has called
+     * heap_check_fork (every generation lock does: a fresh page does). */
+    if (unlikely(h->busy || !*fork_ok(h) ||
+                 h->fork_gen != atomic_load_explicit(&lock_generation, memory_order_relaxed)))
+        private_recover(h);
+}
+
+/* private_enter, and h busy until private_leave. */
+static inline void private_begin(heap_t *h)
+{
+    private_enter(h);
+    h->busy = 1;
+    __asm__ volatile("" ::: "memory");
+}
+
+static inline void private_leave(heap_t *h)
+{
+    __asm__ volatile("" ::: "memory");
+    h->busy = 0;
+}
+
+/* The heap a block belongs to: a huge block's is its origin if private, a
+ * quarantined segment's the heap it was taken from. */
 static heap_t *block_heap(const void *p)
 {
     segment_t *seg = segment_of(p);
     if (seg->kind != KIND_HUGE)
-        return seg->heap;
+        return seg->heap == &lost_heap ? seg->origin : seg->heap;
     return (seg->flags & SEG_PRIVATE) ? seg->origin : NULL;
 }
 
@@ -169,10 +329,10 @@ bool block_is_private(const void *p)
 static bool private_heap_live(const heap_t *h)
 {
     bool found = false;
-    spin_lock(&private_list_lock);
+    private_list_lock_take();
     for (const heap_t *q = private_list; q && !found; q = q->next_heap)
         found = q == h;
-    spin_unlock(&private_list_lock);
+    gen_unlock(&private_list_lock);
     return found;
 }
 
@@ -192,13 +352,22 @@ static void check_in_heap(heap_t *h, const void *p, const char *func)
         emma_fatal(func, "pointer belongs to another heap", p);
 }
 
+/* The metadata and the fork_ok page. */
+#define PRIVATE_MAP_SIZE (HEAP_MAP_SIZE + OS_PAGE_SIZE)
+
 EMMA_API emma_heap_t *emma_heap_new(void)
 {
-    heap_t *h = heap_new();
+    fork_init(); /* so that private_enter can tell a fork */
+    heap_t *h = heap_map(OS_PAGE_SIZE);
     if (!h) {
         os_set_errno(EMMA_ENOMEM);
         return NULL;
     }
+    /* Without MADV_WIPEONFORK (Linux < 4.14) fork_ok stays 1 in a child:
+     * then only the slow paths notice a fork (fork_gen). */
+    (void)os_wipe_on_fork(fork_ok(h), OS_PAGE_SIZE);
+    *fork_ok(h) = 1;
+    h->fork_gen = atomic_load_explicit(&lock_generation, memory_order_relaxed);
     h->is_private = 1;
     private_list_add(h);
     return (emma_heap_t *)h;
@@ -209,17 +378,19 @@ EMMA_API emma_heap_t *emma_heap_new(void)
 static EMMA_NOINLINE void *heap_alloc_slow(emma_heap_t *heap, size_t size, size_t align)
 {
     heap_t *h = (heap_t *)heap;
+    private_enter(h);
     if (unlikely(!align_ok(align, NULL, "emma_heap_alloc")))
         return NULL;
     return align <= MIN_ALIGN ? alloc_generic(size, MIN_ALIGN, h) : alloc_generic(size, align, h);
 }
 
-/* The fast path is heap_alloc's pop behind one bit test of align: a few
- * instructions more than malloc's (which loads its heap from TLS instead). */
+/* The fast path is heap_alloc's pop behind one bit test of align and the
+ * fork_ok test: a few instructions more than malloc's (which loads its
+ * heap from TLS instead). */
 EMMA_API void *emma_heap_alloc(emma_heap_t *heap, size_t size, size_t align)
 {
     heap_t *h = heap_arg(heap, "emma_heap_alloc");
-    if (likely(align_small(align) && size <= DIRECT_MAX)) {
+    if (likely(align_small(align) && size <= DIRECT_MAX && *fork_ok(h))) {
         void *b = page_pop(h->direct[(size + MIN_ALIGN - 1) / MIN_ALIGN]);
         if (likely(b != NULL))
             return b;
@@ -232,10 +403,30 @@ EMMA_API void *emma_heap_alloc_zeroed(emma_heap_t *heap, size_t size, size_t ali
     heap_t *h = heap_arg(heap, "emma_heap_alloc_zeroed");
     if (unlikely(!align_ok(align, NULL, "emma_heap_alloc_zeroed")))
         return NULL;
+    private_begin(h);
     void *p = heap_alloc_aligned(h, size, align);
+    private_leave(h);
     if (p && size <= LARGE_MAX && align <= LARGE_MAX)
         mem_zero(p, size); /* huge blocks are fresh mappings: zero already */
     return p;
+}
+
+/* emma_heap_dealloc of a block on a page h does not own (huge blocks,
+ * quarantined segments), with the caller's arguments in their registers. */
+static EMMA_NOINLINE void heap_dealloc_other(emma_heap_t *heap, void *ptr)
+{
+    (void)heap;
+    free_generic(ptr, "emma_heap_dealloc");
+}
+
+/* The user's free of block p reached its page's slow path (the page's
+ * queue changes). */
+static EMMA_NOINLINE void heap_dealloc_slow(heap_t *h, void *p)
+{
+    private_enter(h);
+    segment_t *seg = segment_of(p);
+    if (seg->heap == h) /* else just quarantined */
+        page_free_local_slow(h, page_of(seg, p));
 }
 
 EMMA_API void emma_heap_dealloc(emma_heap_t *heap, void *ptr, size_t size, size_t align)
@@ -248,7 +439,12 @@ EMMA_API void emma_heap_dealloc(emma_heap_t *heap, void *ptr, size_t size, size_
         check_in_heap(h, ptr, "emma_heap_dealloc");
         check_mark_free(ptr, "emma_heap_dealloc");
     }
-    heap_free_block(h, ptr, "emma_heap_dealloc");
+    segment_t *seg = segment_of(ptr);
+    if (unlikely(seg->heap != h)) {
+        heap_dealloc_other(heap, ptr);
+        return;
+    }
+    heap_free_local_with(h, page_of(seg, ptr), ptr, "emma_heap_dealloc", heap_dealloc_slow);
 }
 
 EMMA_API void *emma_heap_realloc(emma_heap_t *heap, void *ptr, size_t old_size, size_t align,
@@ -263,32 +459,43 @@ EMMA_API void *emma_heap_realloc(emma_heap_t *heap, void *ptr, size_t old_size, 
         check_layout(ptr, old_size, align, "emma_heap_realloc");
         check_in_heap(h, ptr, "emma_heap_realloc");
     }
-    return realloc_block(h, ptr, new_size, align, "emma_heap_realloc");
+    private_begin(h);
+    void *q = realloc_block(h, ptr, new_size, align, "emma_heap_realloc");
+    private_leave(h);
+    return q;
 }
 
-/* Unmap every huge block of h. */
+/* Unmap every huge block of h, one at a time off its list (a fork loses
+ * one at most). */
 static void drop_huge_blocks(heap_t *h)
 {
-    huge_list_lock(h);
-    segment_t *seg = h->huge_blocks;
-    h->huge_blocks = NULL;
-    spin_unlock(&h->lock);
-    while (seg) {
-        segment_t *next = seg->next;
+    for (;;) {
+        huge_list_lock(h);
+        segment_t *seg = h->huge_blocks;
+        if (seg) {
+            h->huge_blocks = seg->next;
+            LIST_ORDER();
+            if (seg->next)
+                seg->next->prev = NULL;
+        }
+        gen_unlock(&h->lock);
+        if (!seg)
+            return;
         atomic_fetch_sub_explicit(&huge_stats_blocks, 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&huge_stats_bytes, huge_usable(seg, seg->pages[0].start),
                                   memory_order_relaxed);
         count_huge(seg, false);
         addrmap_clear(seg, seg->reserve_size);
         os_unmap(seg, seg->reserve_size);
-        seg = next;
     }
 }
 
 EMMA_API void emma_heap_reset(emma_heap_t *heap)
 {
     heap_t *h = heap_arg(heap, "emma_heap_reset");
+    private_begin(h);
     drop_huge_blocks(h);
+    drop_lost_segments(h);
     /* Forget every page queue and remote free: each page in use becomes a
      * free page of its segment (still resident, counted dirty), so the
      * next allocations cut them again. */
@@ -300,6 +507,7 @@ EMMA_API void emma_heap_reset(emma_heap_t *heap)
         h->segments[k] = NULL;
     for (segment_t *seg = h->all_segments; seg; seg = seg->all_next)
         segment_reset(h, seg);
+    private_leave(h);
 }
 
 EMMA_API void emma_heap_destroy(emma_heap_t *heap)
@@ -307,13 +515,16 @@ EMMA_API void emma_heap_destroy(emma_heap_t *heap)
     if (!heap)
         return;
     heap_t *h = heap_arg(heap, "emma_heap_destroy");
+    private_begin(h);
+    /* off the list first: a fork child never finds it half destroyed */
+    private_list_remove(h);
     drop_huge_blocks(h);
+    drop_lost_segments(h);
     segment_t *seg = h->all_segments;
     while (seg) {
         segment_t *next = seg->all_next;
         segment_unmap(seg);
         seg = next;
     }
-    private_list_remove(h);
-    heap_delete(h);
+    os_unmap(h, PRIVATE_MAP_SIZE);
 }

@@ -215,6 +215,9 @@ static inline void spin_lock(_Atomic uint32_t *l)
 EMMA_HIDDEN extern _Atomic uint32_t lock_generation;
 EMMA_HIDDEN void heap_check_fork(void); /* heap.c: recover if we are a fork child */
 EMMA_HIDDEN void gen_lock_wait(_Atomic uint32_t *l, void (*forget)(void));
+/* gen_lock_wait for a caller that repairs what the lock guards itself:
+ * true if the lock was taken over from a holder lost in a fork. */
+EMMA_HIDDEN bool gen_lock_wait_stale(_Atomic uint32_t *l);
 /* The pool and the huge cache on allocation and release paths, and decay
  * passes, never wait (a signal handler may have interrupted the holder):
  * they try, and do without when the lock is taken. */
@@ -245,6 +248,8 @@ static inline void heap_unlock(heap_t *h) { spin_unlock(&h->lock); }
 EMMA_HIDDEN extern page_t empty_page;
 EMMA_HIDDEN extern heap_t heap_empty;
 EMMA_HIDDEN heap_t *heap_new(void);
+/* heap_new with `extra` bytes mapped after the heap (HEAP_MAP_SIZE) */
+EMMA_HIDDEN heap_t *heap_map(size_t extra);
 EMMA_HIDDEN void heap_delete(heap_t *h);
 EMMA_HIDDEN void heap_teardown(void);
 EMMA_HIDDEN void heap_reset(heap_t *h);

@@ -36,6 +36,7 @@
 #define free_generic emma__free_generic
 #define gen_lock_try emma__gen_lock_try
 #define gen_lock_wait emma__gen_lock_wait
+#define gen_lock_wait_stale emma__gen_lock_wait_stale
 #define heap_acquire_for_thread emma__heap_acquire_for_thread
 #define heap_busy emma__heap_busy
 #define heap_check_fork emma__heap_check_fork
@@ -46,6 +47,7 @@
 #define heap_lock_any emma__heap_lock_any
 #define heap_lock_spare emma__heap_lock_spare
 #define heap_new emma__heap_new
+#define heap_map emma__heap_map
 #define heap_purge emma__heap_purge
 #define heap_purge_older emma__heap_purge_older
 #define heap_release_empty_pages emma__heap_release_empty_pages

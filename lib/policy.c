@@ -276,39 +276,53 @@ bool policy_release_for_retry(heap_t *self)
 
 _Atomic uint32_t lock_generation = 1;
 
+/* A lock held in an older generation (by a thread lost in a fork) taken
+ * over: true. */
+static bool gen_take_stale(_Atomic uint32_t *l)
+{
+    uint32_t g = atomic_load_explicit(&lock_generation, memory_order_relaxed);
+    uint32_t held = atomic_load_explicit(l, memory_order_relaxed);
+    return held != 0 && held != g &&
+           atomic_compare_exchange_strong_explicit(l, &held, g, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
 void gen_lock_wait(_Atomic uint32_t *l, void (*forget)(void))
+{
+    if (gen_lock_wait_stale(l) && forget)
+        forget();
+}
+
+bool gen_lock_wait_stale(_Atomic uint32_t *l)
 {
     for (unsigned k = 0;; k++) {
         if (k < 64) {
             if (gen_trylock(l))
-                return;
+                return false;
             __builtin_ia32_pause();
             continue;
         }
         heap_check_fork(); /* a load, unless we are a fork child */
-        if (gen_lock_try(l, forget)) /* free, or held since before a fork */
-            return;
+        if (gen_trylock(l))
+            return false;
+        if (gen_take_stale(l)) /* held since before a fork */
+            return true;
         os_yield();
     }
 }
 
 /* Without waiting: taken, or held by a thread lost in a fork (taken over,
  * then forget() drops what the lost holder may have left half done),
- * else false.  gen_lock_wait spins on it. */
+ * else false. */
 bool gen_lock_try(_Atomic uint32_t *l, void (*forget)(void))
 {
     if (gen_trylock(l))
         return true;
-    uint32_t g = atomic_load_explicit(&lock_generation, memory_order_relaxed);
-    uint32_t held = atomic_load_explicit(l, memory_order_relaxed);
-    if (held != 0 && held != g &&
-        atomic_compare_exchange_strong_explicit(l, &held, g, memory_order_acquire,
-                                                memory_order_relaxed)) {
-        if (forget)
-            forget();
-        return true;
-    }
-    return false;
+    if (!gen_take_stale(l))
+        return false;
+    if (forget)
+        forget();
+    return true;
 }
 
 /* In a fork child (heap.c's recovery, run once): a lock held now in the

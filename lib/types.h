@@ -231,7 +231,13 @@ typedef struct heap {
     struct heap *prev_private;           /* private: list of them (with next_heap) */
     struct segment *all_segments;        /* private: every segment it maps */
     struct segment *huge_blocks;         /* private: its huge blocks */
+    struct segment *lost_segments;       /* private: quarantined (heap_private.c) */
+    uint32_t fork_gen;                   /* private: lock_generation when last checked */
 } heap_t;
+
+/* A heap's metadata mapping; a private heap's is followed by one page that
+ * the kernel wipes in a fork child (heap_private.c). */
+#define HEAP_MAP_SIZE align_up(sizeof(heap_t), OS_PAGE_SIZE)
 
 /* slow_at is compared with `used` as a local free finds it, before its
  * decrement (the value the free's xadd returns, so the fast path needs no

@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
+#include <time.h>
 
 /* ------------------------------------------------------------------ */
 /* Measuring without allocating */
@@ -604,6 +605,147 @@ START_TEST(t_heap_free_after_destroy)
 END_TEST
 #endif
 
+/* ------------------------------------------------------------------ */
+/* fork while other threads are inside calls on private heaps (issue 11:
+ * no deadlock after fork, whatever the child interrupted) */
+
+#define FORK_HEAPS 4
+#define FORK_WORKERS 3
+#define FORK_KEEP 48
+
+static emma_heap_t *fork_heaps[FORK_HEAPS];
+/* the heaps' threading contract: one thread at a time uses a heap */
+static pthread_mutex_t fork_heap_mutex[FORK_HEAPS];
+static atomic_int fork_stop;
+
+/* Rounds on a random heap: allocate (every size range, a huge block now
+ * and then), free some with emma_heap_dealloc and some with emma_free,
+ * resize, then reset the heap or free the rest; plus heaps made and
+ * destroyed (the list of private heaps) and statistics read (its lock). */
+static void *fork_worker(void *arg)
+{
+    uint64_t rng = 0x5eed0000u + (uint64_t)(uintptr_t)arg;
+    void *p[FORK_KEEP];
+    size_t sz[FORK_KEEP];
+    while (!atomic_load(&fork_stop)) {
+        unsigned i = (unsigned)(tu_rand(&rng) % FORK_HEAPS);
+        pthread_mutex_lock(&fork_heap_mutex[i]);
+        emma_heap_t *h = fork_heaps[i];
+        for (unsigned k = 0; k < FORK_KEEP; k++) {
+            sz[k] = some_size(&rng);
+            p[k] = emma_heap_alloc(h, sz[k], k % 7 == 0 ? 64 : 16);
+            TU_ASSERT(p[k] != NULL);
+            memset(p[k], (int)k, sz[k] < 256 ? sz[k] : 256);
+        }
+        for (unsigned k = 0; k < FORK_KEEP; k += 3) {
+            size_t n = some_size(&rng);
+            void *q = emma_heap_realloc(h, p[k], sz[k], k % 7 == 0 ? 64 : 16, n);
+            TU_ASSERT(q != NULL);
+            p[k] = q;
+            sz[k] = n;
+        }
+        if (tu_rand(&rng) % 4 == 0) {
+            emma_heap_reset(h);
+        } else {
+            for (unsigned k = 0; k < FORK_KEEP; k++) {
+                if (k % 5 == 0)
+                    emma_free(p[k]);
+                else
+                    emma_heap_dealloc(h, p[k], sz[k], k % 7 == 0 ? 64 : 16);
+            }
+        }
+        pthread_mutex_unlock(&fork_heap_mutex[i]);
+        if (tu_rand(&rng) % 8 == 0) {
+            emma_heap_t *t = emma_heap_new();
+            TU_ASSERT(t != NULL);
+            TU_ASSERT(emma_heap_alloc(t, 100, 16) != NULL);
+            emma_heap_destroy(t);
+            struct emma_stats st;
+            emma_stats(&st, sizeof st);
+        }
+    }
+    return NULL;
+}
+
+/* The child: every heap allocates, frees, resets and is destroyed; a
+ * fresh heap too.  Exit status 0 when all went well; a hang meets the
+ * alarm (SIGALRM). */
+static void fork_child(unsigned round)
+{
+    alarm(5);
+    uint64_t rng = 0xc41dull + round;
+    for (unsigned i = 0; i < FORK_HEAPS; i++) {
+        emma_heap_t *h = fork_heaps[i];
+        void *p[64];
+        size_t sz[64];
+        for (unsigned pass = 0; pass < 2; pass++) {
+            for (unsigned k = 0; k < 64; k++) {
+                sz[k] = k == 0 ? (size_t)3 << 20 : some_size(&rng) + 1;
+                p[k] = emma_heap_alloc(h, sz[k], 16);
+                if (!p[k])
+                    _exit(2);
+                memset(p[k], (int)(k + 1), sz[k] < 512 ? sz[k] : 512);
+                ((unsigned char *)p[k])[sz[k] - 1] = (unsigned char)(k + 1);
+            }
+            for (unsigned k = 0; k < 64; k++) {
+                const unsigned char *c = p[k];
+                if (c[0] != (unsigned char)(k + 1) || c[sz[k] - 1] != (unsigned char)(k + 1))
+                    _exit(3);
+                if (k % 2)
+                    emma_heap_dealloc(h, p[k], sz[k], 16);
+            }
+            emma_heap_reset(h);
+        }
+        emma_heap_destroy(h);
+    }
+    emma_heap_t *h = emma_heap_new();
+    if (!h || !emma_heap_alloc(h, 5000, 16))
+        _exit(4);
+    emma_heap_destroy(h);
+    void *q = emma_alloc(100, 16);
+    if (!q)
+        _exit(5);
+    emma_free(q);
+    _exit(0);
+}
+
+START_TEST(t_heap_fork)
+{
+    for (unsigned i = 0; i < FORK_HEAPS; i++) {
+        fork_heaps[i] = emma_heap_new();
+        ck_assert_ptr_nonnull(fork_heaps[i]);
+        pthread_mutex_init(&fork_heap_mutex[i], NULL);
+    }
+    pthread_t th[FORK_WORKERS];
+    for (uintptr_t t = 0; t < FORK_WORKERS; t++)
+        ck_assert_int_eq(pthread_create(&th[t], NULL, fork_worker, (void *)t), 0);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    unsigned forks = 0;
+    for (; forks < 300; forks++) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (forks >= 100 && now.tv_sec - t0.tv_sec >= 5)
+            break; /* a slow machine: 100 forks at least */
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0)
+            fork_child(forks);
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "fork %u: child %s %d", forks, WIFEXITED(status) ? "exited" : "killed by signal",
+                      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        usleep(tu_rand(&(uint64_t){forks + 1}) % 500);
+    }
+    atomic_store(&fork_stop, 1);
+    for (unsigned t = 0; t < FORK_WORKERS; t++)
+        pthread_join(th[t], NULL);
+    for (unsigned i = 0; i < FORK_HEAPS; i++)
+        emma_heap_destroy(fork_heaps[i]);
+    fprintf(stderr, "t_heap_fork: %u forks, every child used and destroyed every heap\n", forks);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("heap");
@@ -624,5 +766,9 @@ int main(void)
     tcase_add_test(t, t_heap_realloc_moves_out);
 #endif
     suite_add_tcase(s, t);
+    TCase *f = tcase_create("fork");
+    tcase_set_timeout(f, 19);
+    tcase_add_test(f, t_heap_fork);
+    suite_add_tcase(s, f);
     return tu_run(s);
 }
