@@ -336,13 +336,76 @@ static bool private_heap_live(const heap_t *h)
     return found;
 }
 
+/* ------------------------------------------------------------------ */
+/* Valgrind memcheck (observe.h).  Under Valgrind a private heap's block
+ * is a malloc-like block for memcheck, as emma_alloc's are (api_emma.c):
+ * handed out it is MALLOCLIKE (undefined, or defined if zeroed), released
+ * it is FREELIKE (no access; a double free reported), and its leaks are
+ * reported.  emma_heap_reset and emma_heap_destroy release every block
+ * they drop: a walk over every block slot the heap ever carved (and its
+ * huge blocks), FREELIKE with error reporting off, since a slot that is
+ * free or was never handed out is no block to memcheck.  So a block used
+ * after reset is reported, and blocks destroy dropped are not leaks.
+ * (memcheck's memory pools, VALGRIND_CREATE_MEMPOOL, would drop a heap's
+ * blocks in one request, but Valgrind 3.19's leak check does not look at
+ * their chunks.)  emma's own reads and writes of free blocks run with
+ * error reporting off, as in api_emma.c.
+ *
+ * Under memcheck only: callgrind, which counts the fast paths'
+ * instructions, sees emma's own paths.
+ *
+ * The fast paths pay nothing for it: under memcheck the handle that
+ * emma_heap_new returns is the heap plus VG_HANDLE_OFFSET, so that
+ * emma_heap_alloc's fork_ok test reads a byte that is always 0 (the fork
+ * page past fork_ok) and no segment's owner is the handle: every
+ * emma_heap_alloc and emma_heap_dealloc leaves its fast path, and the
+ * slow paths (handle_heap: the handle rounded down to its page, the heap)
+ * go to Valgrind's. */
+#define VG_HANDLE_OFFSET 64
+
+static inline heap_t *handle_heap(emma_heap_t *heap)
+{
+    return (heap_t *)((uintptr_t)heap & ~(uintptr_t)(OS_PAGE_SIZE - 1));
+}
+
+#if EMMA_CONFIG_VALGRIND
+/* Under memcheck only: other tools (callgrind, which measures the fast
+ * paths) see emma's own paths.  Set by the first emma_heap_new. */
+static uint8_t vg_memcheck;
+#define VG_ON unlikely(vg_memcheck)
+static inline void vg_quiet(void) { VALGRIND_DISABLE_ERROR_REPORTING; }
+static inline void vg_loud(void) { VALGRIND_ENABLE_ERROR_REPORTING; }
+
+/* A memcheck request on an address no process maps: memcheck answers with
+ * that address, every other tool (and native code) with 0. */
+static void vg_memcheck_detect(void)
+{
+    if (!vg_running || vg_memcheck)
+        return;
+    vg_quiet();
+    uintptr_t bad = VALGRIND_CHECK_MEM_IS_ADDRESSABLE((void *)(uintptr_t)8, 1);
+    vg_loud();
+    vg_memcheck = bad != 0;
+}
+#else
+static inline void vg_memcheck_detect(void) {}
+#define VG_ON 0
+static inline void vg_quiet(void) {}
+static inline void vg_loud(void) {}
+#define VALGRIND_MALLOCLIKE_BLOCK(p, n, rz, zeroed) ((void)(p), (void)(n))
+#define VALGRIND_FREELIKE_BLOCK(p, rz) ((void)(p))
+#endif
+
+/* ------------------------------------------------------------------ */
+/* The API */
+
 /* The heap argument; with boundary checks, one that is not a live private
  * heap (NULL, destroyed, garbage) is a one-line abort. */
 static heap_t *heap_arg(emma_heap_t *heap, const char *func)
 {
-    heap_t *h = (heap_t *)heap;
+    heap_t *h = handle_heap(heap);
     if (config_checks && (h == NULL || !private_heap_live(h)))
-        emma_fatal(func, "not a live private heap", h);
+        emma_fatal(func, "not a live private heap", heap);
     return h;
 }
 
@@ -370,26 +433,81 @@ EMMA_API emma_heap_t *emma_heap_new(void)
     h->fork_gen = atomic_load_explicit(&lock_generation, memory_order_relaxed);
     h->is_private = 1;
     private_list_add(h);
+    vg_memcheck_detect();
+    if (VG_ON)
+        return (emma_heap_t *)((uint8_t *)h + VG_HANDLE_OFFSET);
     return (emma_heap_t *)h;
+}
+
+/* Allocation past the fast path, and every allocation of the other calls. */
+static void *heap_alloc_in(heap_t *h, size_t size, size_t align, bool zero)
+{
+    private_begin(h);
+    void *p = align <= MIN_ALIGN ? alloc_generic(size, MIN_ALIGN, h) : alloc_generic(size, align, h);
+    private_leave(h);
+    if (zero && p && size <= LARGE_MAX && align <= LARGE_MAX)
+        mem_zero(p, size); /* huge blocks are fresh mappings: zero already */
+    return p;
+}
+
+static EMMA_NOINLINE EMMA_COLD void *vg_heap_alloc(heap_t *h, size_t size, size_t align, bool zero)
+{
+    vg_quiet();
+    void *p = heap_alloc_in(h, size, align, zero);
+    vg_loud();
+    if (p)
+        VALGRIND_MALLOCLIKE_BLOCK(p, size, 0, zero);
+    return p;
+}
+
+/* Before emma_heap_reset or _destroy drops them: every block of h (every
+ * slot carved in its segments, quarantined ones too, and its huge blocks)
+ * released to memcheck, quietly (free slots are no blocks to it). */
+static void vg_segments_release(segment_t *seg)
+{
+    for (; seg; seg = seg->all_next)
+        for (unsigned i = 0; i < seg->page_count; i++) {
+            page_t *page = &seg->pages[i];
+            if (!page->in_use)
+                continue;
+            for (uint32_t k = 0; k < page->capacity; k++)
+                VALGRIND_FREELIKE_BLOCK(page->start + (size_t)k * page->block_size, 0);
+        }
+}
+
+static EMMA_NOINLINE EMMA_COLD void vg_heap_release_all(heap_t *h)
+{
+    vg_quiet();
+    vg_segments_release(h->all_segments);
+    vg_segments_release(h->lost_segments);
+    huge_list_lock(h);
+    for (segment_t *seg = h->huge_blocks; seg; seg = seg->next)
+        VALGRIND_FREELIKE_BLOCK(seg->pages[0].start, 0);
+    gen_unlock(&h->lock);
+    vg_loud();
 }
 
 /* emma_heap_alloc past its fast path: with the same arguments in the same
  * registers, so that the fast path moves none of them. */
 static EMMA_NOINLINE void *heap_alloc_slow(emma_heap_t *heap, size_t size, size_t align)
 {
-    heap_t *h = (heap_t *)heap;
-    private_enter(h);
+    heap_t *h = handle_heap(heap);
     if (unlikely(!align_ok(align, NULL, "emma_heap_alloc")))
         return NULL;
+    if (VG_ON)
+        return vg_heap_alloc(h, size, align, false);
+    private_enter(h);
     return align <= MIN_ALIGN ? alloc_generic(size, MIN_ALIGN, h) : alloc_generic(size, align, h);
 }
 
 /* The fast path is heap_alloc's pop behind one bit test of align and the
  * fork_ok test: a few instructions more than malloc's (which loads its
- * heap from TLS instead). */
+ * heap from TLS instead).  It works on the handle (the heap itself but
+ * under Valgrind). */
 EMMA_API void *emma_heap_alloc(emma_heap_t *heap, size_t size, size_t align)
 {
-    heap_t *h = heap_arg(heap, "emma_heap_alloc");
+    (void)heap_arg(heap, "emma_heap_alloc");
+    heap_t *h = (heap_t *)heap;
     if (likely(align_small(align) && size <= DIRECT_MAX && *fork_ok(h))) {
         void *b = page_pop(h->direct[(size + MIN_ALIGN - 1) / MIN_ALIGN]);
         if (likely(b != NULL))
@@ -403,19 +521,21 @@ EMMA_API void *emma_heap_alloc_zeroed(emma_heap_t *heap, size_t size, size_t ali
     heap_t *h = heap_arg(heap, "emma_heap_alloc_zeroed");
     if (unlikely(!align_ok(align, NULL, "emma_heap_alloc_zeroed")))
         return NULL;
-    private_begin(h);
-    void *p = heap_alloc_aligned(h, size, align);
-    private_leave(h);
-    if (p && size <= LARGE_MAX && align <= LARGE_MAX)
-        mem_zero(p, size); /* huge blocks are fresh mappings: zero already */
-    return p;
+    if (VG_ON)
+        return vg_heap_alloc(h, size, align, true);
+    return heap_alloc_in(h, size, align, true);
 }
 
-/* emma_heap_dealloc of a block on a page h does not own (huge blocks,
- * quarantined segments), with the caller's arguments in their registers. */
+/* emma_heap_dealloc of a block on a page the handle does not own (huge
+ * blocks, quarantined segments, every block under Valgrind), with the
+ * caller's arguments in their registers. */
 static EMMA_NOINLINE void heap_dealloc_other(emma_heap_t *heap, void *ptr)
 {
     (void)heap;
+    if (VG_ON) {
+        emma_free(ptr); /* api_emma.c: FREELIKE, then released */
+        return;
+    }
     free_generic(ptr, "emma_heap_dealloc");
 }
 
@@ -435,10 +555,15 @@ EMMA_API void emma_heap_dealloc(emma_heap_t *heap, void *ptr, size_t size, size_
     if (!ptr)
         return;
     if (config_checks) {
+        if (VG_ON) {
+            heap_dealloc_other(heap, ptr);
+            return;
+        }
         check_layout(ptr, size, align, "emma_heap_dealloc");
         check_in_heap(h, ptr, "emma_heap_dealloc");
         check_mark_free(ptr, "emma_heap_dealloc");
     }
+    h = (heap_t *)heap; /* the handle: no segment's owner under Valgrind */
     segment_t *seg = segment_of(ptr);
     if (unlikely(seg->heap != h)) {
         heap_dealloc_other(heap, ptr);
@@ -447,14 +572,29 @@ EMMA_API void emma_heap_dealloc(emma_heap_t *heap, void *ptr, size_t size, size_
     heap_free_local_with(h, page_of(seg, ptr), ptr, "emma_heap_dealloc", heap_dealloc_slow);
 }
 
+/* Moved (never resized in place), so that memcheck follows the
+ * definedness of the copied bytes into the new block. */
+static EMMA_NOINLINE EMMA_COLD void *vg_heap_realloc(heap_t *h, void *p, size_t old_size, size_t align,
+                                                     size_t new_size)
+{
+    void *q = vg_heap_alloc(h, new_size, align, false);
+    if (!q || !p)
+        return q;
+    mem_copy(q, p, old_size < new_size ? old_size : new_size);
+    emma_free(p);
+    return q;
+}
+
 EMMA_API void *emma_heap_realloc(emma_heap_t *heap, void *ptr, size_t old_size, size_t align,
                                  size_t new_size)
 {
     heap_t *h = heap_arg(heap, "emma_heap_realloc");
     if (unlikely(!align_ok(align, ptr, "emma_heap_realloc")))
         return NULL;
+    if (VG_ON)
+        return vg_heap_realloc(h, ptr, old_size, align, new_size);
     if (!ptr)
-        return heap_alloc_aligned(h, new_size, align);
+        return heap_alloc_in(h, new_size, align, false);
     if (config_checks) {
         check_layout(ptr, old_size, align, "emma_heap_realloc");
         check_in_heap(h, ptr, "emma_heap_realloc");
@@ -493,6 +633,10 @@ static void drop_huge_blocks(heap_t *h)
 EMMA_API void emma_heap_reset(emma_heap_t *heap)
 {
     heap_t *h = heap_arg(heap, "emma_heap_reset");
+    if (VG_ON) {
+        vg_heap_release_all(h); /* every block: no access */
+        vg_quiet();
+    }
     private_begin(h);
     drop_huge_blocks(h);
     drop_lost_segments(h);
@@ -508,6 +652,8 @@ EMMA_API void emma_heap_reset(emma_heap_t *heap)
     for (segment_t *seg = h->all_segments; seg; seg = seg->all_next)
         segment_reset(h, seg);
     private_leave(h);
+    if (VG_ON)
+        vg_loud();
 }
 
 EMMA_API void emma_heap_destroy(emma_heap_t *heap)
@@ -515,6 +661,10 @@ EMMA_API void emma_heap_destroy(emma_heap_t *heap)
     if (!heap)
         return;
     heap_t *h = heap_arg(heap, "emma_heap_destroy");
+    if (VG_ON) {
+        vg_heap_release_all(h); /* its blocks are gone, not leaked */
+        vg_quiet();
+    }
     private_begin(h);
     /* off the list first: a fork child never finds it half destroyed */
     private_list_remove(h);
@@ -527,4 +677,6 @@ EMMA_API void emma_heap_destroy(emma_heap_t *heap)
         seg = next;
     }
     os_unmap(h, PRIVATE_MAP_SIZE);
+    if (VG_ON)
+        vg_loud();
 }

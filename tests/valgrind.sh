@@ -2,7 +2,9 @@
 # Valgrind memcheck sees emma_* blocks (emma's client requests): a leak, a
 # use after free, an uninitialised read, an overflow into a free neighbour
 # and a double free in emma_* code are each reported, a clean run is clean,
-# and emma_free() of a block from valgrind's malloc does not crash.
+# and emma_free() of a block from valgrind's malloc does not crash; the same
+# for private heaps' blocks (emma_heap_*), including use after
+# emma_heap_reset, and no leak for blocks dropped by emma_heap_destroy.
 # tests/valgrind_prog.c makes the mistakes.  Skipped (77) without valgrind
 # or when configure found no valgrind headers.
 # SPDX-License-Identifier: MIT OR Apache-2.0
@@ -34,7 +36,8 @@ run() {
 }
 # Natively (no valgrind): no crash in any mode but double-free, which is
 # undefined behaviour and not run.
-for m in clean leak use-after-free uninit overflow foreign; do
+for m in clean leak use-after-free uninit overflow foreign heap-clean heap-use-after-reset \
+	heap-use-after-dealloc heap-uninit heap-leak heap-destroy; do
 	"$prog" "$m" >/dev/null 2>&1 || bad "$m failed natively"
 done
 run clean 0 "ERROR SUMMARY: 0 errors"
@@ -44,4 +47,14 @@ run uninit 33 "Conditional jump or move depends on uninitialised value"
 run overflow 33 "Invalid write of size 1"
 run double-free 33 "Invalid free()"
 run foreign 0 "ERROR SUMMARY: 0 errors"
+# Private heaps (emma_heap_new(3), Valgrind): each heap is a memcheck pool.
+run heap-clean 0 "ERROR SUMMARY: 0 errors"
+run heap-use-after-reset 33 "Invalid write of size 1"
+run heap-use-after-dealloc 33 "Invalid write of size 1"
+run heap-uninit 33 "Conditional jump or move depends on uninitialised value"
+run heap-double-free 33 "Invalid free()"
+run heap-leak 33 "definitely lost: 4,000 bytes in 1 blocks"
+run heap-destroy 0 "ERROR SUMMARY: 0 errors"
+grep -q "definitely lost" "$tmp/heap-destroy.err" &&
+	bad "heap-destroy: blocks dropped by emma_heap_destroy reported lost"
 exit $fail

@@ -61,6 +61,78 @@ int main(int argc, char **argv)
         char *p = malloc(100);
         memset(p, 3, 100);
         emma_free(p);
+    } else if (strcmp(mode, "heap-clean") == 0) {
+        /* A private heap's blocks alive are fine to use: no false report,
+         * through realloc, emma_free, reset and a huge block. */
+        emma_heap_t *h = emma_heap_new();
+        char *p = emma_heap_alloc(h, 100, 16);
+        memset(p, 1, 100);
+        p = emma_heap_realloc(h, p, 100, 16, 5000);
+        memset(p + 100, 2, 4900);
+        char *z = emma_heap_alloc_zeroed(h, 300, 64);
+        char *big = emma_heap_alloc(h, 3 << 20, 16);
+        big[(3 << 20) - 1] = 5;
+        char *f = emma_heap_alloc(h, 40, 16);
+        memset(f, 4, 40);
+        if (z[299] != 0 || p[4999] != 2 || p[0] != 1 || big[(3 << 20) - 1] != 5 || f[39] != 4)
+            return 1;
+        emma_free(f);
+        emma_heap_dealloc(h, z, 300, 64);
+        emma_heap_dealloc(h, p, 5000, 16);
+        for (int round = 0; round < 3; round++) {
+            char *a[100];
+            for (int i = 0; i < 100; i++) {
+                a[i] = emma_heap_alloc(h, 24 + (size_t)i * 8, 16);
+                memset(a[i], i, 24 + (size_t)i * 8);
+            }
+            for (int i = 0; i < 100; i++)
+                if (a[i][23] != i)
+                    return 1;
+            emma_heap_reset(h);
+        }
+        emma_heap_destroy(h);
+    } else if (strcmp(mode, "heap-use-after-reset") == 0) {
+        emma_heap_t *h = emma_heap_new();
+        char *p = emma_heap_alloc(h, 200, 16);
+        memset(p, 1, 200);
+        emma_heap_reset(h);
+        p[100] = 1;
+        emma_heap_destroy(h);
+    } else if (strcmp(mode, "heap-use-after-dealloc") == 0) {
+        emma_heap_t *h = emma_heap_new();
+        char *p = emma_heap_alloc(h, 200, 16);
+        emma_heap_dealloc(h, p, 200, 16);
+        p[100] = 1;
+        emma_heap_destroy(h);
+    } else if (strcmp(mode, "heap-uninit") == 0) {
+        emma_heap_t *h = emma_heap_new();
+        char *p = emma_heap_alloc(h, 200, 16);
+        if (p[50] == 42) /* never written */
+            puts("42");
+        emma_heap_destroy(h);
+    } else if (strcmp(mode, "heap-double-free") == 0) {
+        emma_heap_t *h = emma_heap_new();
+        char *p = emma_heap_alloc(h, 48, 16);
+        emma_heap_dealloc(h, p, 48, 16);
+        emma_heap_dealloc(h, p, 48, 16);
+        emma_heap_destroy(h);
+    } else if (strcmp(mode, "heap-leak") == 0) {
+        /* a block lost while its heap lives (not the first of its page) */
+        emma_heap_t *h = emma_heap_new();
+        void *first = emma_heap_alloc(h, 4000, 16);
+        sink = emma_heap_alloc(h, 4000, 16);
+        sink = NULL; /* definitely lost */
+        emma_heap_dealloc(h, first, 4000, 16);
+        static emma_heap_t *volatile keep;
+        keep = h;
+    } else if (strcmp(mode, "heap-destroy") == 0) {
+        /* blocks dropped by emma_heap_destroy are not leaks */
+        emma_heap_t *h = emma_heap_new();
+        for (int i = 0; i < 1000; i++)
+            sink = emma_heap_alloc(h, 16 + (size_t)i % 2000, 16);
+        sink = emma_heap_alloc(h, 2 << 20, 16);
+        sink = NULL;
+        emma_heap_destroy(h);
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);
         return 1;
