@@ -672,7 +672,7 @@ static void *fork_worker(void *arg)
  * alarm (SIGALRM). */
 static void fork_child(unsigned round)
 {
-    alarm(5);
+    alarm(10); /* the last child starts before 6 s: reported before 19 s */
     uint64_t rng = 0xc41dull + round;
     for (unsigned i = 0; i < FORK_HEAPS; i++) {
         emma_heap_t *h = fork_heaps[i];
@@ -724,8 +724,8 @@ START_TEST(t_heap_fork)
     unsigned forks = 0;
     for (; forks < 300; forks++) {
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (forks >= 100 && now.tv_sec - t0.tv_sec >= 5)
-            break; /* a slow machine: 100 forks at least */
+        if (forks >= 20 && now.tv_sec - t0.tv_sec >= 6)
+            break; /* a loaded machine: fewer forks, within the timeout */
         pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
         if (pid == 0)
