@@ -23,7 +23,8 @@
  * fast path; the fast paths leave it consistent at every instruction (a
  * block or two lost at worst, alloc.h).  After the heap's metadata comes
  * one page the kernel wipes in a fork child (MADV_WIPEONFORK) holding
- * `fork_ok`: emma_heap_alloc's fast path tests it, so a child's first
+ * `fork_ok` (its alignment mask, which emma_heap_alloc's fast path tests
+ * align against: 0 in a child), so a child's first
  * call on every heap takes the slow path, which (private_enter) finds a
  * heap still `busy` from before the fork (or from a thread that died in a
  * call) and quarantines its memory: every segment it had goes to
@@ -215,9 +216,14 @@ static heap_t lost_heap = {
     .poisoned = 1,
 };
 
-/* The byte after the heap's metadata: 1 in the process that made or last
- * checked the heap, 0 in a fork child (a wiped page). */
-static inline uint8_t *fork_ok(heap_t *h) { return (uint8_t *)h + HEAP_MAP_SIZE; }
+/* The word after the heap's metadata: in the process that made or last
+ * checked the heap, FORK_OK, the mask of the small alignments that
+ * emma_heap_alloc's fast path tests align against (alloc.h's
+ * align_small); 0 in a fork child (a wiped page), where no alignment
+ * passes: the fork test costs the fast path nothing (the mask is loaded
+ * from here instead of being an immediate). */
+#define FORK_OK 0x10116u
+static inline uint32_t *fork_ok(heap_t *h) { return (uint32_t *)((uint8_t *)h + HEAP_MAP_SIZE); }
 
 /* h's state may be half updated: hand every segment of h to lost_heap and
  * start h afresh (its huge blocks, each a mapping of its own on a repaired
@@ -276,14 +282,14 @@ static EMMA_NOINLINE void private_recover(heap_t *h)
     if (h->busy)
         quarantine(h);
     h->fork_gen = atomic_load_explicit(&lock_generation, memory_order_relaxed);
-    *fork_ok(h) = 1;
+    *fork_ok(h) = FORK_OK;
 }
 
 static inline void private_enter(heap_t *h)
 {
     /* Without MADV_WIPEONFORK, fork_gen tells once anything has called
      * heap_check_fork (every generation lock does: a fresh page does). */
-    if (unlikely(h->busy || !*fork_ok(h) ||
+    if (unlikely(h->busy || *fork_ok(h) != FORK_OK ||
                  h->fork_gen != atomic_load_explicit(&lock_generation, memory_order_relaxed)))
         private_recover(h);
 }
@@ -356,7 +362,7 @@ static bool private_heap_live(const heap_t *h)
  *
  * The fast paths pay nothing for it: under memcheck the handle that
  * emma_heap_new returns is the heap plus VG_HANDLE_OFFSET, so that
- * emma_heap_alloc's fork_ok test reads a byte that is always 0 (the fork
+ * emma_heap_alloc's fork_ok test reads a word that is always 0 (the fork
  * page past fork_ok) and no segment's owner is the handle: every
  * emma_heap_alloc and emma_heap_dealloc leaves its fast path, and the
  * slow paths (handle_heap: the handle rounded down to its page, the heap)
@@ -426,10 +432,10 @@ EMMA_API emma_heap_t *emma_heap_new(void)
         os_set_errno(EMMA_ENOMEM);
         return NULL;
     }
-    /* Without MADV_WIPEONFORK (Linux < 4.14) fork_ok stays 1 in a child:
+    /* Without MADV_WIPEONFORK (Linux < 4.14) fork_ok stays set in a child:
      * then only the slow paths notice a fork (fork_gen). */
     (void)os_wipe_on_fork(fork_ok(h), OS_PAGE_SIZE);
-    *fork_ok(h) = 1;
+    *fork_ok(h) = FORK_OK;
     h->fork_gen = atomic_load_explicit(&lock_generation, memory_order_relaxed);
     h->is_private = 1;
     private_list_add(h);
@@ -508,7 +514,9 @@ EMMA_API void *emma_heap_alloc(emma_heap_t *heap, size_t size, size_t align)
 {
     (void)heap_arg(heap, "emma_heap_alloc");
     heap_t *h = (heap_t *)heap;
-    if (likely(align_small(align) && size <= DIRECT_MAX && *fork_ok(h))) {
+    _Static_assert(MIN_ALIGN == 16, "FORK_OK has bits 1, 2, 4, 8 and 16");
+    if (likely(align <= MIN_ALIGN && ((*(volatile uint32_t *)fork_ok(h) >> align) & 1u) &&
+               size <= DIRECT_MAX)) {
         void *b = page_pop(h->direct[(size + MIN_ALIGN - 1) / MIN_ALIGN]);
         if (likely(b != NULL))
             return b;
