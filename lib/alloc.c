@@ -90,10 +90,10 @@ static void *alloc_in(heap_t *h, size_t size, size_t align)
     }
     if (unlikely(size > MAX_REQUEST))
         return NULL;
+    policy_tick(h); /* huge blocks too: they drive the decay like any slow path */
     if (size > LARGE_MAX || align > LARGE_MAX)
         return unlikely(h->is_private) ? private_huge_alloc(h, size, align)
                                        : huge_alloc(size, align, false);
-    policy_tick(h);
     heap_collect_remote(h);
     return alloc_class(h, class_for(size, align));
 }
@@ -169,6 +169,7 @@ void *alloc_zeroed(size_t size, size_t align)
     if (size > LARGE_MAX || align > LARGE_MAX) {
         slow_state st;
         heap_t *h = slow_enter_self(&st);
+        policy_tick(h);
         void *p = size > MAX_REQUEST ? NULL : huge_alloc(size, align, true);
         slow_leave_self(h, st);
         if (!p)

@@ -4,6 +4,7 @@
  * owner heap's lock.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "alloc.h"
+#include "policy.h"
 
 /* Everything free_validated() does not do inline: with TLS its caller has
  * already found that the calling thread does not own the block. */
@@ -16,6 +17,7 @@ void free_generic(void *p, const char *func)
         slow_state st;
         heap_t *h = slow_enter_self(&st);
         huge_free(seg);
+        policy_huge_freed(h); /* a decay pass, and the bound with what the cache kept */
         slow_leave_self(h, st);
         return;
     }

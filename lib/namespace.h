@@ -108,6 +108,7 @@
 #define policy_huge_cache_full emma__policy_huge_cache_full
 #define policy_huge_cacheable emma__policy_huge_cacheable
 #define policy_huge_cold_bytes emma__policy_huge_cold_bytes
+#define policy_huge_freed emma__policy_huge_freed
 #define policy_keep_empty_segment emma__policy_keep_empty_segment
 #define policy_page_freed emma__policy_page_freed
 #define policy_release_for_retry emma__policy_release_for_retry

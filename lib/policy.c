@@ -6,23 +6,25 @@
  *                in bytes actually touched, is in one process-wide count.
  *   bound        when the count exceeds policy_free_bound (32 MiB), the
  *                slow path that noticed gives memory back at once: what
- *                has been free for half the decay time or longer (pool,
- *                its own heap, huge cache), and past 1.5 times the bound
- *                everything its own heap holds, most recent last; the rest
- *                goes at the next decay pass.  So the memory left resident
- *                when every thread goes idle is at most 1.5 times the
- *                bound, and the bound after the next decay pass (any
- *                thread's slow path), whatever the number of threads.
+ *                has been free for half the decay time or longer, in the
+ *                pool, its own heap, the huge cache and every other heap,
+ *                and past 1.5 times the bound everything, most recent
+ *                last (over_bound); the rest goes at the next decay pass.
+ *                So the memory left resident when every thread goes idle
+ *                is at most 1.5 times the bound, and the bound after the
+ *                next decay pass (any thread's slow path), whatever the
+ *                number of threads and the timing.
  *   decay        memory free for longer than policy_decay_ticks (about
  *                0.1 s) goes back at the next decay pass.  A pass runs at
  *                most every quarter of that, driven by whichever thread's
  *                slow path comes first (a page freed or taken, a huge
- *                block, a heap's free list running dry): it purges the
- *                pool, the huge cache and every heap (another thread's heap
- *                only if its lock is free), and takes over what dead
- *                threads hold and what idle threads' pages received from
- *                remote frees (reclaim.c).  No thread of its own: a
- *                process where no thread allocates keeps what it had.
+ *                block allocated or freed, a heap's free list running
+ *                dry): it purges the pool, the huge cache and every heap
+ *                (another thread's heap only if its lock is free), and
+ *                takes over what dead threads hold and what idle threads'
+ *                pages received from remote frees (reclaim.c).  No thread
+ *                of its own: a process where no thread allocates keeps
+ *                what it had.
  *   huge blocks  a freed huge mapping stays mapped in one process-wide
  *                cache (huge.c); what it may keep resident is
  *                policy_huge_cold_bytes (4 MiB) until the program reuses
@@ -52,8 +54,6 @@ size_t policy_huge_cold_bytes = (size_t)4 << 20;
 
 static _Atomic size_t resident;     /* free but resident bytes, process-wide */
 static _Atomic uint64_t next_pass;  /* now_ticks when a decay pass may run */
-static _Atomic uint64_t next_shrink; /* over the bound: when to try again */
-static _Atomic uint64_t next_hard;   /* over HARD_BOUND: when to try again */
 
 void policy_resident_add(size_t n) { atomic_fetch_add_explicit(&resident, n, memory_order_relaxed); }
 
@@ -94,6 +94,136 @@ static void decay_pass(heap_t *self, uint64_t now)
  * process's decay passes. */
 static heap_t *public_heap(heap_t *h) { return h && h->is_private ? NULL : h; }
 
+/* Another thread's heap, purged without its owner: what has been free
+ * since before `before`; returns the free bytes left there because its
+ * lock was taken.  With TLS only the heap's seg_lock is try-locked (as
+ * reclaim.c does for a live owner); a spare heap and a heap without owner
+ * are left to the decay pass, which locks them whole (a signal handler
+ * that interrupted us may take them).  Without TLS the heap's lock is
+ * try-locked first, as reclaim.c does.  A poisoned heap (its owner died
+ * in a slow path, or was lost in a fork) is never touched. */
+static size_t purge_other(heap_t *h, uint64_t before)
+{
+    size_t d = __atomic_load_n(&h->dirty_bytes, __ATOMIC_RELAXED);
+    if (d == 0 || atomic_load_explicit(&h->poisoned, memory_order_relaxed))
+        return 0;
+#if EMMA_CONFIG_TLS
+    if (h->spare || atomic_load_explicit(&h->owner, memory_order_relaxed) == 0)
+        return 0;
+    size_t n = heap_purge_older(h, before, false);
+#else
+    if (!heap_trylock(h))
+        return d;
+    size_t n = heap_purge_older(h, before, true);
+    heap_unlock(h);
+#endif
+    return n == 0 && before == UINT64_MAX ? d : 0; /* everything asked: none given, locked */
+}
+
+/* Free bytes no shrink can give back: those of poisoned heaps. */
+static size_t poisoned_bytes(void)
+{
+    size_t n = 0;
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap)
+        if (atomic_load_explicit(&h->poisoned, memory_order_relaxed))
+            n += __atomic_load_n(&h->dirty_bytes, __ATOMIC_RELAXED);
+    return n;
+}
+
+/* One shrink: what has been free longest first, process-wide (the pool,
+ * this thread's heap, the huge cache, every other heap: pages free for
+ * longer than an age that shrinks step by step down to min_age, 0 being
+ * everything), until `target`.  Returns the free bytes of heaps it found
+ * locked when it asked for everything. */
+static size_t shrink(heap_t *self, size_t target, uint64_t min_age)
+{
+    uint64_t now = now_ticks();
+    for (uint64_t age = policy_decay_ticks / 2;; age /= 2) {
+        uint64_t before = age ? now - age : UINT64_MAX;
+        size_t locked = 0;
+        pool_release(before, false);
+        if (self && policy_resident() > target)
+            heap_purge_older(self, before, true);
+        if (policy_resident() > target)
+            huge_cache_release(before, 0);
+        for (heap_t *h = heap_list_first(); h && policy_resident() > target; h = h->next_heap)
+            if (h != self)
+                locked += purge_other(h, before);
+        if (policy_resident() <= target || age <= min_age)
+            return locked;
+        if (age < policy_decay_ticks / 1024)
+            age = 1; /* next: everything */
+    }
+}
+
+/* Over the bound: the slow path that noticed gives back, process-wide
+ * (other threads' heaps included: a thread that frees and goes idle may be
+ * the last to run for a long time), down to three quarters of the bound
+ * (so that the next shrink waits for a quarter of it to be freed again).
+ *
+ * Up to HARD_BOUND (1.5 times the bound) only memory free for half the
+ * decay time or longer goes: what was freed since is what a program that
+ * frees and allocates at random (bench churn-mixed, aligned) takes again
+ * soon, and purging it made half of their page faults; it goes at the next
+ * decay pass if it stays free.  Such a soft shrink is not tried again
+ * before a while (next_shrink), so that a thread freeing page after page
+ * does not walk every heap at each.
+ *
+ * Past HARD_BOUND everything may go (age 0), and nothing holds the check
+ * off: one thread shrinks at a time; one that finds another at it leaves
+ * a request, which the other serves before it stops (the request comes
+ * after the requester's pages were counted, so nothing freed is missed).
+ * A heap found locked is tried again after a yield, a few times; what even
+ * that cannot give back (a heap whose lock stays taken, a poisoned heap)
+ * is `stuck`, and only memory freed beyond it makes the next shrink, so
+ * that a stuck heap does not make every slow path shrink. */
+#define HARD_BOUND(b) ((b) + (b) / 2)
+#define SHRINK_TRIES 8
+static _Atomic uint32_t shrink_lock;
+static _Atomic uint32_t shrink_wanted;
+static _Atomic size_t shrink_stuck;
+static _Atomic uint64_t next_shrink; /* a soft shrink: when to try again */
+
+static void over_bound(heap_t *self)
+{
+    size_t bound = policy_free_bound;
+    if (policy_resident() <= bound || slow_interrupted())
+        return;
+    bound += huge_cache_allowance();
+    size_t target = bound - bound / 4;
+    size_t stuck = atomic_load_explicit(&shrink_stuck, memory_order_relaxed);
+    size_t r = policy_resident();
+    if (r <= bound + stuck)
+        return;
+    if (r <= HARD_BOUND(bound) + stuck) {
+        uint64_t now = now_ticks();
+        if (now < atomic_load_explicit(&next_shrink, memory_order_relaxed))
+            return;
+        shrink(self, target + stuck, policy_decay_ticks / 2);
+        if (policy_resident() > bound + stuck)
+            atomic_store_explicit(&next_shrink, now + policy_decay_ticks / 8,
+                                  memory_order_relaxed);
+        return;
+    }
+    atomic_store(&shrink_wanted, 1);
+    while (atomic_load(&shrink_wanted) && gen_lock_try(&shrink_lock, NULL)) {
+        atomic_store(&shrink_wanted, 0);
+        stuck = atomic_load_explicit(&shrink_stuck, memory_order_relaxed);
+        for (unsigned k = 0; policy_resident() > HARD_BOUND(bound) + stuck; k++) {
+            stuck = poisoned_bytes();
+            size_t locked = shrink(self, target + stuck, 0);
+            if (locked == 0 || policy_resident() <= HARD_BOUND(bound) + stuck ||
+                k == SHRINK_TRIES) {
+                stuck += locked;
+                break;
+            }
+            os_yield(); /* let the holder of that heap's lock finish */
+        }
+        atomic_store_explicit(&shrink_stuck, stuck, memory_order_relaxed);
+        gen_unlock(&shrink_lock);
+    }
+}
+
 void policy_tick(heap_t *self)
 {
     if (slow_interrupted())
@@ -103,63 +233,21 @@ void policy_tick(heap_t *self)
     if (self)
         self->active_at = now;
     uint64_t next = atomic_load_explicit(&next_pass, memory_order_relaxed);
-    if (now < next)
-        return;
-    if (!atomic_compare_exchange_strong(&next_pass, &next, now + policy_decay_ticks / 4))
-        return; /* another thread runs this pass */
-    decay_pass(self, now);
-}
-
-/* Over the bound: give back what has been free longest first (the pool,
- * this thread's heap, the huge cache: pages free for longer than an age
- * that shrinks step by step), until under the bound; what other threads
- * hold goes at the next decay pass (and we do not try again before a
- * while, so that a thread freeing page after page while others hold the
- * memory does not purge at each).  Up to HARD_BOUND (1.5 times the bound)
- * only memory free for half the decay time or longer goes: what was freed
- * since is what a program that frees and allocates at random (bench
- * churn-mixed, aligned) takes again soon, and purging it made half of
- * their page faults; it goes at the next decay pass if it stays free.
- * Past HARD_BOUND the age goes down to 0, i.e. everything. */
-#define HARD_BOUND(b) ((b) + (b) / 2)
-static void over_bound(heap_t *self)
-{
-    size_t bound = policy_free_bound;
-    if (policy_resident() <= bound || slow_interrupted())
-        return;
-    bound += huge_cache_allowance();
-    if (policy_resident() <= bound)
-        return;
-    uint64_t now = now_ticks();
-    bool hard = policy_resident() > HARD_BOUND(bound);
-    _Atomic uint64_t *gate = hard ? &next_hard : &next_shrink;
-    if (now < atomic_load_explicit(gate, memory_order_relaxed))
-        return;
-    /* down to three quarters of the bound, so that the next purge waits
-     * for a quarter of it to be freed again */
-    size_t target = bound - bound / 4;
-    uint64_t min_age = hard ? 0 : policy_decay_ticks / 2;
-    for (uint64_t age = policy_decay_ticks / 2;; age /= 2) {
-        uint64_t before = age ? now - age : UINT64_MAX;
-        pool_release(before, false);
-        if (self && policy_resident() > target)
-            heap_purge_older(self, before, true);
-        if (policy_resident() > target)
-            huge_cache_release(before, 0);
-        if (policy_resident() <= target || age <= min_age)
-            break;
-        if (age < policy_decay_ticks / 1024)
-            age = 1; /* next: everything */
-    }
-    if (policy_resident() > (hard ? HARD_BOUND(bound) : bound))
-        atomic_store_explicit(gate, now + policy_decay_ticks / 8, memory_order_relaxed);
+    if (now >= next &&
+        atomic_compare_exchange_strong(&next_pass, &next, now + policy_decay_ticks / 4))
+        decay_pass(self, now); /* else not yet, or another thread runs it */
 }
 
 void policy_page_freed(heap_t *h)
 {
     policy_tick(h);
-    if (!h->is_private)
-        over_bound(h);
+    over_bound(public_heap(h));
+}
+
+void policy_huge_freed(heap_t *self)
+{
+    policy_tick(self);
+    over_bound(public_heap(self));
 }
 
 /* A heap about to map a new segment has no free page of the kind it needs
@@ -333,7 +421,7 @@ void policy_after_fork(void)
     atomic_fetch_add(&lock_generation, 1);
     atomic_store(&next_pass, 0);
     atomic_store(&next_shrink, 0);
-    atomic_store(&next_hard, 0);
+    atomic_store(&shrink_stuck, 0);
 }
 
 /* teardown.c, after unmapping every segment and huge mapping: the pool and
@@ -345,5 +433,5 @@ void policy_teardown(void)
     atomic_store(&resident, 0);
     atomic_store(&next_pass, 0);
     atomic_store(&next_shrink, 0);
-    atomic_store(&next_hard, 0);
+    atomic_store(&shrink_stuck, 0);
 }

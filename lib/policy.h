@@ -52,6 +52,9 @@ EMMA_HIDDEN void policy_before_map(heap_t *h);       /* a new segment is about t
 EMMA_HIDDEN void policy_before_fresh_page(heap_t *h);
 /* Any slow path: time for a decay pass?  (One clock read when not.) */
 EMMA_HIDDEN void policy_tick(heap_t *self);
+/* free.c: a huge block went to the huge cache (self: the caller's heap, or
+ * NULL): a tick, and the bound. */
+EMMA_HIDDEN void policy_huge_freed(heap_t *self);
 /* sparse.c: thin this parked page out in this pass? */
 EMMA_HIDDEN bool policy_thin_page(heap_t *h, page_t *page);
 /* A mapping failed: release what every cache holds, process-wide; true if

@@ -326,6 +326,155 @@ START_TEST(t_huge_warm_decays)
 }
 END_TEST
 
+/* Several threads free at the same moment and go idle: the thread over
+ * the bound brings the whole process under it, other threads' heaps
+ * included, so what stays resident once they idle is at most 1.5 times
+ * the bound (32 MiB by default), whatever the timing.  Before, a thread purged only its own
+ * heap and held the others' off for a while: 90-200 MiB stayed.  Several
+ * rounds, since the old failure depended on the timing.  Blocks of 8000
+ * bytes: the threads' own heaps (larger ones come from the central heap). */
+enum { FREE_THREADS = 2, FREE_ROUNDS = 6 };
+#define FREE_BLOCK ((size_t)8000)
+#define FREE_BYTES ((size_t)128 << 20)
+static pthread_barrier_t free_start, free_done, free_next;
+static volatile int free_stop;
+
+static void *free_together(void *arg)
+{
+    (void)arg;
+    size_t n = FREE_BYTES / FREE_BLOCK;
+    void **v = malloc(n * sizeof *v);
+    TU_ASSERT(v != NULL);
+    for (;;) {
+        for (size_t i = 0; i < n; i++) {
+            v[i] = malloc(FREE_BLOCK);
+            TU_ASSERT(v[i] != NULL);
+            memset(v[i], 1, FREE_BLOCK);
+        }
+        pthread_barrier_wait(&free_start);
+        for (size_t i = 0; i < n; i++)
+            free(v[i]);
+        pthread_barrier_wait(&free_done); /* idle until main has looked */
+        pthread_barrier_wait(&free_next);
+        if (free_stop)
+            break;
+    }
+    free(v);
+    return NULL;
+}
+
+static size_t free_resident(void)
+{
+    struct emma_stats st;
+    TU_ASSERT(emma_stats(&st, sizeof st) == 0);
+    return st.bytes_free_resident;
+}
+
+START_TEST(t_bound_threads_free_together)
+{
+    pthread_t t[FREE_THREADS];
+    size_t base = tu_rss(), worst = 0, worst_rss = 0;
+    pthread_barrier_init(&free_start, NULL, FREE_THREADS + 1);
+    pthread_barrier_init(&free_done, NULL, FREE_THREADS + 1);
+    pthread_barrier_init(&free_next, NULL, FREE_THREADS + 1);
+    for (int i = 0; i < FREE_THREADS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, free_together, NULL), 0);
+    for (int round = 0; round < FREE_ROUNDS; round++) {
+        pthread_barrier_wait(&free_start);
+        pthread_barrier_wait(&free_done);
+        struct timespec ts = {0, 50 * 1000 * 1000}; /* every thread idle */
+        nanosleep(&ts, NULL);
+        size_t fr = free_resident(), r = tu_rss();
+        if (fr > worst)
+            worst = fr;
+        if (r > worst_rss)
+            worst_rss = r;
+        free_stop = round + 1 == FREE_ROUNDS;
+        pthread_barrier_wait(&free_next);
+    }
+    for (int i = 0; i < FREE_THREADS; i++)
+        pthread_join(t[i], NULL);
+    ck_assert_msg(worst <= 56 * TU_MIB,
+                  "%d threads that freed %zu MiB each at once, then idle: up to %zu MiB free "
+                  "memory stays resident (bound 32 MiB, 48 MiB until a decay pass)",
+                  FREE_THREADS, FREE_BYTES / TU_MIB, worst / TU_MIB);
+    ck_assert_msg(worst_rss <= base + 88 * TU_MIB,
+                  "%d threads that freed %zu MiB each at once, then idle: RSS up to %zu MiB "
+                  "(base %zu MiB)",
+                  FREE_THREADS, FREE_BYTES / TU_MIB, worst_rss / TU_MIB, base / TU_MIB);
+}
+END_TEST
+
+/* Huge blocks drive the decay like any slow path: 30 MiB of small blocks
+ * freed (under the bound, so only the decay gives them back), then only
+ * huge blocks allocated (kept: the huge cache stays empty) or freed, every
+ * 10 ms.  Before, the 30 MiB stayed resident however long this went on. */
+enum { HUGE_STEPS = 200 };
+static void small_freed(size_t *base)
+{
+    size_t n = (30 << 20) / 5000;
+    void **v = malloc(n * sizeof *v);
+    ck_assert_ptr_nonnull(v);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = malloc(5000);
+        ck_assert_ptr_nonnull(v[i]);
+        memset(v[i], 1, 5000);
+    }
+    *base = tu_rss();
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+    ck_assert_msg(free_resident() >= 24 * TU_MIB, "30 MiB freed: %zu MiB free and resident",
+                  free_resident() / TU_MIB);
+}
+
+static void huge_steps(void **blocks, int alloc)
+{
+    size_t base;
+    if (!alloc) {
+        for (int i = 0; i < HUGE_STEPS; i++) {
+            blocks[i] = malloc(3 * TU_MIB);
+            ck_assert_ptr_nonnull(blocks[i]);
+            memset(blocks[i], 1, 4096);
+        }
+    }
+    small_freed(&base);
+    int i = 0;
+    for (; i < HUGE_STEPS && free_resident() > 4 * TU_MIB; i++) {
+        if (alloc) {
+            blocks[i] = malloc(3 * TU_MIB);
+            ck_assert_ptr_nonnull(blocks[i]);
+            memset(blocks[i], 1, 4096);
+        } else {
+            free(blocks[i]);
+            blocks[i] = NULL;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    size_t fr = free_resident(), r = tu_rss();
+    ck_assert_msg(fr <= 4 * TU_MIB && r + 16 * TU_MIB <= base,
+                  "30 MiB of small blocks freed, then %d huge blocks %s 10 ms apart: %zu MiB "
+                  "free and resident, RSS %zu MiB (%zu MiB with the blocks in use)",
+                  i, alloc ? "allocated" : "freed", fr / TU_MIB, r / TU_MIB, base / TU_MIB);
+    for (int k = 0; k < HUGE_STEPS; k++)
+        free(blocks[k]);
+}
+
+START_TEST(t_decay_huge_alloc)
+{
+    void *blocks[HUGE_STEPS] = {0};
+    huge_steps(blocks, 1);
+}
+END_TEST
+
+START_TEST(t_decay_huge_free)
+{
+    void *blocks[HUGE_STEPS] = {0};
+    huge_steps(blocks, 0);
+}
+END_TEST
+
 /* realloc shrinking a huge block keeps it where it is and gives the tail
  * back. */
 START_TEST(t_shrink_in_place)
@@ -453,7 +602,8 @@ int main(void)
 {
     const TTest *const tests[] = {
         t_trim_other_thread, t_malloc_trim, t_dead_thread_reclaimed, t_idle_owner_remote_free,
-        t_huge_cache_bound, t_huge_warm_decays, t_shrink_in_place, t_oom_retry, t_small_at_map_limit,
+        t_huge_cache_bound, t_huge_warm_decays, t_bound_threads_free_together,
+        t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_oom_retry, t_small_at_map_limit,
         EMMA_CONFIG_TLS ? t_dead_thread_pages_reused : NULL, NULL};
     return tu_run_case("policy", "policy", 60, tests);
 }
