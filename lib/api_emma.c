@@ -32,14 +32,43 @@ extern void vg_foreign_free(void *ptr) __attribute__((weak, visibility("hidden")
 static inline void vg_quiet(void) { VALGRIND_DISABLE_ERROR_REPORTING; }
 static inline void vg_loud(void) { VALGRIND_ENABLE_ERROR_REPORTING; }
 
+/* Each emma_* block carries a red zone under memcheck: VG_REDZONE more
+ * bytes are allocated, and the last VG_REDZONE bytes of the block's usable
+ * room are made inaccessible, so that a write running off the end of a
+ * block is reported before it reaches the next block, live or free.  The
+ * room between the requested size and the red zone stays usable (what
+ * emma_usable_size reports, VG_REDZONE less than natively).  Private
+ * heaps' blocks (emma_heap_*) have none. */
+#define VG_REDZONE 16
+
 static EMMA_NOINLINE EMMA_COLD void *vg_alloc(size_t size, size_t align, bool zero)
 {
+    size_t n = size <= SIZE_MAX - VG_REDZONE ? size + VG_REDZONE : size;
     vg_quiet();
-    void *p = zero ? alloc_zeroed(size, align) : alloc_block(size, align);
+    char *p = zero ? alloc_zeroed(n, align) : alloc_block(n, align);
+    size_t room = p ? usable_size(p) : 0;
     vg_loud();
-    if (p)
+    if (p) {
         VALGRIND_MALLOCLIKE_BLOCK(p, size, 0, zero);
+        size_t rz = room - VG_REDZONE; /* room >= n = size + VG_REDZONE */
+        if (zero)
+            VALGRIND_MAKE_MEM_DEFINED(p + size, rz - size);
+        else
+            VALGRIND_MAKE_MEM_UNDEFINED(p + size, rz - size);
+        VALGRIND_MAKE_MEM_NOACCESS(p + rz, VG_REDZONE);
+    }
     return p;
+}
+
+/* emma_usable_size under memcheck: without the red zone of an emma_*
+ * block. */
+static EMMA_NOINLINE EMMA_COLD size_t vg_usable(const void *p)
+{
+    vg_quiet();
+    size_t room = usable_size(p);
+    bool private = segment_of(p)->flags & SEG_PRIVATE;
+    vg_loud();
+    return private || room < VG_REDZONE ? room : room - VG_REDZONE;
 }
 
 /* false: not a live emma block (memcheck has reported it, or it is
@@ -58,8 +87,10 @@ static EMMA_NOINLINE EMMA_COLD void vg_release(void *p, const char *func)
     if (!live)
         return;
     vg_quiet();
+    size_t room = usable_size(p);
     free_block(p, func);
     vg_loud();
+    VALGRIND_MAKE_MEM_NOACCESS(p, room); /* the room past the block too */
 }
 
 /* Moved (never resized in place) so that memcheck follows the definedness
@@ -87,6 +118,11 @@ static inline void *vg_realloc(void *p, size_t o, size_t a, size_t n)
 {
     (void)p, (void)o, (void)a, (void)n;
     return NULL;
+}
+static inline size_t vg_usable(const void *p)
+{
+    (void)p;
+    return 0;
 }
 #endif
 
@@ -139,6 +175,8 @@ EMMA_API size_t emma_usable_size(const void *ptr)
 {
     if (!ptr)
         return 0;
+    if (VG_ON)
+        return vg_usable(ptr);
     if (config_checks)
         return check_usable(ptr, "emma_usable_size");
     return usable_size(ptr);

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Valgrind memcheck sees emma_* blocks (emma's client requests): a leak, a
-# use after free, an uninitialised read, an overflow into a free neighbour
+# use after free, an uninitialised read, an overflow into a free or live neighbour
 # and a double free in emma_* code are each reported, a clean run is clean,
 # and emma_free() of a block from valgrind's malloc does not crash; the same
 # for private heaps' blocks (emma_heap_*), including use after
@@ -36,7 +36,7 @@ run() {
 }
 # Natively (no valgrind): no crash in any mode but double-free, which is
 # undefined behaviour and not run.
-for m in clean leak use-after-free uninit overflow foreign heap-clean heap-use-after-reset \
+for m in clean leak use-after-free uninit overflow overflow-live foreign heap-clean heap-use-after-reset \
 	heap-use-after-dealloc heap-uninit heap-leak heap-destroy; do
 	"$prog" "$m" >/dev/null 2>&1 || bad "$m failed natively"
 done
@@ -45,6 +45,7 @@ run leak 33 "definitely lost: 4,000 bytes in 1 blocks"
 run use-after-free 33 "Invalid write of size 1"
 run uninit 33 "Conditional jump or move depends on uninitialised value"
 run overflow 33 "Invalid write of size 1"
+run overflow-live 33 "Invalid write of size 1"
 run double-free 33 "Invalid free()"
 run foreign 0 "ERROR SUMMARY: 0 errors"
 # Private heaps (emma_heap_new(3), Valgrind): each heap is a memcheck pool.

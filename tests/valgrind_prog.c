@@ -46,10 +46,22 @@ int main(int argc, char **argv)
          * write past the end of the first lands in a free block. */
         char *a = emma_alloc(64, 16), *b = emma_alloc(64, 16);
         char *lo = a < b ? a : b, *hi = a < b ? b : a;
-        if (hi != lo + 64)
+        if (hi < lo + 64 || hi > lo + 80) /* 80: with memcheck's red zone */
             return 2; /* not neighbours: the test cannot say anything */
         emma_free(hi);
         lo[64 + 8] = 1;
+        emma_free(lo);
+    } else if (strcmp(mode, "overflow-live") == 0) {
+        /* Both neighbours live: a write running off the end of the first
+         * block must be reported before it reaches the second (the red
+         * zone), although the second is addressable. */
+        char *a = emma_alloc(64, 16), *b = emma_alloc(64, 16);
+        char *lo = a < b ? a : b, *hi = a < b ? b : a;
+        if (hi < lo + 64 || hi > lo + 80 || emma_usable_size(lo) < 64)
+            return 2;
+        for (char *q = lo; q < hi + 8; q++)
+            *(volatile char *)q = 7;
+        emma_free(hi);
         emma_free(lo);
     } else if (strcmp(mode, "double-free") == 0) {
         char *p = emma_alloc(48, 16);
