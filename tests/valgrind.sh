@@ -36,12 +36,13 @@ run() {
 }
 # Natively (no valgrind): no crash in any mode but double-free, which is
 # undefined behaviour and not run.
-for m in clean leak use-after-free uninit overflow overflow-live foreign heap-clean heap-use-after-reset \
+for m in clean leak leak-first use-after-free uninit overflow overflow-live foreign heap-clean heap-use-after-reset \
 	heap-use-after-dealloc heap-uninit heap-leak heap-destroy; do
 	"$prog" "$m" >/dev/null 2>&1 || bad "$m failed natively"
 done
 run clean 0 "ERROR SUMMARY: 0 errors"
 run leak 33 "definitely lost: 4,000 bytes in 1 blocks"
+run leak-first 33 "definitely lost: 3,000 bytes in 1 blocks"
 run use-after-free 33 "Invalid write of size 1"
 run uninit 33 "Conditional jump or move depends on uninitialised value"
 run overflow 33 "Invalid write of size 1"
