@@ -372,21 +372,32 @@ START_TEST(t_heap_reset_reuses)
 END_TEST
 
 /* Many heaps alive at once, destroyed in another order. */
-START_TEST(t_heap_many)
+enum { MANY_HEAPS = 64 };
+
+static void many_heaps_round(void)
 {
-    enum { H = 64 };
-    static emma_heap_t *hs[H];
-    long maps0 = maps_count();
-    for (int i = 0; i < H; i++) {
+    static emma_heap_t *hs[MANY_HEAPS];
+    for (int i = 0; i < MANY_HEAPS; i++) {
         hs[i] = emma_heap_new();
         ck_assert_ptr_nonnull(hs[i]);
         for (int k = 0; k < 100; k++)
             ck_assert_ptr_nonnull(emma_heap_alloc(hs[i], (size_t)(16 + k * 8), 16));
     }
-    for (int i = 0; i < H; i += 2)
+    for (int i = 0; i < MANY_HEAPS; i += 2)
         emma_heap_destroy(hs[i]);
-    for (int i = 1; i < H; i += 2)
+    for (int i = 1; i < MANY_HEAPS; i += 2)
         emma_heap_destroy(hs[i]);
+}
+
+/* Counted from the second round: the first may have made the address map
+ * grow (a 64 KiB leaf per 128 GiB of address space emma ever used, kept
+ * until teardown), when the heaps happened to cross into a range it had
+ * not covered yet (a flake at the rate of address-space layout). */
+START_TEST(t_heap_many)
+{
+    many_heaps_round();
+    long maps0 = maps_count();
+    many_heaps_round();
     ck_assert_int_eq(maps_count(), maps0);
 }
 END_TEST
