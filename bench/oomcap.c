@@ -28,6 +28,25 @@ struct blk {
     struct blk *next;
 };
 
+/* Blocks of lo..hi bytes onto *head until `max` bytes or malloc's NULL;
+ * the bytes taken (*count gets the blocks). */
+static size_t take(struct blk **head, uint64_t *rng, size_t lo, size_t hi, size_t max,
+                   unsigned long long *count)
+{
+    size_t got = 0;
+    while (got < max) {
+        size_t sz = rng_range(rng, lo, hi);
+        struct blk *b = malloc(sz);
+        if (!b)
+            break;
+        b->next = *head;
+        *head = b;
+        got += sz;
+        ++*count;
+    }
+    return got;
+}
+
 static void free_all(struct blk *b)
 {
     while (b) {
@@ -61,29 +80,12 @@ int main(int argc, char **argv)
         bench_fail(prog, "setrlimit failed");
 
     struct blk *head = NULL;
-    for (size_t bytes = 0; bytes < small;) {
-        size_t sz = rng_range(&rng, sizeof(struct blk), 512);
-        struct blk *b = malloc(sz);
-        if (!b)
-            break;
-        b->next = head;
-        head = b;
-        bytes += sz;
-    }
+    unsigned long long ops = 0;
+    take(&head, &rng, sizeof(struct blk), 512, small, &ops);
     free_all(head);
     head = NULL;
-    size_t got = 0;
-    unsigned long long ops = 0;
-    for (;;) {
-        size_t sz = rng_range(&rng, lo, hi);
-        struct blk *b = malloc(sz);
-        if (!b)
-            break;
-        b->next = head;
-        head = b;
-        got += sz;
-        ops++;
-    }
+    ops = 0;
+    size_t got = take(&head, &rng, lo, hi, SIZE_MAX, &ops);
     free_all(head);
     printf("cap_bytes %zu\n", got);
     report_ops(ops);

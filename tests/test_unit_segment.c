@@ -195,6 +195,23 @@ START_TEST(t_purge_releases_memory)
 }
 END_TEST
 
+/* n small pages of h, every block written, then all released but the
+ * first page of each segment (so that no segment goes to the pool). */
+static void written_pages_released(heap_t *h, page_t **p, int n)
+{
+    for (int i = 0; i < n; i++) {
+        p[i] = segment_page_alloc(h, KIND_SMALL);
+        TU_ASSERT(p[i] != NULL);
+        page_init(p[i], class_of_size(1024));
+        while (p[i]->capacity < p[i]->reserved)
+            page_extend(p[i]);
+        memset(p[i]->start, 0x5a, (size_t)p[i]->reserved * p[i]->block_size);
+    }
+    for (int i = 0; i < n; i++)
+        if (p[i]->page_idx != 0)
+            segment_page_release(h, p[i]);
+}
+
 /* A heap that must map a new segment while more than its allowance of free
  * pages is still resident (pages of another kind, freed a moment ago, so
  * not old enough for the aged purge) gives those pages back first. */
@@ -204,18 +221,7 @@ START_TEST(t_new_segment_purges_free_pages)
     heap_t *h = heap_new();
     TU_ASSERT(h != NULL);
     page_t *p[N];
-    for (int i = 0; i < N; i++) {
-        p[i] = segment_page_alloc(h, KIND_SMALL);
-        TU_ASSERT(p[i] != NULL);
-        page_init(p[i], class_of_size(1024));
-        while (p[i]->capacity < p[i]->reserved)
-            page_extend(p[i]);
-        memset(p[i]->start, 0x5a, (size_t)p[i]->reserved * p[i]->block_size);
-    }
-    /* one page per segment stays in use, so no segment goes to the cache */
-    for (int i = 0; i < N; i++)
-        if (p[i]->page_idx != 0)
-            segment_page_release(h, p[i]);
+    written_pages_released(h, p, N);
     TU_ASSERT_MSG(h->dirty_bytes > ((size_t)16 << 20), "free pages purged too early: %zu",
                   h->dirty_bytes);
     page_t *medium = segment_page_alloc(h, KIND_MEDIUM);
@@ -240,18 +246,7 @@ START_TEST(t_over_bound_purges_free_pages)
     heap_t *h = heap_new();
     TU_ASSERT(h != NULL);
     static page_t *p[N];
-    for (int i = 0; i < N; i++) {
-        p[i] = segment_page_alloc(h, KIND_SMALL);
-        TU_ASSERT(p[i] != NULL);
-        page_init(p[i], class_of_size(1024));
-        while (p[i]->capacity < p[i]->reserved)
-            page_extend(p[i]);
-        memset(p[i]->start, 0x5a, (size_t)p[i]->reserved * p[i]->block_size);
-    }
-    /* one page per segment stays in use, so no segment goes to the pool */
-    for (int i = 0; i < N; i++)
-        if (p[i]->page_idx != 0)
-            segment_page_release(h, p[i]);
+    written_pages_released(h, p, N);
     TU_ASSERT_MSG(policy_resident() <= policy_free_bound + policy_free_bound / 2,
                   "%zu bytes free and resident", policy_resident());
     int gone = 0;
