@@ -32,13 +32,13 @@ extern void vg_foreign_free(void *ptr) __attribute__((weak, visibility("hidden")
 static inline void vg_quiet(void) { VALGRIND_DISABLE_ERROR_REPORTING; }
 static inline void vg_loud(void) { VALGRIND_ENABLE_ERROR_REPORTING; }
 
-/* Each emma_* block carries a red zone under memcheck: VG_REDZONE more
- * bytes are allocated, and the last VG_REDZONE bytes of the block's usable
- * room are made inaccessible, so that a write running off the end of a
- * block is reported before it reaches the next block, live or free.  The
- * room between the requested size and the red zone stays usable (what
- * emma_usable_size reports, VG_REDZONE less than natively).  Private
- * heaps' blocks (emma_heap_*) have none. */
+/* Each block handed out under Valgrind (emma_* and private heaps' alike)
+ * carries a red zone under memcheck: VG_REDZONE more bytes are allocated,
+ * and the last VG_REDZONE bytes of the block's usable room are made
+ * inaccessible, so that a write running off the end of a block is
+ * reported before it reaches the next block, live or free.  The room
+ * between the requested size and the red zone stays usable (what
+ * emma_usable_size reports, VG_REDZONE less than natively). */
 #define VG_REDZONE 16
 
 /* The first block of a page that holds several (not a huge block, which
@@ -49,18 +49,43 @@ static bool first_of_page(const void *p)
     return seg->kind != KIND_HUGE && page_of(seg, p)->start == p;
 }
 
-static EMMA_NOINLINE EMMA_COLD void *vg_alloc(size_t size, size_t align, bool zero)
+/* The word of a huge block's header that points at the block (its page
+ * descriptor's start): while the block is live, memcheck must not take it
+ * for a pointer that keeps the block reachable (or a leaked huge block
+ * would be "still reachable"), so it is inaccessible from vg_alloc_from
+ * until vg_release, to which emma's own reads of it, all with error
+ * reporting off, are no errors (and read its value). */
+static void vg_huge_hide(const void *p, bool hide)
+{
+    segment_t *seg = segment_of(p);
+    if (seg->kind != KIND_HUGE)
+        return;
+    if (hide)
+        VALGRIND_MAKE_MEM_NOACCESS(&seg->pages[0].start, sizeof seg->pages[0].start);
+    else
+        VALGRIND_MAKE_MEM_DEFINED(&seg->pages[0].start, sizeof seg->pages[0].start);
+}
+
+static void *emma_take(heap_t *h, size_t size, size_t align, bool zero)
+{
+    (void)h;
+    return zero ? alloc_zeroed(size, align) : alloc_block(size, align);
+}
+
+/* A block of `size` bytes from take(h, ...), told to memcheck (observe.h). */
+EMMA_NOINLINE EMMA_COLD void *vg_alloc_from(vg_take_fn *take, heap_t *h, size_t size, size_t align,
+                                            bool zero)
 {
     size_t n = size <= SIZE_MAX - VG_REDZONE ? size + VG_REDZONE : size;
     vg_quiet();
-    char *p = zero ? alloc_zeroed(n, align) : alloc_block(n, align);
+    char *p = take(h, n, align, zero);
     if (p && first_of_page(p)) {
         /* The first block of a page: the page descriptor points at it, so
          * memcheck would call it "still reachable" when it leaks.  Keep it
          * out of the program's hands (one block per page, under memcheck
          * only) and take the next, unless that starts a page too (classes
          * of one block per page). */
-        char *q = zero ? alloc_zeroed(n, align) : alloc_block(n, align);
+        char *q = take(h, n, align, zero);
         if (q && first_of_page(q)) {
             free_block(q, "emma_alloc");
         } else if (q) {
@@ -80,24 +105,28 @@ static EMMA_NOINLINE EMMA_COLD void *vg_alloc(size_t size, size_t align, bool ze
         else
             VALGRIND_MAKE_MEM_UNDEFINED(p + size, rz - size);
         VALGRIND_MAKE_MEM_NOACCESS(p + rz, VG_REDZONE);
+        vg_huge_hide(p, true);
     }
     return p;
 }
 
-/* emma_usable_size under memcheck: without the red zone of an emma_*
- * block. */
+static inline void *vg_alloc(size_t size, size_t align, bool zero)
+{
+    return vg_alloc_from(emma_take, NULL, size, align, zero);
+}
+
+/* emma_usable_size under memcheck: without the block's red zone. */
 static EMMA_NOINLINE EMMA_COLD size_t vg_usable(const void *p)
 {
     vg_quiet();
     size_t room = usable_size(p);
-    bool private = segment_of(p)->flags & SEG_PRIVATE;
     vg_loud();
-    return private || room < VG_REDZONE ? room : room - VG_REDZONE;
+    return room < VG_REDZONE ? room : room - VG_REDZONE;
 }
 
-/* false: not a live emma block (memcheck has reported it, or it is
- * Valgrind's own and went back to Valgrind). */
-static EMMA_NOINLINE EMMA_COLD void vg_release(void *p, const char *func)
+/* A block released under Valgrind (observe.h): memcheck reports a double
+ * free, and Valgrind's own blocks go back to Valgrind. */
+EMMA_NOINLINE EMMA_COLD void vg_release(void *p, const char *func)
 {
     if (!addrmap_segment(p)) {
         if (vg_foreign_free)
@@ -110,6 +139,7 @@ static EMMA_NOINLINE EMMA_COLD void vg_release(void *p, const char *func)
     VALGRIND_FREELIKE_BLOCK(p, 0); /* reports a double free */
     if (!live)
         return;
+    vg_huge_hide(p, false);
     vg_quiet();
     size_t room = usable_size(p);
     free_block(p, func);
@@ -137,7 +167,6 @@ static inline void *vg_alloc(size_t size, size_t align, bool zero)
     (void)size, (void)align, (void)zero;
     return NULL;
 }
-static inline void vg_release(void *p, const char *func) { (void)p, (void)func; }
 static inline void *vg_realloc(void *p, size_t o, size_t a, size_t n)
 {
     (void)p, (void)o, (void)a, (void)n;

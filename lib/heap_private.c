@@ -344,13 +344,16 @@ static bool private_heap_live(const heap_t *h)
 
 /* ------------------------------------------------------------------ */
 /* Valgrind memcheck (observe.h).  Under Valgrind a private heap's block
- * is a malloc-like block for memcheck, as emma_alloc's are (api_emma.c):
- * handed out it is MALLOCLIKE (undefined, or defined if zeroed), released
+ * is a malloc-like block for memcheck, handed out and released by
+ * api_emma.c's vg_alloc_from and vg_release as emma_alloc's are: handed
+ * out it is MALLOCLIKE (undefined, or defined if zeroed) with a red zone
+ * at the end of its room, and never the first block of its page, released
  * it is FREELIKE (no access; a double free reported), and its leaks are
  * reported.  emma_heap_reset and emma_heap_destroy release every block
  * they drop: a walk over every block slot the heap ever carved (and its
  * huge blocks), FREELIKE with error reporting off, since a slot that is
- * free or was never handed out is no block to memcheck.  So a block used
+ * free or was never handed out is no block to memcheck, and the slots'
+ * memory made inaccessible (the room past a block too).  So a block used
  * after reset is reported, and blocks destroy dropped are not leaks.
  * (memcheck's memory pools, VALGRIND_CREATE_MEMPOOL, would drop a heap's
  * blocks in one request, but Valgrind 3.19's leak check does not look at
@@ -398,8 +401,8 @@ static inline void vg_memcheck_detect(void) {}
 #define VG_ON 0
 static inline void vg_quiet(void) {}
 static inline void vg_loud(void) {}
-#define VALGRIND_MALLOCLIKE_BLOCK(p, n, rz, zeroed) ((void)(p), (void)(n))
 #define VALGRIND_FREELIKE_BLOCK(p, rz) ((void)(p))
+#define VALGRIND_MAKE_MEM_NOACCESS(p, n) ((void)(p), (void)(n))
 #endif
 
 /* ------------------------------------------------------------------ */
@@ -456,14 +459,9 @@ static void *heap_alloc_in(heap_t *h, size_t size, size_t align, bool zero)
     return p;
 }
 
-static EMMA_NOINLINE EMMA_COLD void *vg_heap_alloc(heap_t *h, size_t size, size_t align, bool zero)
+static inline void *vg_heap_alloc(heap_t *h, size_t size, size_t align, bool zero)
 {
-    vg_quiet();
-    void *p = heap_alloc_in(h, size, align, zero);
-    vg_loud();
-    if (p)
-        VALGRIND_MALLOCLIKE_BLOCK(p, size, 0, zero);
-    return p;
+    return vg_alloc_from(heap_alloc_in, h, size, align, zero);
 }
 
 /* Before emma_heap_reset or _destroy drops them: every block of h (every
@@ -478,6 +476,7 @@ static void vg_segments_release(segment_t *seg)
                 continue;
             for (uint32_t k = 0; k < page->capacity; k++)
                 VALGRIND_FREELIKE_BLOCK(page->start + (size_t)k * page->block_size, 0);
+            VALGRIND_MAKE_MEM_NOACCESS(page->start, (size_t)page->capacity * page->block_size);
         }
 }
 
@@ -541,7 +540,7 @@ static EMMA_NOINLINE void heap_dealloc_other(emma_heap_t *heap, void *ptr)
 {
     (void)heap;
     if (VG_ON) {
-        emma_free(ptr); /* api_emma.c: FREELIKE, then released */
+        vg_release(ptr, "emma_heap_dealloc"); /* FREELIKE, then freed */
         return;
     }
     free_generic(ptr, "emma_heap_dealloc");
@@ -589,7 +588,7 @@ static EMMA_NOINLINE EMMA_COLD void *vg_heap_realloc(heap_t *h, void *p, size_t 
     if (!q || !p)
         return q;
     mem_copy(q, p, old_size < new_size ? old_size : new_size);
-    emma_free(p);
+    vg_release(p, "emma_heap_realloc");
     return q;
 }
 

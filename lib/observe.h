@@ -26,6 +26,8 @@
 #define vg_running emma__vg_running
 #define vg_detect emma__vg_detect
 #define vg_foreign_free emma__vg_foreign_free
+#define vg_alloc_from emma__vg_alloc_from
+#define vg_release emma__vg_release
 #define os_write emma__os_write
 #define os_open_read emma__os_open_read
 #define os_read emma__os_read
@@ -73,6 +75,25 @@ EMMA_HIDDEN void options_set_free_bound(long long v);
 /* Valgrind: nonzero when running under it (set with the options). */
 EMMA_HIDDEN extern uint8_t vg_running;
 EMMA_HIDDEN void vg_detect(void);
+/* api_emma.c, for every block handed out under Valgrind, the emma_*
+ * functions' and private heaps' (heap_private.c): vg_alloc_from takes a
+ * block of the size asked for plus a red zone from take(h, ...) (with
+ * error reporting off) and tells memcheck about it (MALLOCLIKE, the red
+ * zone inaccessible; the first block of a page kept back, a huge block's
+ * header word that points at it hidden, so that a leaked block is
+ * "definitely lost"); vg_release releases one (FREELIKE, then freed). */
+typedef void *vg_take_fn(heap_t *h, size_t size, size_t align, bool zero);
+#if EMMA_CONFIG_VALGRIND
+EMMA_HIDDEN void *vg_alloc_from(vg_take_fn *take, heap_t *h, size_t size, size_t align, bool zero);
+EMMA_HIDDEN void vg_release(void *p, const char *func);
+#else
+static inline void *vg_alloc_from(vg_take_fn *take, heap_t *h, size_t size, size_t align, bool zero)
+{
+    (void)take, (void)h, (void)size, (void)align, (void)zero;
+    return NULL;
+}
+static inline void vg_release(void *p, const char *func) { (void)p, (void)func; }
+#endif
 
 /* ------------------------------------------------------------------ */
 /* out.c: text written with raw write(2), in pieces of a small buffer. */

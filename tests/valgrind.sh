@@ -1,5 +1,6 @@
 #!/bin/sh
-# Valgrind memcheck sees emma_* blocks (emma's client requests): a leak, a
+# Valgrind memcheck sees emma_* blocks (emma's client requests): a leak
+# ("definitely lost", the first block of a page and a huge block too), a
 # use after free, an uninitialised read, an overflow into a free or live neighbour
 # and a double free in emma_* code are each reported, a clean run is clean,
 # and emma_free() of a block from valgrind's malloc does not crash; the same
@@ -36,13 +37,20 @@ run() {
 }
 # Natively (no valgrind): no crash in any mode but double-free, which is
 # undefined behaviour and not run.
-for m in clean leak leak-first use-after-free uninit overflow overflow-live foreign heap-clean heap-use-after-reset \
-	heap-use-after-dealloc heap-uninit heap-leak heap-destroy; do
+for m in clean leak leak-first huge-leak huge-live use-after-free uninit overflow overflow-live foreign \
+	heap-clean heap-use-after-reset heap-overflow-live heap-leak-first heap-use-after-dealloc heap-uninit \
+	heap-leak heap-destroy; do
 	"$prog" "$m" >/dev/null 2>&1 || bad "$m failed natively"
 done
 run clean 0 "ERROR SUMMARY: 0 errors"
 run leak 33 "definitely lost: 4,000 bytes in 1 blocks"
 run leak-first 33 "definitely lost: 3,000 bytes in 1 blocks"
+# A huge block's header points at it: hidden from the leak checker while
+# the block lives.  huge-live: the live ones not lost, no false error.
+run huge-leak 33 "definitely lost: 5,242,880 bytes in 1 blocks"
+run huge-live 33 "definitely lost: 5,242,880 bytes in 1 blocks"
+grep -q "ERROR SUMMARY: 1 errors" "$tmp/huge-live.err" ||
+	bad "huge-live: errors besides the lost block: $(grep 'ERROR SUMMARY' "$tmp/huge-live.err")"
 run use-after-free 33 "Invalid write of size 1"
 run uninit 33 "Conditional jump or move depends on uninitialised value"
 run overflow 33 "Invalid write of size 1"
@@ -52,6 +60,8 @@ run foreign 0 "ERROR SUMMARY: 0 errors"
 # Private heaps (emma_heap_new(3), Valgrind): each heap is a memcheck pool.
 run heap-clean 0 "ERROR SUMMARY: 0 errors"
 run heap-use-after-reset 33 "Invalid write of size 1"
+run heap-overflow-live 33 "Invalid write of size 1"
+run heap-leak-first 33 "definitely lost: 3,000 bytes in 1 blocks"
 run heap-use-after-dealloc 33 "Invalid write of size 1"
 run heap-uninit 33 "Conditional jump or move depends on uninitialised value"
 run heap-double-free 33 "Invalid free()"

@@ -39,6 +39,36 @@ int main(int argc, char **argv)
          * itself). */
         sink = emma_alloc(3000, 16);
         sink = NULL;
+    } else if (strcmp(mode, "huge-leak") == 0) {
+        /* A huge block (a mapping of its own, whose header points at it),
+         * leaked: "definitely lost" too (under memcheck emma hides that
+         * header word from the leak checker while the block is live). */
+        sink = emma_alloc(5 << 20, 16);
+        sink = NULL;
+    } else if (strcmp(mode, "huge-live") == 0) {
+        /* Live huge blocks stay reachable (only the 5 MiB one is lost) and
+         * cause no false report: written to the end of their usable room,
+         * moved by realloc, one freed and its cached mapping reused, the
+         * cache read by emma_trim, a private heap's too. */
+        static char *volatile live, *volatile live2;
+        char *a = emma_alloc(3 << 20, 16);
+        memset(a, 1, emma_usable_size(a));
+        emma_free(a);
+        emma_trim();
+        live = emma_alloc(3 << 20, 16); /* the cached mapping, likely */
+        memset(live, 2, emma_usable_size(live));
+        live = emma_realloc(live, 3 << 20, 16, 6 << 20);
+        memset(live + (3 << 20), 3, emma_usable_size(live) - (3 << 20));
+        emma_heap_t *h = emma_heap_new();
+        live2 = emma_heap_alloc(h, 2 << 20, 16);
+        memset(live2, 4, emma_usable_size(live2));
+        static emma_heap_t *volatile keep;
+        keep = h;
+        sink = emma_alloc(5 << 20, 16);
+        sink = NULL; /* definitely lost */
+        emma_trim();
+        if (live[0] != 2 || live[(6 << 20) - 1] != 3 || live2[(2 << 20) - 1] != 4)
+            return 1;
     } else if (strcmp(mode, "use-after-free") == 0) {
         char *p = emma_alloc(200, 16);
         emma_free(p);
@@ -92,7 +122,7 @@ int main(int argc, char **argv)
         char *big = emma_heap_alloc(h, 3 << 20, 16);
         big[(3 << 20) - 1] = 5;
         char *f = emma_heap_alloc(h, 40, 16);
-        memset(f, 4, 40);
+        memset(f, 4, emma_usable_size(f)); /* the whole usable room */
         if (z[299] != 0 || p[4999] != 2 || p[0] != 1 || big[(3 << 20) - 1] != 5 || f[39] != 4)
             return 1;
         emma_free(f);
@@ -117,6 +147,26 @@ int main(int argc, char **argv)
         emma_heap_reset(h);
         p[100] = 1;
         emma_heap_destroy(h);
+    } else if (strcmp(mode, "heap-overflow-live") == 0) {
+        /* overflow-live with a private heap's blocks (their red zone) */
+        emma_heap_t *h = emma_heap_new();
+        char *a = emma_heap_alloc(h, 64, 16), *b = emma_heap_alloc(h, 64, 16);
+        char *lo = a < b ? a : b, *hi = a < b ? b : a;
+        if (hi < lo + 64 || hi > lo + 80 || emma_usable_size(lo) < 64)
+            return 2;
+        for (char *q = lo; q < hi + 8; q++)
+            *(volatile char *)q = 7;
+        emma_heap_dealloc(h, hi, 64, 16);
+        emma_heap_dealloc(h, lo, 64, 16);
+        emma_heap_destroy(h);
+    } else if (strcmp(mode, "heap-leak-first") == 0) {
+        /* leak-first with a private heap: its only 3000-byte block, the
+         * first of a fresh page, lost while the heap lives */
+        emma_heap_t *h = emma_heap_new();
+        sink = emma_heap_alloc(h, 3000, 16);
+        sink = NULL;
+        static emma_heap_t *volatile keep;
+        keep = h;
     } else if (strcmp(mode, "heap-use-after-dealloc") == 0) {
         emma_heap_t *h = emma_heap_new();
         char *p = emma_heap_alloc(h, 200, 16);
