@@ -47,6 +47,7 @@ static void *page_take(page_t *page)
  * fullest recently parked page; else from a fresh page. */
 static void *alloc_class(heap_t *h, unsigned c)
 {
+    h->class_pass[c] = h->sparse_passes; /* the class is in use (sparse.c) */
     page_t *page = h->bins[c].first;
     while (page) {
         page_t *next = page->next;

@@ -255,6 +255,7 @@ static void quarantine(heap_t *h)
     h->dirty_bytes = h->used_bytes = 0;
     h->sparse_checked = 0;
     h->sparse_passes = 0;
+    mem_zero(h->class_pass, sizeof h->class_pass);
     atomic_store(&h->seg_lock, 0);
     atomic_store(&h->collect_lock, 0);
     h->busy = 0;

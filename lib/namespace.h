@@ -117,6 +117,7 @@
 #define policy_resident_sub emma__policy_resident_sub
 #define policy_teardown emma__policy_teardown
 #define policy_thin_page emma__policy_thin_page
+#define policy_thin_cold emma__policy_thin_cold
 #define policy_tick emma__policy_tick
 #define policy_trim emma__policy_trim
 #define pool_forget emma__pool_forget

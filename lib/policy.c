@@ -34,7 +34,8 @@
  *                decay pass gives it back once reuse stops.
  *   sparse pages are thinned out (sparse.c) at most every PURGE_DELAY,
  *                when the heap is about to take a fresh page, and only
- *                once they look sparse in two passes in a row.
+ *                once they look sparse in two passes in a row; so are the
+ *                pages (but the first) of a class no longer allocated.
  *   trim         emma_trim()/malloc_trim() give back everything free in
  *                every heap, the pool and the huge cache, from any thread.
  *   no memory    when the kernel refuses a mapping, the same trim runs
@@ -304,6 +305,20 @@ bool policy_thin_page(heap_t *h, page_t *page)
         return false;
     }
     return h->sparse_passes - page->sparse_since >= SPARSE_PASSES;
+}
+
+/* A page of a cold class (sparse.c): worth a scan when blocks covering at
+ * least COLD_MIN_FREED bytes were freed since its last one (a page that
+ * is never scanned shows a wrapped count).  No two-pass wait: the class
+ * being cold is the evidence that the page is not about to be used. */
+#define COLD_MIN_FREED (4 * OS_PAGE_SIZE)
+bool policy_thin_cold(const page_t *page)
+{
+    if (page->slow_at == SLOW_AT_HELD || page->in_full ||
+        atomic_load_explicit(&page->thread_free, memory_order_relaxed) != NULL)
+        return false;
+    uint32_t freed = page->scanned_used - page->used;
+    return (size_t)freed * page->block_size >= COLD_MIN_FREED;
 }
 
 /* Everything free, process-wide: the caller's heap (self, which it owns),

@@ -57,6 +57,8 @@ EMMA_HIDDEN void policy_tick(heap_t *self);
 EMMA_HIDDEN void policy_huge_freed(heap_t *self);
 /* sparse.c: thin this parked page out in this pass? */
 EMMA_HIDDEN bool policy_thin_page(heap_t *h, page_t *page);
+/* sparse.c: thin out this page of a class no longer allocated? */
+EMMA_HIDDEN bool policy_thin_cold(const page_t *page);
 /* A mapping failed: release what every cache holds, process-wide; true if
  * anything was released (worth trying again). */
 EMMA_HIDDEN bool policy_release_for_retry(heap_t *self);

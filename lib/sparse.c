@@ -4,12 +4,13 @@
  * it did, the survivors of that size keep whole pages half empty: they are
  * not free, so purging free pages does not help.  When policy.c says so
  * (at most every PURGE_DELAY, when the heap is about to take a fresh page)
- * a pass scans the parked pages (at most a quarter used, and left out of
+ * a pass scans the parked pages (at most half used, and left out of
  * allocation while fuller pages have room: alloc.c), and every OS page
  * inside the ones policy.c picks that holds only free blocks goes back to
- * the kernel.  Pages still in their
- * class queue are not: allocation is refilling them, and scanning their
- * free lists costs more than it saves.
+ * the kernel.  Pages still in their class queue are not, while allocation
+ * is refilling them (scanning their free lists would cost more than it
+ * saves); but when their class is cold (no alloc_class for a whole pass
+ * interval: sparse_pass), all but the first are.
  *
  * A free block's link lives in its first bytes, and a purged OS page reads
  * back as zeroes.  So a small block (under two OS pages) whose first bytes
@@ -162,7 +163,7 @@ static void page_thin(page_t *page)
     bitmap_t free_map = {{0}};
     size_t count = 0;
     uint16_t gone = 0;
-    bool big = page->block_size >= 2 * OS_PAGE_SIZE;
+    bool big = page->block_size > SMALL_MAX; /* pages beyond `purged`'s 16 OS pages */
     page->scanned_used = page->used;
     if (page->capacity > MAX_BLOCKS || !mark_list(page, page->free, &free_map, &count) ||
         !mark_list(page, page->local_free, &free_map, &count))
@@ -174,13 +175,26 @@ static void page_thin(page_t *page)
     page->scanned_used = page->used;
 }
 
-/* One pass over the parked pages of every class. */
+/* One pass over the parked pages of every class, and over the pages of
+ * the classes that are no longer allocated.  A class that took no block
+ * through alloc_class (alloc.c) since before the previous pass is cold:
+ * allocation has not reached its pages but the first for a whole pass
+ * interval, so their free blocks are memory the program does not use (a
+ * size the program has moved away from: its survivors pin pages that fill
+ * up with free blocks, whatever their share of live ones).  The first page
+ * is left alone: direct sizes are popped from it without alloc_class. */
 void sparse_pass(heap_t *h)
 {
     if (++h->sparse_passes == 0)
         h->sparse_passes = 1; /* 0 means "not seen sparse" */
-    for (unsigned c = 1; c < CLASS_COUNT; c++)
+    for (unsigned c = 1; c < CLASS_COUNT; c++) {
         for (page_t *page = h->parked[c].first; page; page = page->next)
             if (policy_thin_page(h, page))
                 page_thin(page);
+        if (h->sparse_passes - h->class_pass[c] < 2 || !h->bins[c].first)
+            continue;
+        for (page_t *page = h->bins[c].first->next; page; page = page->next)
+            if (policy_thin_cold(page))
+                page_thin(page);
+    }
 }

@@ -216,6 +216,7 @@ typedef struct heap {
     size_t used_bytes;                   /* memory of pages in use */
     uint64_t sparse_checked;             /* now_ticks of the last sparse pass */
     uint32_t sparse_passes;              /* sparse passes so far */
+    uint32_t class_pass[CLASS_COUNT];    /* sparse_passes at the class's last alloc_class */
     /* policy.c and reclaim.c: other threads giving this heap's memory back */
     _Atomic uint32_t seg_lock;           /* free pages and their accounting */
     _Atomic uint32_t collect_lock;       /* remote_pages and in_full pages */

@@ -143,6 +143,48 @@ static size_t work_until_rss_below(size_t limit, double seconds)
 
 /* ------------------------------------------------------------------ */
 
+/* A size the program stopped using: 24 MiB of 256-byte blocks, of which
+ * one per 16 KiB survives (so no page empties and no page is ever walked
+ * by allocation again, which is what parks a page).  Their free OS pages
+ * go back once the class has been cold for a sparse pass interval
+ * (sparse.c), while the thread allocates other sizes (fresh pages of
+ * another class: what runs sparse passes).  Before, a page left in its
+ * class queue was never thinned out: they stayed resident. */
+START_TEST(t_cold_class_thinned)
+{
+    enum { N = 24 * 1024 * 4, SZ = 256, KEEP = 16 * 1024 / SZ };
+    void **p = malloc(N * sizeof *p);
+    TU_ASSERT(p != NULL);
+    for (int i = 0; i < N; i++) {
+        p[i] = malloc(SZ);
+        TU_ASSERT(p[i] != NULL);
+        memset(p[i], 1, SZ);
+    }
+    for (int i = 0; i < N; i++)
+        if (i % KEEP)
+            free(p[i]);
+    size_t full = tu_rss(); /* about 22.5 MiB free and resident */
+    double end = now_s() + 3.0;
+    size_t r;
+    while ((r = tu_rss()) > full - 12 * TU_MIB && now_s() < end) {
+        void *q[256];
+        for (int i = 0; i < 256; i++)
+            TU_ASSERT((q[i] = malloc(1000)) != NULL);
+        for (int i = 0; i < 256; i++)
+            free(q[i]);
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    ck_assert_msg(r <= full - 12 * TU_MIB, "RSS %zu KiB, %zu KiB with the blocks just freed",
+                  r / 1024, full / 1024);
+    for (int i = 0; i < N; i += KEEP)
+        TU_ASSERT(((unsigned char *)p[i])[SZ - 1] == 1);
+    for (int i = 0; i < N; i += KEEP)
+        free(p[i]);
+    free(p);
+}
+END_TEST
+
 /* emma_trim() in a thread that never allocated the memory gives back
  * another (live, idle) thread's freed pages. */
 START_TEST(t_trim_other_thread)
@@ -604,6 +646,7 @@ int main(void)
         t_trim_other_thread, t_malloc_trim, t_dead_thread_reclaimed, t_idle_owner_remote_free,
         t_huge_cache_bound, t_huge_warm_decays, t_bound_threads_free_together,
         t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_oom_retry, t_small_at_map_limit,
+        t_cold_class_thinned,
         EMMA_CONFIG_TLS ? t_dead_thread_pages_reused : NULL, NULL};
     return tu_run_case("policy", "policy", 60, tests);
 }

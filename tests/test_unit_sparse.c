@@ -30,14 +30,21 @@ static void park_sparse_pages(heap_t *h)
 }
 
 /* n sparse passes, each as if a purge delay had passed since the last
- * (run as policy.c runs them before a heap takes a fresh page). */
-static void sparse_passes(heap_t *h, int n)
+ * (run as policy.c runs them before a heap takes a fresh page); with
+ * `hot`, as if every class took blocks through alloc_class in between
+ * (else a class is cold after one pass: sparse.c). */
+static void sparse_passes_as(heap_t *h, int n, bool hot)
 {
     for (int pass = 0; pass < n; pass++) {
+        if (hot)
+            for (unsigned c = 1; c < CLASS_COUNT; c++)
+                h->class_pass[c] = h->sparse_passes;
         h->sparse_checked = now_ticks() - 2 * PURGE_DELAY;
         policy_before_fresh_page(h);
     }
 }
+
+static void sparse_passes(heap_t *h, int n) { sparse_passes_as(h, n, true); }
 
 /* Two passes: a page is thinned out the second time it is seen sparse. */
 static void force_thin(heap_t *h)
@@ -307,4 +314,41 @@ START_TEST(t_thin_skips_dense_pages)
 }
 END_TEST
 
-TU_MAIN("unit_sparse", "sparse", 60, t_thin_small_blocks, t_thin_revive, t_thin_big_blocks, t_thin_skips_dense_pages)
+/* A class no longer allocated (no alloc_class for a whole pass interval):
+ * its pages are thinned out wherever they are and however full, but for
+ * the one allocation pops from; their live blocks stay intact. */
+START_TEST(t_thin_cold_class)
+{
+    const size_t size = 256;
+    scene_t sc = fill_three_pages(size);
+    /* a run of 40% of the blocks freed in the page of the first block,
+     * then in the victim: both back in the class queue, the victim second */
+    page_t *pages[2] = {page_holding(sc.v[0]), sc.victim};
+    TU_ASSERT(pages[0] != sc.victim);
+    for (int k = 0; k < 2; k++) {
+        size_t limit = pages[k]->capacity * 2 / 5;
+        for (size_t i = 0; i < sc.n; i++)
+            if (sc.v[i] && page_holding(sc.v[i]) == pages[k] &&
+                (size_t)((uint8_t *)sc.v[i] - pages[k]->start) / size < limit) {
+                give(sc.h, sc.v[i]);
+                sc.v[i] = NULL;
+            }
+    }
+    page_t *first = sc.h->bins[class_of_size(size)].first;
+    TU_ASSERT(first != sc.victim);
+    sparse_passes_as(sc.h, 1, true); /* in use until now */
+    ck_assert_uint_eq(sc.victim->absent, 0);
+    sparse_passes_as(sc.h, 1, false); /* one interval without allocation */
+    TU_ASSERT(!sc.victim->parked);
+    TU_ASSERT_MSG(sc.victim->absent > 0, "a cold page %u/%u used was not thinned out",
+                  (unsigned)sc.victim->used, (unsigned)sc.victim->capacity);
+    ck_assert_uint_eq(first->absent, 0);
+    for (size_t i = 0; i < sc.n; i++)
+        if (sc.v[i])
+            ck_assert_int_lt(tu_check(sc.v[i], size, (uint64_t)(uintptr_t)sc.v[i]), 0);
+    give_all(sc.h, sc.v, sc.n);
+}
+END_TEST
+
+TU_MAIN("unit_sparse", "sparse", 60, t_thin_small_blocks, t_thin_revive, t_thin_big_blocks, t_thin_skips_dense_pages,
+        t_thin_cold_class)
