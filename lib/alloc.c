@@ -153,18 +153,6 @@ size_t usable_size(const void *p)
     return page_of(seg, p)->block_size;
 }
 
-static void *alloc_any(size_t size, size_t align)
-{
-    heap_t *h = heap_get();
-    if (!config_tls && !h) {
-        os_set_errno(EMMA_ENOMEM);
-        return NULL;
-    }
-    void *p = heap_alloc_aligned(h, size, align);
-    heap_put(h);
-    return p;
-}
-
 void *alloc_zeroed(size_t size, size_t align)
 {
     if (size > LARGE_MAX || align > LARGE_MAX) {
@@ -177,7 +165,7 @@ void *alloc_zeroed(size_t size, size_t align)
             os_set_errno(EMMA_ENOMEM);
         return p; /* fresh mappings are zero: touch nothing */
     }
-    void *p = alloc_any(size, align);
+    void *p = alloc_block(size, align); /* alloc.h: the fast path, signal-safe */
     if (p)
         mem_zero(p, size);
     return p;
@@ -216,7 +204,7 @@ void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align, const cha
             return p;
         old_usable = page->block_size;
     }
-    void *q = h ? heap_alloc_aligned(h, new_size, align) : alloc_any(new_size, align);
+    void *q = h ? heap_alloc_aligned(h, new_size, align) : alloc_block(new_size, align);
     if (!q)
         return NULL;
     mem_copy(q, p, old_usable < new_size ? old_usable : new_size);

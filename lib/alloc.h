@@ -11,94 +11,41 @@
 
 /* ------------------------------------------------------------------ */
 /* Async-signal safety (TLS).  A signal handler that allocates runs on the
- * thread it interrupted, between two of its instructions, never inside
- * one.  So with TLS the owner's list operations commit with one
- * instruction each, without a LOCK prefix (nothing else on another CPU
- * touches these fields): a cmpxchg on page->free, an add or xadd on
- * page->used.  A pop first counts its block in `used` (so that a handler
- * freeing the page's other blocks cannot retire the page under it), then
- * takes the whole list by swapping its head for PAGE_END, then puts the
- * rest back: a handler that finds the list parked goes to the slow path,
- * and one that allocated and freed the very head meanwhile cannot make the
- * pop take a block twice (no ABA: the list is never read while another
- * pop owns it).  Blocks a handler frees into that page while the pop
- * holds its list are left off it until the page empties (a rare, bounded
- * leak, never a double allocation).  Slow paths mark the heap busy
- * instead (internal.h: slow_enter).  Without TLS the heap lock does all
- * this, and plain loads and stores do. */
-
-/* One-instruction, non-LOCK list and counter operations (see above).
- * page_take_head: if page->free is still *b, swap it for PAGE_END(page)
- * and say so (ZF); else load the head it found into *b.  *b stays in rax,
- * cmpxchg's accumulator, from the pop's first load to its return value,
- * and cmpxchg's ZF is the branch: no copy, no separate test, so the TLS
- * pop has exactly the base pop's instruction count plus the cmpxchg and
- * its jne (the base's test/mov-to-rax pair becomes cmp, the return value
- * needs no move).  page_used_add addresses page->used off the page
- * pointer, so no second pointer is kept live for the retry path.
+ * thread it interrupted, between two of its instructions.  The owner's
+ * fast paths (alloc_block, free_validated) switch tls_heap to heap_busy
+ * around their list operation, as the slow paths do (internal.h:
+ * slow_enter): a handler that finds heap_busy allocates from a spare heap
+ * and frees through the remote lists, so nothing else touches the
+ * interrupted heap's lists, and the pop and the push are plain loads and
+ * stores.  Cost: a lea of heap_busy and two stores per call, 2
+ * instructions per malloc+free more than without signal safety (the
+ * lists' code is shorter than before it).  A pop that took the whole list
+ * with one non-LOCK cmpxchg and a push that committed with one was as
+ * short in instructions but made tight loops 15-20% slower.
  *
- * A handler interrupting the pop (rax = b, the page in a register) at
- * each boundary:
- *   before the addl: b may be stale; the cmpxchg then fails (or, if the
- *     head is b again after the handler popped and pushed it, succeeds
- *     and the link is read only after the take, so it is b's current
- *     link: no ABA).  A stale PAGE_END just takes the slow path.
- *   after the addl, before the cmpxchg: `used` counts one block more than
- *     is out, so no handler free can find the page empty and retire it.
- *   after a failed cmpxchg, before the addl -1: the same extra count;
- *     then the retry starts from the head cmpxchg loaded.
- *   after the take, before the store of next: the list is parked
- *     (PAGE_END); a handler's pop goes to the slow path, a handler's push
- *     succeeds onto PAGE_END and is then overwritten by the store (that
- *     block is off the list until the page empties: the documented leak;
- *     if the handler popped it again meanwhile, nothing is lost).
- *   after the store: the pop has committed; the prefetch touches nothing. */
-static inline bool page_take_head(page_t *page, block_t **b)
-{
-    bool ok;
-    __asm__ volatile("cmpxchgq %[pg], (%[pg])"
-                     : "=@ccz"(ok), "+a"(*b)
-                     : [pg] "r"(page)
-                     : "memory");
-    return ok;
-}
-
-static inline void page_used_add(page_t *page, int32_t d)
-{
-    __asm__ volatile("addl %[d], %c[used](%[pg])"
-                     :
-                     : [pg] "r"(page), [d] "ri"(d), [used] "i"(offsetof(page_t, used))
-                     : "memory");
-}
-
+ * A thread that dies between two of these instructions (cancelled
+ * asynchronously, or a raw SYS_exit from a handler) leaves a consistent
+ * heap: a pop unlinks its block before counting it, a push uncounts its
+ * block before linking it, so at worst one block is neither on the list
+ * nor counted (gone until its page is emptied and reused; never handed out
+ * twice).  The volatile stores keep that order.  Without TLS the heap lock
+ * does all this. */
 static inline void *page_pop(page_t *page)
 {
-    block_t *b, *end = PAGE_END(page);
-    if (config_tls) {
-        b = *(block_t *volatile *)&page->free;
-        for (;;) {
-            if (unlikely(b == end))
-                return NULL;
-            page_used_add(page, 1);
-            if (likely(page_take_head(page, &b)))
-                break;
-            page_used_add(page, -1); /* a handler took the list: b is its head now */
-        }
-        block_t *next = link_get(b);
-        *(block_t *volatile *)&page->free = next;
-        /* the next block is likely cold (freed long ago, or by another
-         * thread), and its link is the first thing the next pop reads */
-        __builtin_prefetch(next, 1);
-        check_mark_allocated(b);
-        return b;
-    }
-    b = page->free;
-    if (unlikely(b == end))
+    block_t *b;
+    /* loaded into rax, the return register: no move at the end */
+    __asm__ volatile("movq %[f], %[b]" : [b] "=a"(b) : [f] "m"(page->free));
+    if (unlikely(b == PAGE_END(page)))
         return NULL;
     block_t *next = link_get(b);
-    page->free = next;
+    *(block_t *volatile *)&page->free = next;
+    /* the next block is likely cold (freed long ago, or by another
+     * thread), and its link is the first thing the next pop reads */
     __builtin_prefetch(next, 1);
-    page->used++;
+    __asm__ volatile("addl $1, %c[used](%[pg])"
+                     :
+                     : [pg] "r"(page), [used] "i"(offsetof(page_t, used))
+                     : "memory");
     check_mark_allocated(b);
     return b;
 }
@@ -123,6 +70,19 @@ static inline void *heap_alloc_aligned(heap_t *h, size_t size, size_t align)
 /* malloc-style allocation through the calling thread's heap. */
 static inline void *alloc_block(size_t size, size_t align)
 {
+#if EMMA_CONFIG_TLS
+    heap_t *h = tls_heap;
+    if (likely(size <= DIRECT_MAX && align <= MIN_ALIGN)) {
+        tls_heap = &heap_busy;
+        __asm__ volatile("" ::: "memory");
+        void *b = page_pop(h->direct[(size + MIN_ALIGN - 1) / MIN_ALIGN]);
+        __asm__ volatile("" ::: "memory");
+        tls_heap = h;
+        if (likely(b != NULL))
+            return b;
+    }
+    return alloc_generic(size, align, h);
+#else
     heap_t *h = heap_get();
     if (!config_tls && unlikely(!h)) {
         os_set_errno(EMMA_ENOMEM);
@@ -131,6 +91,7 @@ static inline void *alloc_block(size_t size, size_t align)
     void *p = heap_alloc_aligned(h, size, align);
     heap_put(h);
     return p;
+#endif
 }
 
 /* The emma_* API's alignment argument: a power of two, else EINVAL (or,
@@ -154,61 +115,37 @@ static inline bool align_small(size_t align)
     return align <= MIN_ALIGN && ((0x10116u >> align) & 1u) != 0;
 }
 
-/* Free of a block known to belong to a page of h.  A block that is
- * already the head of its page's list is being freed twice: the
+/* Push block b onto its page's list and return `used` as it was before
+ * (one xadd: compared with page->slow_at as it is, types.h).  A block that
+ * is already the head of its page's list is being freed twice: the
  * `free(p); free(p)` that would otherwise hand p out twice (an abort with
- * one line, like the boundary checks; 2 instructions).  With TLS
- * the push commits with one cmpxchg; if a signal handler changed the list
- * between the read of its head and the cmpxchg, the block stays off the
- * list (a leak until its page empties, never a corrupt list), and `used`
- * goes down with one xadd, whose result (`used` before this free, never
- * re-read, so a handler's frees cannot make two frees see the same value)
- * is compared with page->slow_at as it is: types.h. */
+ * one line, like the boundary checks; 2 instructions). */
+static inline uint32_t page_push(page_t *page, block_t *b, const char *func)
+{
+    block_t *head = page->free;
+    if (unlikely(head == b))
+        emma_fatal(func, "double free", b);
+    uint32_t before = (uint32_t)-1;
+    __asm__ volatile("xaddl %[before], %c[used](%[pg])"
+                     : [before] "+r"(before)
+                     : [pg] "r"(page), [used] "i"(offsetof(page_t, used))
+                     : "memory");
+    link_set(b, head);
+    *(block_t *volatile *)&page->free = b;
+    return before;
+}
+
+/* Free of a block known to belong to a page of h, by its user (a private
+ * heap, or without TLS under h's lock). */
 static inline void heap_free_local_with(heap_t *h, page_t *page, void *p, const char *func,
                                         void (*slow_block)(heap_t *, void *))
 {
-    block_t *b = (block_t *)p;
-    if (config_tls) {
-        block_t *head, *enc;
-        uint32_t before;
-        (void)enc;
-        __asm__ volatile goto("movq (%[pg]), %[head]\n\t"
-#if EMMA_CONFIG_HARDENING
-                     "movq %[head], %[enc]\n\t"
-                     "xorq %[key], %[enc]\n\t"
-                     "movq %[enc], (%[b])\n\t"
-#else
-                     "movq %[head], (%[b])\n\t"
-#endif
-                     "cmpq %[head], %[b]\n\t"
-                     "je %l[twice]\n\t"
-                     "cmpxchgq %[b], (%[pg])\n\t"
-                     "movl $-1, %k[before]\n\t"
-                     "xaddl %k[before], %c[used](%[pg])\n\t"
-                     "cmpl %c[slow_at](%[pg]), %k[before]\n\t"
-                     "je %l[slow]"
-                     : [head] "=&a"(head), [enc] "=&r"(enc), [before] "=&r"(before)
-                     : [pg] "r"(page), [b] "r"(b), [used] "i"(offsetof(page_t, used)),
-                       [slow_at] "i"(offsetof(page_t, slow_at)), [key] "m"(list_key)
-                     : "memory", "cc"
-                     : twice, slow);
+    if (likely(page_push(page, (block_t *)p, func) != page->slow_at))
         return;
-    } else {
-        if (unlikely(page->free == b))
-            goto twice;
-        link_set(b, page->free);
-        page->free = b;
-        if (likely(page->used-- != page->slow_at))
-            return;
-    }
-slow:
     if (slow_block)
         slow_block(h, p); /* the block, not its page: no register to move */
     else
         page_free_local_slow(h, page);
-    return;
-twice:
-    emma_fatal(func, "double free", p);
 }
 
 static inline void heap_free_local(heap_t *h, page_t *page, void *p, const char *func)
@@ -216,15 +153,23 @@ static inline void heap_free_local(heap_t *h, page_t *page, void *p, const char 
     heap_free_local_with(h, page, p, func, NULL);
 }
 
-/* Free of a validated block: with TLS the owner's pages inline, the rest
- * (and everything without TLS) in free_generic. */
+/* Free of a validated block: with TLS the owner's pages inline, behind
+ * the busy marker (see page_pop), the rest (and everything without TLS) in
+ * free_generic. */
 static inline void free_validated(void *p, const char *func)
 {
 #if EMMA_CONFIG_TLS
     segment_t *seg = segment_of(p);
     heap_t *h = tls_heap;
     if (likely(seg->heap == h)) {
-        heap_free_local(h, page_of(seg, p), p, func);
+        page_t *page = page_of(seg, p);
+        tls_heap = &heap_busy;
+        __asm__ volatile("" ::: "memory");
+        uint32_t before = page_push(page, (block_t *)p, func);
+        __asm__ volatile("" ::: "memory");
+        tls_heap = h;
+        if (unlikely(before == page->slow_at))
+            page_free_local_slow(h, page);
         return;
     }
 #endif
