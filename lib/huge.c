@@ -18,12 +18,12 @@
  * resident is counted in policy.c's process-wide total: while the program
  * does not reuse cached mappings (a block freed and the thread idle), at
  * most policy_huge_cold_bytes; once it does (buffers replaced at random),
- * six blocks of the typical size, at least the process-wide bound and at
- * most three times it (warm_budget), purged oldest first; mappings freed
- * for longer than the decay time lose their pages, and later their
- * address space (policy.c's decay pass).  A block that reuses a longer
- * mapping keeps the pages beyond its end (the next one may be longer), up
- * to the bound process-wide (tail_fit).  While the blocks freed are
+ * as much as the process-wide bound leaves room for besides the other free
+ * memory (cache_budget), purged oldest first; mappings freed for longer
+ * than the decay time lose their pages, and later their address space
+ * (policy.c's decay pass).  A block that reuses a longer mapping keeps the
+ * pages beyond its end (the next one may be longer), up to a quarter of
+ * the bound process-wide, within the bound (tail_fit).  While the blocks freed are
  * written whole, the pages of a new block (not calloc's) that are not
  * resident yet are faulted in by one madvise(MADV_POPULATE_WRITE) rather
  * than one page fault each (populate).
@@ -67,7 +67,7 @@ static bool huge_init(segment_t *seg, size_t map_size, size_t reserve, size_t of
     seg->free_mask = seg->dirty_mask = 0;
     seg->map_size = map_size;
     page_t *page = &seg->pages[0];
-    page->dirty = 0; /* in use: its tail's count in stale_bytes */
+    page->dirty = 0; /* in use: its tail's count (tail_fit) */
     seg->reserve_size = reserve;
     /* a fresh mapping: assume the block gets written; a reused one keeps
      * what it had */
@@ -145,20 +145,29 @@ static size_t purge_beyond(segment_t *seg, size_t keep)
     return w - weight(seg);
 }
 
-/* Bring the cache's resident bytes down to `budget`, oldest first (with
- * the lock held). */
-static size_t cache_shrink(size_t budget)
+/* Give back up to `excess` bytes of what the mappings freed before
+ * `before` keep resident, oldest first, the last one in part (its first
+ * pages stay), with the lock held; returns the bytes given back. */
+static size_t cache_trim_oldest(uint64_t before, size_t excess)
 {
     size_t n = 0;
-    for (unsigned i = 0; i < cache.count && cache.resident > budget; i++) {
+    for (unsigned i = 0; i < cache.count && n < excess; i++) {
         segment_t *seg = cache.seg[i];
-        size_t over = cache.resident - budget;
+        if (before != UINT64_MAX && seg->pages[0].freed_at >= before)
+            break; /* the rest were freed later */
+        size_t over = excess - n;
         size_t keep = weight(seg) > over + OS_PAGE_SIZE && seg->resident > over ? seg->resident - over : 0;
         size_t b = purge_beyond(seg, keep & ~(OS_PAGE_SIZE - 1));
         cache.resident -= b;
         n += b;
     }
     return n;
+}
+
+/* Bring the cache's resident bytes down to `budget` (with the lock held). */
+static size_t cache_shrink(size_t budget)
+{
+    return cache.resident > budget ? cache_trim_oldest(UINT64_MAX, cache.resident - budget) : 0;
 }
 
 static void cache_remove(unsigned i)
@@ -175,45 +184,30 @@ static void unmap_mapping(segment_t *seg)
     os_unmap(seg, seg->reserve_size);
 }
 
-/* While the program reuses cached mappings (big buffers replaced at
- * random), the cache may keep WARM_BLOCKS blocks of the typical size
- * resident, up to WARM_FACTOR times the process-wide bound: a freed block
- * then mostly serves the next request whole, where one bound's worth of
- * 5-25 MiB buffers would make most requests fault their tail in (bench
- * bigbuf-whole: 1.34 million page faults in 2000 steps, 0.70 million
- * with this).  Once reuse stops, the next decay pass gives it back
- * (policy.c allows for it meanwhile: huge_cache_allowance). */
-#define WARM_BLOCKS 6
-#define WARM_FACTOR 3
-
-static size_t warm_budget(void)
+/* What the cache may hold resident now: while the program reuses cached
+ * mappings (big buffers replaced at random), whatever the process-wide
+ * bound leaves room for besides the other free memory (`other`: free
+ * pages, the pool, the tails of live blocks), so that a freed block mostly
+ * serves the next request whole; else policy_huge_cold_bytes (a block
+ * freed and the thread idle), within that room too.  Either way the cache
+ * makes room for itself, oldest cached pages first, and the memory left
+ * resident when every thread goes idle stays under the bound. */
+static size_t cache_budget(uint64_t now, size_t other)
 {
-    size_t t = __atomic_load_n(&cache.typical, __ATOMIC_RELAXED);
-    size_t b = policy_free_bound, most = WARM_FACTOR * b;
-    if (t > most / WARM_BLOCKS)
-        return most;
-    return WARM_BLOCKS * t > b ? WARM_BLOCKS * t : b;
-}
-
-/* What the cache may hold resident now. */
-static size_t cache_budget(uint64_t now)
-{
-    size_t b = now < cache.warm_until ? warm_budget() : policy_huge_cold_bytes;
-    size_t w = warm_budget();
-    return b < w ? b : w;
-}
-
-size_t huge_cache_allowance(void)
-{
-    uint64_t warm = __atomic_load_n(&cache.warm_until, __ATOMIC_RELAXED);
-    return now_ticks() < warm ? warm_budget() - policy_free_bound : 0;
+    size_t b = policy_free_bound;
+    size_t room = other < b ? b - other : 0;
+    size_t want = now < cache.warm_until ? b : policy_huge_cold_bytes;
+    return want < room ? want : room;
 }
 
 /* Tails: a live block that reuses a longer cached mapping keeps the pages
  * of the mapping beyond its end resident (the next block to reuse the
- * mapping may be longer), up to the process-wide bound in all: their
- * estimated resident bytes, counted here and in each block's
- * pages[0].dirty. */
+ * mapping may be longer), up to a quarter of the process-wide bound in
+ * all, and only as far as the bound has room: free memory like any other,
+ * counted in policy.c's total (and here, and in each block's
+ * pages[0].dirty, at their estimated resident bytes) but purged only when
+ * the block is freed or resized. */
+#define TAILS_MAX(b) ((b) / 4)
 static _Atomic size_t stale_bytes;
 
 static void tail_fit(segment_t *seg, size_t weight_was, size_t extent_was)
@@ -227,9 +221,12 @@ static void tail_fit(segment_t *seg, size_t weight_was, size_t extent_was)
         est = (tail / OS_PAGE_SIZE) * (weight_was / OS_PAGE_SIZE) / (extent_was / OS_PAGE_SIZE) *
               OS_PAGE_SIZE;
     size_t have = atomic_load_explicit(&stale_bytes, memory_order_relaxed);
-    if (have > SIZE_MAX / 2)
-        have = 0; /* forgotten by cache_forget while the block was live */
-    size_t room = have < policy_free_bound ? policy_free_bound - have : 0;
+    size_t bound = policy_free_bound, free_now = policy_resident();
+    size_t room = have < TAILS_MAX(bound) ? TAILS_MAX(bound) - have : 0;
+    if (free_now < bound && bound - free_now < room)
+        room = bound - free_now;
+    else if (free_now >= bound)
+        room = 0;
     if (est > room) {
         /* keep what fits, counted at full density */
         size_t keep = room & ~(OS_PAGE_SIZE - 1);
@@ -239,6 +236,16 @@ static void tail_fit(segment_t *seg, size_t weight_was, size_t extent_was)
     }
     seg->pages[0].dirty = (uint32_t)est;
     atomic_fetch_add_explicit(&stale_bytes, est, memory_order_relaxed);
+    policy_resident_add(est);
+}
+
+/* The tail's count goes (the block is freed or resized). */
+static void tail_uncount(segment_t *seg)
+{
+    size_t est = seg->pages[0].dirty;
+    seg->pages[0].dirty = 0;
+    atomic_fetch_sub_explicit(&stale_bytes, est, memory_order_relaxed);
+    policy_resident_sub(est);
 }
 
 /* Whether the program writes its big blocks whole: the last huge block
@@ -260,7 +267,7 @@ static void populate(segment_t *seg, size_t from, bool zero)
 
 static void cache_put(segment_t *seg)
 {
-    atomic_fetch_sub_explicit(&stale_bytes, seg->pages[0].dirty, memory_order_relaxed);
+    tail_uncount(seg);
     if (seg->flags & SEG_THP) {
         /* the next user of this mapping may touch it sparsely */
         os_advise_huge_pages(seg, seg->reserve_size, false);
@@ -284,9 +291,12 @@ static void cache_put(segment_t *seg)
         evicted_weight = weight(evicted);
         cache_remove(0);
     }
+    /* the free memory besides the cache's (counted before `added` is) */
+    size_t total = policy_resident(), counted = cache.resident;
+    size_t other = total > counted ? total - counted : 0;
     cache.seg[cache.count++] = seg;
     cache.resident += added;
-    size_t purged = cache_shrink(cache_budget(now));
+    size_t purged = cache_shrink(cache_budget(now, other));
     gen_unlock(&cache.lock);
     policy_resident_add(added);
     policy_resident_sub(purged + evicted_weight);
@@ -326,6 +336,21 @@ size_t huge_cache_release(uint64_t before, uint64_t unmap_before)
     for (unsigned i = 0; i < ngone; i++)
         unmap_mapping(gone[i]);
     return n + unmapped + (size_t)ngone * OS_PAGE_SIZE;
+}
+
+/* policy.c's shrink: give back up to `excess` bytes of what mappings
+ * freed before `before` keep resident, oldest first, the last one only in
+ * part (its first pages stay); returns the bytes given back. */
+size_t huge_cache_shrink(uint64_t before, size_t excess)
+{
+    if (cache.count == 0 || excess == 0) /* racy peek: only a hint */
+        return 0;
+    if (!gen_lock_try(&cache.lock, cache_forget))
+        return 0;
+    size_t n = cache_trim_oldest(before, excess);
+    gen_unlock(&cache.lock);
+    policy_resident_sub(n);
+    return n;
 }
 
 /* A cached mapping for a block of need bytes (from the mapping's start):
@@ -404,8 +429,10 @@ void cache_forget(void)
     policy_resident_sub(cache.resident);
     cache.count = 0;
     cache.resident = 0;
-    atomic_store_explicit(&stale_bytes, 0, memory_order_relaxed);
 }
+
+/* teardown.c, after unmapping every huge block: their tails are gone. */
+void huge_tails_forget(void) { atomic_store_explicit(&stale_bytes, 0, memory_order_relaxed); }
 /* Round a mapping up to whole segments, unless address space is scarce
  * (asked of the kernel at most once per decay time). */
 static size_t reserve_for(size_t map_size)
@@ -526,12 +553,17 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
     if (new_map == old_map)
         return p;
     size_t map_align = (size_t)1 << seg->pages[0].reserved;
+    /* A tail kept from a longer cached mapping (tail_fit): a growing block
+     * uses it; what is left past the new end goes back. */
+    tail_uncount(seg);
     if (new_map <= seg->reserve_size) {
         addrmap_clear(seg, old_map);
+        size_t end = seg->resident > old_map ? seg->resident : old_map;
+        if (end > new_map) { /* what may be resident past the new end */
+            os_purge((uint8_t *)seg + new_map, end - new_map);
+            seg->resident = new_map;
+        }
         if (new_map < old_map) {
-            os_purge((uint8_t *)seg + new_map, old_map - new_map);
-            if (seg->resident > new_map)
-                seg->resident = new_map;
             /* whole segments past the end: give the address space back too */
             size_t keep = align_up(new_map, SEGMENT_SIZE);
             if (map_align <= SEGMENT_SIZE && keep < seg->reserve_size &&
@@ -565,6 +597,10 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
         moved = os_remap(seg, old_reserve, new_reserve, map_align, header_pos);
     }
     if (!moved) {
+        if (seg->resident > old_map) { /* the tail, uncounted above */
+            os_purge((uint8_t *)seg + old_map, seg->resident - old_map);
+            seg->resident = old_map;
+        }
         addrmap_mark_huge(seg, old_map);
         if (private)
             private_huge_link(private, seg);

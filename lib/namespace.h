@@ -58,8 +58,9 @@
 #define heap_teardown emma__heap_teardown
 #define huge_alloc emma__huge_alloc
 #define huge_alloc_private emma__huge_alloc_private
-#define huge_cache_allowance emma__huge_cache_allowance
 #define huge_cache_release emma__huge_cache_release
+#define huge_cache_shrink emma__huge_cache_shrink
+#define huge_tails_forget emma__huge_tails_forget
 #define huge_cache_stats emma__huge_cache_stats
 #define huge_free emma__huge_free
 #define huge_realloc emma__huge_realloc

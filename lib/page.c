@@ -177,15 +177,21 @@ void page_extend(page_t *page)
 }
 
 /* A page becomes completely free: keep it if it is the only page of its
- * class (the next allocation would want it straight back), else give it
- * back to its segment. */
+ * class (the next allocation would want it straight back) and little of it
+ * was carved, else give it back to its segment.  A held page is its
+ * owner's alone (no other thread may purge it), so what it holds is kept
+ * small: up to HOLD_MAX or the blocks of a first carving (page_extend),
+ * whichever is more; a page that took more (a burst of blocks of its
+ * class, all freed) goes back to its segment, where its memory counts as
+ * free and policy.c bounds it process-wide. */
+#define HOLD_MAX ((size_t)64 << 10)
 static void page_retire(heap_t *h, page_t *page)
 {
     page_queue_t *q = &h->bins[page->class_idx];
     segment_t *seg = segment_of_page(page);
-    /* Hold a lone page unless it is a whole segment. */
+    size_t carved = (size_t)page->capacity * page->block_size;
     if (q->first == page && q->last == page && !h->parked[page->class_idx].first &&
-        seg->kind != KIND_XLARGE) {
+        seg->kind != KIND_XLARGE && (carved <= HOLD_MAX || page->capacity <= 4)) {
         page->slow_at = SLOW_AT_HELD;
         return;
     }

@@ -2,18 +2,17 @@
  * back to the kernel, for the whole process (knobs in policy.h).
  *
  *   accounting   every free byte that may be resident (free pages of every
- *                heap, empty segments in the pool, the huge cache), counted
- *                in bytes actually touched, is in one process-wide count.
- *   bound        when the count exceeds policy_free_bound (32 MiB), the
- *                slow path that noticed gives memory back at once: what
- *                has been free for half the decay time or longer, in the
- *                pool, its own heap, the huge cache and every other heap,
- *                and past 1.5 times the bound everything, most recent
- *                last (over_bound); the rest goes at the next decay pass.
- *                So the memory left resident when every thread goes idle
- *                is at most 1.5 times the bound, and the bound after the
- *                next decay pass (any thread's slow path), whatever the
- *                number of threads and the timing.
+ *                heap, empty segments in the pool, the huge cache, the
+ *                tails kept past live huge blocks), counted in bytes
+ *                actually touched, is in one process-wide count.
+ *   bound        policy_free_bound (32 MiB) is a hard limit: a slow path
+ *                that takes the count past it gives memory back at once,
+ *                longest free first, process-wide (over_bound), so at most
+ *                the bound stays resident once it returns, and that is
+ *                what is left when every thread goes idle, whatever the
+ *                number of threads and the timing.  Past three quarters
+ *                of it, what has been free for half the decay time or
+ *                longer goes (a soft shrink, now and then).
  *   decay        memory free for longer than policy_decay_ticks (about
  *                0.1 s) goes back at the next decay pass.  A pass runs at
  *                most every quarter of that, driven by whichever thread's
@@ -28,10 +27,11 @@
  *   huge blocks  a freed huge mapping stays mapped in one process-wide
  *                cache (huge.c); what it may keep resident is
  *                policy_huge_cold_bytes (4 MiB) until the program reuses
- *                cached mappings, then six blocks of the typical size,
- *                from the bound up to three times it: over_bound allows
- *                for that excess meanwhile (huge_cache_allowance), and the
- *                decay pass gives it back once reuse stops.
+ *                cached mappings, then whatever room the bound leaves
+ *                besides the other free memory (the cache makes room for
+ *                a freed block by purging its oldest pages first); a block
+ *                reusing a longer mapping keeps the pages past its end up
+ *                to a quarter of the bound in all, within the bound.
  *   sparse pages are thinned out (sparse.c) at most every PURGE_DELAY,
  *                when the heap is about to take a fresh page, and only
  *                once they look sparse in two passes in a row; so are the
@@ -75,18 +75,6 @@ static size_t reclaim_others(heap_t *self, uint64_t before, bool all)
         if (h != self)
             n += reclaim_heap(self, h, before, all);
     return n;
-}
-
-/* The decay pass. */
-static void decay_pass(heap_t *self, uint64_t now)
-{
-    fork_init(); /* so that our locks can tell a fork (heap_check_fork) */
-    uint64_t aged = now - policy_decay_ticks;
-    huge_cache_release(aged, now - 16 * policy_decay_ticks);
-    pool_release(aged, false);
-    if (self)
-        heap_purge_older(self, aged, true);
-    reclaim_others(self, aged, false);
 }
 
 /* A private heap (heap_private.c) takes no part in the policy: its free
@@ -145,8 +133,9 @@ static size_t shrink(heap_t *self, size_t target, uint64_t min_age)
         pool_release(before, false);
         if (self && policy_resident() > target)
             heap_purge_older(self, before, true);
-        if (policy_resident() > target)
-            huge_cache_release(before, 0);
+        size_t r = policy_resident();
+        if (r > target)
+            huge_cache_shrink(before, r - target);
         for (heap_t *h = heap_list_first(); h && policy_resident() > target; h = h->next_heap)
             if (h != self)
                 locked += purge_other(h, before);
@@ -157,28 +146,40 @@ static size_t shrink(heap_t *self, size_t target, uint64_t min_age)
     }
 }
 
-/* Over the bound: the slow path that noticed gives back, process-wide
- * (other threads' heaps included: a thread that frees and goes idle may be
- * the last to run for a long time), down to three quarters of the bound
- * (so that the next shrink waits for a quarter of it to be freed again).
+/* The levels, for a bound b (policy_free_bound, 32 MiB by default):
  *
- * Up to HARD_BOUND (1.5 times the bound) only memory free for half the
- * decay time or longer goes: what was freed since is what a program that
- * frees and allocates at random (bench churn-mixed, aligned) takes again
- * soon, and purging it made half of their page faults; it goes at the next
- * decay pass if it stays free.  Such a soft shrink is not tried again
- * before a while (next_shrink), so that a thread freeing page after page
- * does not walk every heap at each.
+ *   soft   past SOFT_LEVEL (three quarters of b, 24 MiB) the slow path
+ *          that noticed gives back what has been free for half the decay
+ *          time or longer, down to SOFT_TARGET (half of b), process-wide
+ *          (other threads' heaps included: a thread that frees and goes
+ *          idle may be the last to run for a long time).  What was freed
+ *          since is what a program that frees and allocates at random
+ *          (bench churn-mixed, aligned) takes again soon, and purging it
+ *          made half of their page faults; it goes at the next decay pass
+ *          if it stays free.  A soft shrink is not tried again before a
+ *          while (next_shrink), so that a thread freeing page after page
+ *          does not walk every heap at each.
+ *   hard   past b itself everything may go, longest free first, down to
+ *          HARD_TARGET (b less a sixteenth, 30 MiB: what was freed last
+ *          stays, and the next hard shrink waits for 2 MiB more), and nothing holds
+ *          the check off: so once a slow path returns, at most b stays
+ *          resident, and that is what is left when every thread goes idle.
+ *          One thread shrinks at a time; one that finds another at it
+ *          leaves a request, which the other serves before it stops (the
+ *          request comes after the requester's pages were counted, so
+ *          nothing freed is missed).  A heap found locked is tried again
+ *          after a yield, a few times; what even that cannot give back (a
+ *          heap whose lock stays taken, a poisoned heap) is `stuck`, and
+ *          only memory freed beyond it makes the next shrink, so that a
+ *          stuck heap does not make every slow path shrink; the next decay
+ *          pass forgets what was stuck on a lock.
  *
- * Past HARD_BOUND everything may go (age 0), and nothing holds the check
- * off: one thread shrinks at a time; one that finds another at it leaves
- * a request, which the other serves before it stops (the request comes
- * after the requester's pages were counted, so nothing freed is missed).
- * A heap found locked is tried again after a yield, a few times; what even
- * that cannot give back (a heap whose lock stays taken, a poisoned heap)
- * is `stuck`, and only memory freed beyond it makes the next shrink, so
- * that a stuck heap does not make every slow path shrink. */
-#define HARD_BOUND(b) ((b) + (b) / 2)
+ * The huge cache fits itself under b when a block is freed (huge.c,
+ * cache_put: oldest cached pages first), so a big block freed rarely
+ * makes a hard shrink. */
+#define SOFT_LEVEL(b) ((b) - (b) / 4)
+#define SOFT_TARGET(b) ((b) / 2)
+#define HARD_TARGET(b) ((b) - (b) / 16)
 #define SHRINK_TRIES 8
 static _Atomic uint32_t shrink_lock;
 static _Atomic uint32_t shrink_wanted;
@@ -188,20 +189,18 @@ static _Atomic uint64_t next_shrink; /* a soft shrink: when to try again */
 static void over_bound(heap_t *self)
 {
     size_t bound = policy_free_bound;
-    if (policy_resident() <= bound || slow_interrupted())
+    if (policy_resident() <= SOFT_LEVEL(bound) || slow_interrupted())
         return;
-    bound += huge_cache_allowance();
-    size_t target = bound - bound / 4;
     size_t stuck = atomic_load_explicit(&shrink_stuck, memory_order_relaxed);
     size_t r = policy_resident();
-    if (r <= bound + stuck)
+    if (r <= SOFT_LEVEL(bound) + stuck)
         return;
-    if (r <= HARD_BOUND(bound) + stuck) {
+    if (r <= bound + stuck) {
         uint64_t now = now_ticks();
         if (now < atomic_load_explicit(&next_shrink, memory_order_relaxed))
             return;
-        shrink(self, target + stuck, policy_decay_ticks / 2);
-        if (policy_resident() > bound + stuck)
+        shrink(self, SOFT_TARGET(bound) + stuck, policy_decay_ticks / 2);
+        if (policy_resident() > SOFT_LEVEL(bound) + stuck)
             atomic_store_explicit(&next_shrink, now + policy_decay_ticks / 8,
                                   memory_order_relaxed);
         return;
@@ -210,11 +209,10 @@ static void over_bound(heap_t *self)
     while (atomic_load(&shrink_wanted) && gen_lock_try(&shrink_lock, NULL)) {
         atomic_store(&shrink_wanted, 0);
         stuck = atomic_load_explicit(&shrink_stuck, memory_order_relaxed);
-        for (unsigned k = 0; policy_resident() > HARD_BOUND(bound) + stuck; k++) {
+        for (unsigned k = 0; policy_resident() > bound + stuck; k++) {
             stuck = poisoned_bytes();
-            size_t locked = shrink(self, target + stuck, 0);
-            if (locked == 0 || policy_resident() <= HARD_BOUND(bound) + stuck ||
-                k == SHRINK_TRIES) {
+            size_t locked = shrink(self, HARD_TARGET(bound) + stuck, 0);
+            if (locked == 0 || policy_resident() <= bound + stuck || k == SHRINK_TRIES) {
                 stuck += locked;
                 break;
             }
@@ -223,6 +221,21 @@ static void over_bound(heap_t *self)
         atomic_store_explicit(&shrink_stuck, stuck, memory_order_relaxed);
         gen_unlock(&shrink_lock);
     }
+}
+
+/* The decay pass. */
+static void decay_pass(heap_t *self, uint64_t now)
+{
+    fork_init(); /* so that our locks can tell a fork (heap_check_fork) */
+    uint64_t aged = now - policy_decay_ticks;
+    huge_cache_release(aged, now - 16 * policy_decay_ticks);
+    pool_release(aged, false);
+    if (self)
+        heap_purge_older(self, aged, true);
+    reclaim_others(self, aged, false);
+    /* what a lock kept from the last hard shrink has had its chance */
+    atomic_store_explicit(&shrink_stuck, poisoned_bytes(),
+                          memory_order_relaxed);
 }
 
 void policy_tick(heap_t *self)
@@ -445,6 +458,7 @@ void policy_teardown(void)
 {
     pool_forget();
     cache_forget();
+    huge_tails_forget();
     atomic_store(&resident, 0);
     atomic_store(&next_pass, 0);
     atomic_store(&next_shrink, 0);

@@ -73,9 +73,9 @@ EMMA_HIDDEN size_t pool_release(uint64_t before, bool unmap);
 /* huge.c: the huge cache (purge resident memory of mappings freed before
  * `before`; unmap those freed before `unmap_before`). */
 EMMA_HIDDEN size_t huge_cache_release(uint64_t before, uint64_t unmap_before);
-/* What the huge cache may hold over the bound now (while the program
- * reuses cached mappings); policy.c's over_bound allows for it. */
-EMMA_HIDDEN size_t huge_cache_allowance(void);
+/* Give back up to `excess` bytes of it, oldest first (mappings freed
+ * before `before` only), the last mapping in part. */
+EMMA_HIDDEN size_t huge_cache_shrink(uint64_t before, size_t excess);
 /* emma_stats(): mappings in the huge cache, and what they may hold resident. */
 EMMA_HIDDEN void huge_cache_stats(size_t *count, size_t *bytes);
 

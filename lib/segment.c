@@ -237,10 +237,20 @@ static segment_t *segment_obtain(heap_t *h, bool *recycled)
     return seg;
 }
 
+#define WARM_LOOK 8
 page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
 {
     gen_lock(&h->seg_lock, NULL);
     segment_t *seg = h->segments[kind];
+    /* a free page still resident first (no page faults, and what the
+     * policy gives back is what stayed unused longest): in the first of
+     * the segments with free pages that has one, looking at a few */
+    unsigned look = 0;
+    for (segment_t *s = seg; s && look < WARM_LOOK; s = s->next, look++)
+        if (s->free_mask & s->dirty_mask) {
+            seg = s;
+            break;
+        }
     if (!seg) {
         gen_unlock(&h->seg_lock);
         bool recycled;
@@ -252,7 +262,8 @@ page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
         dirty_add(h, dirty_in_range(seg, 0, SEGMENT_SIZE));
         seglist_push(h, seg);
     }
-    unsigned i = (unsigned)__builtin_ctzll(seg->free_mask);
+    uint64_t warm = seg->free_mask & seg->dirty_mask;
+    unsigned i = (unsigned)__builtin_ctzll(warm ? warm : seg->free_mask);
     uint64_t bit = (uint64_t)1 << i;
     seg->free_mask &= ~bit;
     if (seg->dirty_mask & bit) {
