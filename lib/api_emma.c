@@ -79,21 +79,22 @@ EMMA_NOINLINE EMMA_COLD void *vg_alloc_from(vg_take_fn *take, heap_t *h, size_t 
     size_t n = size <= SIZE_MAX - VG_REDZONE ? size + VG_REDZONE : size;
     vg_quiet();
     char *p = take(h, n, align, zero);
-    if (p && first_of_page(p)) {
-        /* The first block of a page: the page descriptor points at it, so
-         * memcheck would call it "still reachable" when it leaks.  Keep it
-         * out of the program's hands (one block per page, under memcheck
-         * only) and take the next, unless that starts a page too (classes
-         * of one block per page). */
+    /* The first block of a page: the page descriptor points at it, so
+     * memcheck would call it "still reachable" when it leaks.  Keep it out
+     * of the program's hands (one block per page, under memcheck only) and
+     * take the next: the second of its page, or, when the page had room
+     * for one block only (a segment's first page also holds the segment's
+     * header: one 512 KiB block), the first of the next page, kept too,
+     * and then its second (every class has two blocks in a page without
+     * a header). */
+    for (int more = 2; p && first_of_page(p) && more > 0; more--) {
         char *q = take(h, n, align, zero);
-        if (q && first_of_page(q)) {
-            free_block(q, "emma_alloc");
-        } else if (q) {
-            /* out of the leak checker's sight: its first word still links
-             * to the block that follows it */
-            VALGRIND_MAKE_MEM_NOACCESS(p, usable_size(p));
-            p = q;
-        }
+        if (!q)
+            break;
+        /* out of the leak checker's sight: its first word still links
+         * to the block that follows it */
+        VALGRIND_MAKE_MEM_NOACCESS(p, usable_size(p));
+        p = q;
     }
     size_t room = p ? usable_size(p) : 0;
     vg_loud();

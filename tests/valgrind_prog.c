@@ -9,6 +9,10 @@
 
 static void *volatile sink;
 
+static emma_heap_t *volatile keep_heap; /* a heap alive at exit */
+
+static unsigned log2c(size_t c) { return 63u - (unsigned)__builtin_clzl(c); }
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "clean";
@@ -39,6 +43,28 @@ int main(int argc, char **argv)
          * itself). */
         sink = emma_alloc(3000, 16);
         sink = NULL;
+    } else if (strcmp(mode, "leak-alone") == 0) {
+        /* A block alone in its page: the first 512 KiB block (with the red
+         * zone) of a segment, whose first 1 MiB page also holds its
+         * header, emma_*'s and a fresh private heap's, leaked. */
+        sink = emma_alloc((512 << 10) - 16, 16);
+        emma_heap_t *h = emma_heap_new();
+        sink = emma_heap_alloc(h, (512 << 10) - 16, 16);
+        sink = NULL;
+        keep_heap = h;
+    } else if (strcmp(mode, "leak-classes") == 0) {
+        /* The first block of every size class from 32 bytes to 1 MiB
+         * (each from a fresh page, with memcheck's 16-byte red zone),
+         * emma_* and a private heap's, 118 blocks leaked: none is "still
+         * reachable", those whose page has room for one block too (a
+         * segment's first page, which holds its header). */
+        emma_heap_t *h = emma_heap_new();
+        for (size_t c = 32; c <= (1 << 20); c += c < 128 ? 16 : (size_t)1 << (log2c(c) - 2)) {
+            sink = emma_alloc(c - 16, 16);
+            sink = emma_heap_alloc(h, c - 16, 16);
+        }
+        sink = NULL;
+        keep_heap = h;
     } else if (strcmp(mode, "huge-leak") == 0) {
         /* A huge block (a mapping of its own, whose header points at it),
          * leaked: "definitely lost" too (under memcheck emma hides that
@@ -62,8 +88,7 @@ int main(int argc, char **argv)
         emma_heap_t *h = emma_heap_new();
         live2 = emma_heap_alloc(h, 2 << 20, 16);
         memset(live2, 4, emma_usable_size(live2));
-        static emma_heap_t *volatile keep;
-        keep = h;
+        keep_heap = h;
         sink = emma_alloc(5 << 20, 16);
         sink = NULL; /* definitely lost */
         emma_trim();
@@ -165,8 +190,7 @@ int main(int argc, char **argv)
         emma_heap_t *h = emma_heap_new();
         sink = emma_heap_alloc(h, 3000, 16);
         sink = NULL;
-        static emma_heap_t *volatile keep;
-        keep = h;
+        keep_heap = h;
     } else if (strcmp(mode, "heap-use-after-dealloc") == 0) {
         emma_heap_t *h = emma_heap_new();
         char *p = emma_heap_alloc(h, 200, 16);
@@ -192,8 +216,7 @@ int main(int argc, char **argv)
         sink = emma_heap_alloc(h, 4000, 16);
         sink = NULL; /* definitely lost */
         emma_heap_dealloc(h, first, 4000, 16);
-        static emma_heap_t *volatile keep;
-        keep = h;
+        keep_heap = h;
     } else if (strcmp(mode, "heap-destroy") == 0) {
         /* blocks dropped by emma_heap_destroy are not leaks */
         emma_heap_t *h = emma_heap_new();
