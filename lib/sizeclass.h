@@ -7,15 +7,32 @@
 
 #include "types.h"
 
+/* The last class of small blocks (SMALL_MAX bytes). */
+#define CLASS_SMALL_LAST 32
+
 /* 16..128 in steps of MIN_ALIGN, then 4 classes per doubling up to
- * LARGE_MAX (internal waste at most 25%). */
+ * SMALL_MAX (internal waste at most 25%), then 2 per doubling up to
+ * LARGE_MAX (at most 50%: only the even classes of the 4-per-doubling
+ * series are used).  Every medium and large class keeps a page per thread
+ * that uses it, and those pages' free blocks stay resident: half as many
+ * classes, half as many such pages (bench mstress, 8 threads with blocks
+ * of 2-512 KiB: peak RSS 169-174 -> 137 MiB).  The rounding costs address
+ * space, and memory only where a program writes past what it asked for or
+ * a block is reused for a bigger request of its class. */
 static inline unsigned class_of_size(size_t size)
 {
     if (size <= 128)
         return size == 0 ? 1 : (unsigned)((size + MIN_ALIGN - 1) / MIN_ALIGN);
     unsigned k = log2_floor(size - 1);
-    return 8 + (k - 7) * 4 + (unsigned)((size - 1 - ((size_t)1 << k)) >> (k - 2)) + 1;
+    unsigned c = 8 + (k - 7) * 4 + (unsigned)((size - 1 - ((size_t)1 << k)) >> (k - 2)) + 1;
+    if (c > CLASS_SMALL_LAST)
+        c += c & 1;
+    return c;
 }
+
+/* Classes that class_of_size and class_for hand out: all up to SMALL_MAX,
+ * the even ones above. */
+static inline bool class_in_use(unsigned c) { return c <= CLASS_SMALL_LAST || !(c & 1); }
 
 static inline size_t class_size(unsigned c)
 {

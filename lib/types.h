@@ -92,7 +92,9 @@ static const bool config_hardening = EMMA_CONFIG_HARDENING;
 #define MAX_REQUEST ((size_t)PTRDIFF_MAX - 2 * SEGMENT_SIZE)
 
 /* Size classes (sizeclass.h): 16..128 in steps of 16, then 4 classes per
- * doubling up to 1 MiB.  Class 0 is unused (it marks huge blocks). */
+ * doubling up to 8 KiB, then 2 per doubling up to 1 MiB (numbered as if 4,
+ * the odd ones above 8 KiB unused).  Class 0 is unused (it marks huge
+ * blocks). */
 #define CLASS_COUNT 61
 #define CLASS_HUGE 0
 

@@ -37,24 +37,35 @@ START_TEST(t_class_of_size_covers_tightly)
         if (class_size(c) < s)
             ck_abort_msg("class_of_size(%zu) = %u holds only %zu", s, c,
                          class_size(c));
-        /* the smallest class that fits */
-        if (c > 1 && class_size(c - 1) >= s)
-            ck_abort_msg("class_of_size(%zu) = %u, but class %u (%zu) fits",
-                         s, c, c - 1, class_size(c - 1));
+        if (!class_in_use(c))
+            ck_abort_msg("class_of_size(%zu) = %u, a class not in use", s, c);
+        /* the smallest class in use that fits */
+        for (unsigned d = c - 1; d >= 1 && d + 2 >= c; d--)
+            if (class_in_use(d) && class_size(d) >= s)
+                ck_abort_msg("class_of_size(%zu) = %u, but class %u (%zu) fits",
+                             s, c, d, class_size(d));
     }
 }
 END_TEST
 
-/* Internal waste at most 25% (or under 16 bytes for tiny sizes). */
+/* Internal waste at most 25% (or under 16 bytes for tiny sizes) up to
+ * SMALL_MAX, at most 50% above (two classes per doubling), and the
+ * classes above SMALL_MAX are exactly the even ones. */
 START_TEST(t_class_waste_bounded)
 {
     for (size_t s = 1; s <= LARGE_MAX; s++) {
         size_t got = class_size(class_of_size(s));
         size_t waste = got - s;
-        if (waste >= MIN_ALIGN && waste * 4 > s)
+        if (s <= SMALL_MAX && waste >= MIN_ALIGN && waste * 4 > s)
             ck_abort_msg("size %zu -> class size %zu: waste %zu > 25%%", s,
                          got, waste);
+        if (s > SMALL_MAX && waste * 2 > s)
+            ck_abort_msg("size %zu -> class size %zu: waste %zu > 50%%", s,
+                         got, waste);
     }
+    ck_assert_uint_eq(class_size(CLASS_SMALL_LAST), SMALL_MAX);
+    for (unsigned c = 1; c < CLASS_COUNT; c++)
+        ck_assert_uint_eq(class_in_use(c), class_of_size(class_size(c)) == c);
 }
 END_TEST
 
@@ -113,9 +124,11 @@ START_TEST(t_class_for)
             if (class_align(c) < a && a > MIN_ALIGN)
                 ck_abort_msg("class_for(%zu, %zu): class %u aligned to %zu",
                              s, a, c, class_align(c));
+            if (!class_in_use(c))
+                ck_abort_msg("class_for(%zu, %zu) = %u, a class not in use", s, a, c);
             /* minimal */
             for (unsigned d = 1; d < c; d++)
-                if (class_size(d) >= s &&
+                if (class_in_use(d) && class_size(d) >= s &&
                     (class_align(d) >= a || a <= MIN_ALIGN))
                     ck_abort_msg("class_for(%zu, %zu) = %u but %u fits", s, a,
                                  c, d);
