@@ -21,9 +21,9 @@
  * as much as the process-wide bound leaves room for besides the other free
  * memory (cache_budget), purged oldest first; mappings freed for longer
  * than the decay time lose their pages, and later their address space
- * (policy.c's decay pass).  A block that reuses a longer mapping gives
- * back the pages past its end at once (tail_drop): under the bound, the
- * next freed block is worth more resident whole.  While the blocks freed are
+ * (policy.c's decay pass).  A block that reuses a longer mapping keeps the
+ * pages beyond its end (the next one may be longer), up to a quarter of
+ * the bound process-wide, within the bound (tail_fit).  While the blocks freed are
  * written whole, the pages of a new block (not calloc's) that are not
  * resident yet are faulted in by one madvise(MADV_POPULATE_WRITE) rather
  * than one page fault each (populate).
@@ -67,7 +67,7 @@ static bool huge_init(segment_t *seg, size_t map_size, size_t reserve, size_t of
     seg->free_mask = seg->dirty_mask = 0;
     seg->map_size = map_size;
     page_t *page = &seg->pages[0];
-    page->dirty = 0; /* in use: not counted */
+    page->dirty = 0; /* in use: its tail's count (tail_fit) */
     seg->reserve_size = reserve;
     /* a fresh mapping: assume the block gets written; a reused one keeps
      * what it had */
@@ -187,7 +187,7 @@ static void unmap_mapping(segment_t *seg)
 /* What the cache may hold resident now: while the program reuses cached
  * mappings (big buffers replaced at random), whatever the process-wide
  * bound leaves room for besides the other free memory (`other`: free
- * pages and the pool), so that a freed block mostly
+ * pages, the pool, the tails of live blocks), so that a freed block mostly
  * serves the next request whole; else policy_huge_cold_bytes (a block
  * freed and the thread idle), within that room too.  Either way the cache
  * makes room for itself, oldest cached pages first, and the memory left
@@ -200,19 +200,58 @@ static size_t cache_budget(uint64_t now, size_t other)
     return want < room ? want : room;
 }
 
-/* A block that reuses a longer cached mapping gives back the pages past
- * its end.  Keeping them for the next, longer block to reuse the mapping
- * took room under the process-wide bound from the blocks freed meanwhile,
- * which serve the next requests better: bench/bigbuf whole 400 20 5 25
- * took 1.18-1.34 s with none kept, 1.31-1.43 s with up to a quarter of
- * the bound kept (perf stat task-clock). */
-static void tail_drop(segment_t *seg)
+/* Tails: a live block that reuses a longer cached mapping keeps the pages
+ * of the mapping beyond its end resident (the next block to reuse the
+ * mapping may be longer) when they are few, as in a block touched
+ * sparsely (at most a quarter of the tail resident), up to a quarter of
+ * the process-wide bound in all, and only as far as the bound has room:
+ * free memory like any other, counted in policy.c's total (and here, and
+ * in each block's pages[0].dirty, at their estimated resident bytes) but
+ * purged only when the block is freed or resized.  A tail written whole
+ * goes back at once: it would take room under the bound from the blocks
+ * freed meanwhile, which serve the next requests better (bench/bigbuf
+ * whole 400 20 5 25, perf stat task-clock: 1.18-1.34 s giving such tails
+ * back, 1.31-1.43 s keeping them; bigbuf sparse 20000 20 5 25 keeps its
+ * tails: 20k page faults, 147k when they went back too). */
+#define TAILS_MAX(b) ((b) / 4)
+static _Atomic size_t stale_bytes;
+
+static void tail_fit(segment_t *seg, size_t weight_was, size_t extent_was)
 {
     size_t end = seg->map_size;
-    if (seg->resident > end) {
-        os_purge((uint8_t *)seg + end, seg->resident - end);
-        seg->resident = end;
+    if (seg->resident <= end)
+        return;
+    size_t tail = seg->resident - end;
+    size_t est = tail; /* at the density the kernel reported (measure) */
+    if (weight_was < extent_was)
+        est = (tail / OS_PAGE_SIZE) * (weight_was / OS_PAGE_SIZE) / (extent_was / OS_PAGE_SIZE) *
+              OS_PAGE_SIZE;
+    size_t have = atomic_load_explicit(&stale_bytes, memory_order_relaxed);
+    size_t bound = policy_free_bound, free_now = policy_resident();
+    size_t room = have < TAILS_MAX(bound) ? TAILS_MAX(bound) - have : 0;
+    if (free_now < bound && bound - free_now < room)
+        room = bound - free_now;
+    if (free_now >= bound || est > tail / 4)
+        room = 0; /* over the bound, or written whole */
+    if (est > room) {
+        /* keep what fits, counted at full density */
+        size_t keep = room & ~(OS_PAGE_SIZE - 1);
+        os_purge((uint8_t *)seg + end + keep, tail - keep);
+        seg->resident = end + keep;
+        est = keep < est ? keep : est;
     }
+    seg->pages[0].dirty = (uint32_t)est;
+    atomic_fetch_add_explicit(&stale_bytes, est, memory_order_relaxed);
+    policy_resident_add(est);
+}
+
+/* The tail's count goes (the block is freed or resized). */
+static void tail_uncount(segment_t *seg)
+{
+    size_t est = seg->pages[0].dirty;
+    seg->pages[0].dirty = 0;
+    atomic_fetch_sub_explicit(&stale_bytes, est, memory_order_relaxed);
+    policy_resident_sub(est);
 }
 
 /* Whether the program writes its big blocks whole: the last huge block
@@ -234,6 +273,7 @@ static void populate(segment_t *seg, size_t from, bool zero)
 
 static void cache_put(segment_t *seg)
 {
+    tail_uncount(seg);
     if (seg->flags & SEG_THP) {
         /* the next user of this mapping may touch it sparsely */
         os_advise_huge_pages(seg, seg->reserve_size, false);
@@ -397,6 +437,8 @@ void cache_forget(void)
     cache.resident = 0;
 }
 
+/* teardown.c, after unmapping every huge block: their tails are gone. */
+void huge_tails_forget(void) { atomic_store_explicit(&stale_bytes, 0, memory_order_relaxed); }
 /* Round a mapping up to whole segments, unless address space is scarce
  * (asked of the kernel at most once per decay time). */
 static size_t reserve_for(size_t map_size)
@@ -455,12 +497,13 @@ void *huge_alloc(size_t size, size_t align, bool zero)
                 seg = moved;
                 seg->reserve_size = reserve;
             }
-            size_t had = seg->resident;
+            size_t had = seg->resident, had_weight = weight(seg);
+            size_t had_extent = extent_weight(seg, had);
             if (!huge_init(seg, map_size, seg->reserve_size, offset, SEGMENT_SIZE)) {
                 os_unmap(seg, seg->reserve_size);
                 return NULL;
             }
-            tail_drop(seg);
+            tail_fit(seg, had_weight, had_extent);
             populate(seg, had, zero);
             return huge_counted(seg);
         }
@@ -516,6 +559,9 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
     if (new_map == old_map)
         return p;
     size_t map_align = (size_t)1 << seg->pages[0].reserved;
+    /* A tail kept from a longer cached mapping (tail_fit): a growing block
+     * uses it; what is left past the new end goes back. */
+    tail_uncount(seg);
     if (new_map <= seg->reserve_size) {
         addrmap_clear(seg, old_map);
         size_t end = seg->resident > old_map ? seg->resident : old_map;
@@ -557,6 +603,10 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
         moved = os_remap(seg, old_reserve, new_reserve, map_align, header_pos);
     }
     if (!moved) {
+        if (seg->resident > old_map) { /* the tail, uncounted above */
+            os_purge((uint8_t *)seg + old_map, seg->resident - old_map);
+            seg->resident = old_map;
+        }
         addrmap_mark_huge(seg, old_map);
         if (private)
             private_huge_link(private, seg);

@@ -170,6 +170,7 @@ EMMA_HIDDEN void huge_free(segment_t *seg);
 EMMA_HIDDEN void *huge_realloc(segment_t *seg, void *p, size_t new_size);
 EMMA_HIDDEN size_t huge_usable(segment_t *seg, const void *p);
 EMMA_HIDDEN void cache_forget(void);
+EMMA_HIDDEN void huge_tails_forget(void);
 EMMA_HIDDEN void *huge_alloc_private(size_t size, size_t align);
 
 /* ------------------------------------------------------------------ */

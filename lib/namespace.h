@@ -60,6 +60,7 @@
 #define huge_alloc_private emma__huge_alloc_private
 #define huge_cache_release emma__huge_cache_release
 #define huge_cache_shrink emma__huge_cache_shrink
+#define huge_tails_forget emma__huge_tails_forget
 #define huge_cache_stats emma__huge_cache_stats
 #define huge_free emma__huge_free
 #define huge_realloc emma__huge_realloc

@@ -2,9 +2,9 @@
  * back to the kernel, for the whole process (knobs in policy.h).
  *
  *   accounting   every free byte that may be resident (free pages of every
- *                heap, empty segments in the pool, the huge cache),
- *                counted in bytes actually touched, is in one
- *                process-wide count.
+ *                heap, empty segments in the pool, the huge cache, the
+ *                tails kept past live huge blocks), counted in bytes
+ *                actually touched, is in one process-wide count.
  *   bound        policy_free_bound (32 MiB) is a hard limit: a slow path
  *                that takes the count past it gives memory back at once,
  *                longest free first, process-wide (over_bound), so at most
@@ -30,7 +30,9 @@
  *                cached mappings, then whatever room the bound leaves
  *                besides the other free memory (the cache makes room for
  *                a freed block by purging its oldest pages first); a block
- *                reusing a longer mapping gives back the pages past its end.
+ *                reusing a longer mapping keeps the pages past its end if
+ *                few are resident, up to a quarter of the bound in all,
+ *                within the bound.
  *   sparse pages are thinned out (sparse.c) at most every PURGE_DELAY,
  *                when the heap is about to take a fresh page, and only
  *                once they look sparse in two passes in a row; so are the
@@ -457,6 +459,7 @@ void policy_teardown(void)
 {
     pool_forget();
     cache_forget();
+    huge_tails_forget();
     atomic_store(&resident, 0);
     atomic_store(&next_pass, 0);
     atomic_store(&next_shrink, 0);
