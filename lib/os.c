@@ -100,6 +100,14 @@ struct deferred_unmap {
 };
 static _Atomic uint32_t walkers;
 static _Atomic(struct deferred_unmap *) deferred;
+/* The process the walk count belongs to: a fork child inherits the count
+ * of walks that its parent's other threads had under way, which never end
+ * in the child.  The first walk or unmap of the child that sees another
+ * process here (or none yet: 0) starts the count again from 0 (-1 here: a
+ * reset under way).
+ * The forking thread itself is never inside a walk (stats.c blocks
+ * signals around it, so no handler can fork there). */
+static _Atomic int32_t walk_pid;
 
 static bool unmap_now(void *p, size_t size)
 {
@@ -120,6 +128,28 @@ static void unmap_deferred(void)
     }
 }
 
+/* Make the walk count this process's (a system call: only where a count
+ * is, or may be, inherited). */
+static void walks_own(void)
+{
+    int32_t pid = os_getpid();
+    for (;;) {
+        int32_t seen = atomic_load_explicit(&walk_pid, memory_order_acquire);
+        if (seen == pid)
+            return;
+        if (seen == -1) {
+            os_yield(); /* another thread of this child is resetting */
+            continue;
+        }
+        if (atomic_compare_exchange_strong(&walk_pid, &seen, -1)) {
+            atomic_store(&walkers, 0);
+            atomic_store_explicit(&walk_pid, pid, memory_order_release);
+            unmap_deferred(); /* what the parent's walks held back */
+            return;
+        }
+    }
+}
+
 /* false if the kernel refused (unmapping the middle of a mapping splits
  * it, which fails when vm.max_map_count is reached); a deferred unmap
  * counts as done. */
@@ -129,6 +159,9 @@ bool os_unmap(void *p, size_t size)
         return true;
     atomic_thread_fence(memory_order_seq_cst);
     if (likely(atomic_load_explicit(&walkers, memory_order_relaxed) == 0))
+        return unmap_now(p, size);
+    walks_own();
+    if (atomic_load_explicit(&walkers, memory_order_seq_cst) == 0)
         return unmap_now(p, size);
     struct deferred_unmap *d = p;
     d->size = size;
@@ -140,7 +173,11 @@ bool os_unmap(void *p, size_t size)
     return true;
 }
 
-void os_walk_begin(void) { atomic_fetch_add_explicit(&walkers, 1, memory_order_seq_cst); }
+void os_walk_begin(void)
+{
+    walks_own();
+    atomic_fetch_add_explicit(&walkers, 1, memory_order_seq_cst);
+}
 
 void os_walk_end(void)
 {

@@ -67,12 +67,16 @@ static void walk_segment(struct emma_stats *s, const segment_t *seg)
 static void walk_segments(struct emma_stats *s)
 {
     uintptr_t lo, hi;
+    uint64_t mask;
+    /* no handler of this thread runs (and forks) inside the walk: os.c */
+    os_signals_block(&mask);
     os_walk_begin();
     if (addrmap_range(&lo, &hi))
         for (uintptr_t c = lo; c <= hi; c++)
             if (addrmap_chunk(c) == CHUNK_HEADER)
                 walk_segment(s, (const segment_t *)(c << SEGMENT_SHIFT));
     os_walk_end();
+    os_signals_restore(&mask);
 }
 
 static void walk_heaps(struct emma_stats *s)

@@ -223,6 +223,73 @@ START_TEST(t_fork_in_signal_handler)
 END_TEST
 
 /* ================================================================== */
+/* fork while another thread is inside emma_stats' walk of the segments */
+/* ================================================================== */
+
+/* Unmaps are deferred while a walk reads the address map (os.c).  A fork
+ * child inherits the count of the parent's walks, which never end there:
+ * its unmaps must not wait for them forever. */
+static atomic_int ws_stop;
+
+static void *ws_walker(void *arg)
+{
+    (void)arg;
+    struct emma_stats st;
+    while (!atomic_load(&ws_stop))
+        emma_stats(&st, sizeof st);
+    return NULL;
+}
+
+/* In the child: a private heap's segment, destroyed, must be unmapped at
+ * once (mincore fails with ENOMEM on an unmapped page). */
+static int ws_child(void)
+{
+    emma_heap_t *h = emma_heap_new();
+    if (!h)
+        return 2;
+    char *p = emma_heap_alloc(h, 100, 16);
+    if (!p)
+        return 3;
+    p[0] = 1;
+    emma_heap_destroy(h);
+    unsigned char vec;
+    void *page = (void *)((uintptr_t)p & ~(uintptr_t)4095);
+    return mincore(page, 4096, &vec) == -1 && errno == ENOMEM ? 0 : 1;
+}
+
+START_TEST(t_fork_during_stats_walk)
+{
+    /* the parent's own segments, so that the walk has something to read */
+    void *keep[64];
+    for (int i = 0; i < 64; i++)
+        keep[i] = malloc((size_t)(i + 1) * 1000);
+    pthread_t w;
+    ck_assert_int_eq(pthread_create(&w, NULL, ws_walker, NULL), 0);
+    int forks = 0, stuck = 0, failed = 0;
+    for (; forks < 60 * scale(); forks++) {
+        spin_ns(20000);
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(ws_child());
+        ck_assert_int_ge(pid, 0);
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 1)
+            stuck++;
+        else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            failed++;
+    }
+    atomic_store(&ws_stop, 1);
+    pthread_join(w, NULL);
+    for (int i = 0; i < 64; i++)
+        free(keep[i]);
+    ck_assert_msg(stuck == 0 && failed == 0,
+                  "%d of %d children kept an unmapped heap mapped, %d failed otherwise", stuck,
+                  forks, failed);
+}
+END_TEST
+
+/* ================================================================== */
 /* A signal handler that allocates, interrupting the same thread's       */
 /* malloc/free/realloc                                                 */
 
@@ -843,6 +910,7 @@ int main(void)
     Suite *s = suite_create("robust");
     add(s, "fork_in_signal_handler", t_fork_in_signal_handler, 30);
     add(s, "signal_handler_allocates", t_signal_handler_allocates, 30);
+    add(s, "fork_during_stats_walk", t_fork_during_stats_walk, 30);
     add(s, "threads_die_inside", t_threads_die_inside, 30);
     add(s, "first_alloc_rlimit", t_first_alloc_rlimit, 30);
     add(s, "first_alloc_mapcount", t_first_alloc_mapcount, 30);
