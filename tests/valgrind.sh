@@ -25,7 +25,7 @@ bad() { echo "FAIL: $*"; fail=1; }
 run() {
 	mode=$1 want=$2 pattern=$3
 	valgrind --tool=memcheck --error-exitcode=33 --leak-check=full \
-		--errors-for-leak-kinds=definite --show-leak-kinds=definite \
+		--errors-for-leak-kinds="${kinds:-definite}" --show-leak-kinds="${kinds:-definite}" \
 		"$prog" "$mode" >"$tmp/$mode.out" 2>"$tmp/$mode.err"
 	st=$?
 	if [ "$st" -ne "$want" ] || ! grep -q -- "$pattern" "$tmp/$mode.err"; then
@@ -56,8 +56,14 @@ n=$(sed -n 's/.*\(definitely\|possibly\) lost: [0-9,]* bytes in \([0-9]*\) block
 [ "$n" = 118 ] || bad "leak-classes: $n blocks definitely or possibly lost, 118 expected"
 # A huge block's header points at it: hidden from the leak checker while
 # the block lives.  huge-live: the live ones not lost, no false error.
-run huge-leak 33 "definitely lost: 5,242,880 bytes in 1 blocks"
-run huge-live 33 "definitely lost: 5,242,880 bytes in 1 blocks"
+# (The leaked 5 MiB block spans so many addresses that a number in the
+# loader's tables falls inside it in some runs, built with dpkg-buildflags
+# 2 runs in 6: memcheck then says "possibly lost", which is reported too;
+# "still reachable", the bug, is not accepted.)
+kinds=definite,possible
+run huge-leak 33 "\(definitely\|possibly\) lost: 5,242,880 bytes in 1 blocks"
+run huge-live 33 "\(definitely\|possibly\) lost: 5,242,880 bytes in 1 blocks"
+kinds=
 grep -q "ERROR SUMMARY: 1 errors" "$tmp/huge-live.err" ||
 	bad "huge-live: errors besides the lost block: $(grep 'ERROR SUMMARY' "$tmp/huge-live.err")"
 run use-after-free 33 "Invalid write of size 1"
