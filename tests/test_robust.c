@@ -905,6 +905,53 @@ static void add(Suite *s, const char *name, const TTest *t, int timeout)
     tu_one_case(s, name, t, timeout * scale());
 }
 
+#if EMMA_CONFIG_HARDENING
+/* A freed block whose link the program overwrites with an address of its
+ * choosing: with encoded links the allocation after the block's own does
+ * not return that address (the forged link decodes to garbage; following
+ * it may fault, which is fine: it is not steered). */
+static char hf_target[256] __attribute__((aligned(64)));
+
+START_TEST(t_hardening_forged_link)
+{
+    int steered = 0, faulted = 0;
+    for (int round = 0; round < 20; round++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            struct rlimit no_core = {0, 0};
+            setrlimit(RLIMIT_CORE, &no_core); /* the fault is expected */
+            char *p = malloc(64);
+            if (!p)
+                _exit(3);
+            free(p);
+            *(void **)p = hf_target; /* use after free: forge the link */
+            /* compared as opaque integers: the compiler may assume that
+             * malloc's result is neither a freed block nor a global */
+            uintptr_t a = (uintptr_t)malloc(64), b, was = (uintptr_t)p;
+            __asm__ volatile("" : "+r"(a), "+r"(was));
+            if (a != was)
+                _exit(4); /* the forged block was not the head: no test */
+            b = (uintptr_t)malloc(64);
+            __asm__ volatile("" : "+r"(b));
+            _exit(b == (uintptr_t)hf_target ? 1 : 0);
+        }
+        ck_assert_int_ge(pid, 0);
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        if (WIFEXITED(st)) {
+            ck_assert_msg(WEXITSTATUS(st) != 3 && WEXITSTATUS(st) != 4,
+                          "child could not set up the forged link (%d)", WEXITSTATUS(st));
+            steered += WEXITSTATUS(st) == 1;
+        } else {
+            faulted++;
+        }
+    }
+    fprintf(stderr, "# forged link: %d of 20 children faulted on the garbage link\n", faulted);
+    ck_assert_msg(steered == 0, "%d of 20 children got the forged address", steered);
+}
+END_TEST
+#endif
+
 int main(void)
 {
     Suite *s = suite_create("robust");
@@ -917,6 +964,9 @@ int main(void)
     add(s, "first_alloc_room", t_first_alloc_room, 30);
     add(s, "owns_races_unmap", t_owns_races_unmap, 30);
     add(s, "double_free_detected", t_double_free_detected, 30);
+#if EMMA_CONFIG_HARDENING
+    add(s, "hardening_forged_link", t_hardening_forged_link, 30);
+#endif
     add(s, "realloc_big_align", t_realloc_big_align, 30);
 #if EMMA_CONFIG_CHECKS
     add(s, "checks_race_unmap", t_checks_race_unmap, 30);
