@@ -136,6 +136,9 @@ struct emma_stats {
     size_t private_bytes_in_use;        /* of bytes_in_use, huge blocks too */
     size_t private_huge_blocks;         /* of huge_blocks */
     size_t private_bytes_free_resident; /* of bytes_free_resident */
+    size_t locks_recovered; /* emma's process-wide locks taken over from a
+                               thread that died holding them (or did not
+                               survive fork); see emma_stats(3) */
 };
 
 /* Fill *out (size bytes of it, at most sizeof(struct emma_stats)).  Returns

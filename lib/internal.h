@@ -207,37 +207,61 @@ static inline void spin_lock(_Atomic uint32_t *l)
 }
 
 /* The policy's locks (heap->seg_lock, heap->collect_lock, the segment
- * pool, the huge cache; slow paths only, held for a bounded time) hold
- * the current lock generation, which a fork child's recovery advances
- * before the child takes any of them (each taker first asks whether it
- * is in a fork child: a load or two): a waiter that finds one held in an
- * older generation knows its holder did not survive the fork, takes it
- * over and has `forget` drop what it guarded (policy.c). */
+ * pool, the huge cache, private heaps' lists; slow paths only, held for a
+ * bounded time) hold a word that names their holder: the lock generation
+ * (bits 22-31, GEN_FIELD: never 0) and the holder's TID (bits 0-21; Linux
+ * TIDs stay below 2^22; 0 for an unnamed holder).  A fork child's recovery
+ * advances the generation before the child takes any of them (each taker
+ * first asks whether it is in a fork child: a load or two), and a waiter
+ * probes a named holder with tgkill(pid, tid, 0): a lock held in an older
+ * generation, or by a thread that no longer exists (cancelled or killed
+ * inside emma), is taken over, and `forget` drops what it guarded
+ * (policy.c).  Unnamed holders (gen_word(false)) are for locks only ever
+ * taken under another lock that nobody waits for (--disable-tls heaps). */
+#define GEN_TID_BITS 22
+#define GEN_TID_MASK ((1u << GEN_TID_BITS) - 1)
 EMMA_HIDDEN extern _Atomic uint32_t lock_generation;
+EMMA_HIDDEN extern _Atomic size_t locks_recovered; /* emma_stats() */
 EMMA_HIDDEN void heap_check_fork(void); /* heap.c: recover if we are a fork child */
-EMMA_HIDDEN void gen_lock_wait(_Atomic uint32_t *l, void (*forget)(void));
+/* policy.c: the word a lock taken now by this thread holds; named: with
+ * the caller's TID (cached per thread with TLS, else a system call). */
+EMMA_HIDDEN uint32_t gen_word(bool named);
+EMMA_HIDDEN void gen_lock_wait_as(_Atomic uint32_t *l, void (*forget)(void), bool named);
 /* gen_lock_wait for a caller that repairs what the lock guards itself:
- * true if the lock was taken over from a holder lost in a fork. */
+ * true if the lock was taken over from a holder lost in a fork or dead. */
 EMMA_HIDDEN bool gen_lock_wait_stale(_Atomic uint32_t *l);
 /* The pool and the huge cache on allocation and release paths, and decay
  * passes, never wait (a signal handler may have interrupted the holder):
- * they try, and do without when the lock is taken. */
-EMMA_HIDDEN bool gen_lock_try(_Atomic uint32_t *l, void (*forget)(void));
-static inline bool gen_trylock(_Atomic uint32_t *l)
+ * they try, and do without when the lock is taken (by a live holder). */
+EMMA_HIDDEN bool gen_lock_try_as(_Atomic uint32_t *l, void (*forget)(void), bool named);
+static inline bool gen_trylock_as(_Atomic uint32_t *l, bool named)
 {
     /* a fork child recovers before it takes any of these locks, so that
      * every lock held in an older generation is one a lost thread held */
     heap_check_fork();
     uint32_t expected = 0;
     return atomic_load_explicit(l, memory_order_relaxed) == 0 &&
-           atomic_compare_exchange_strong_explicit(
-               l, &expected, atomic_load_explicit(&lock_generation, memory_order_relaxed),
-               memory_order_acquire, memory_order_relaxed);
+           atomic_compare_exchange_strong_explicit(l, &expected, gen_word(named),
+                                                   memory_order_acquire, memory_order_relaxed);
+}
+static inline bool gen_trylock(_Atomic uint32_t *l) { return gen_trylock_as(l, true); }
+static inline bool gen_lock_try(_Atomic uint32_t *l, void (*forget)(void))
+{
+    return gen_lock_try_as(l, forget, true);
 }
 static inline void gen_lock(_Atomic uint32_t *l, void (*forget)(void))
 {
     if (!gen_trylock(l))
-        gen_lock_wait(l, forget);
+        gen_lock_wait_as(l, forget, true);
+}
+/* A heap's seg_lock and collect_lock: named with TLS (other threads wait
+ * for them); without TLS they are only taken under the heap's lock, which
+ * nobody waits for, and a TID would cost a system call each time. */
+static inline bool heap_gen_trylock(_Atomic uint32_t *l) { return gen_trylock_as(l, EMMA_CONFIG_TLS); }
+static inline void heap_gen_lock(_Atomic uint32_t *l)
+{
+    if (!gen_trylock_as(l, EMMA_CONFIG_TLS))
+        gen_lock_wait_as(l, NULL, EMMA_CONFIG_TLS);
 }
 static inline void gen_unlock(_Atomic uint32_t *l) { spin_unlock(l); }
 static inline bool heap_trylock(heap_t *h) { return spin_trylock(&h->lock); }

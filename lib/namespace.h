@@ -34,9 +34,10 @@
 #define fork_recover emma__fork_recover
 #define fork_teardown emma__fork_teardown
 #define free_generic emma__free_generic
-#define gen_lock_try emma__gen_lock_try
-#define gen_lock_wait emma__gen_lock_wait
+#define gen_lock_try_as emma__gen_lock_try_as
+#define gen_lock_wait_as emma__gen_lock_wait_as
 #define gen_lock_wait_stale emma__gen_lock_wait_stale
+#define gen_word emma__gen_word
 #define heap_acquire_for_thread emma__heap_acquire_for_thread
 #define heap_busy emma__heap_busy
 #define heap_check_fork emma__heap_check_fork
@@ -67,6 +68,7 @@
 #define huge_usable emma__huge_usable
 #define list_key emma__list_key
 #define lock_generation emma__lock_generation
+#define locks_recovered emma__locks_recovered
 #define mem_copy emma__mem_copy
 #define mem_zero emma__mem_zero
 #define os_abort emma__os_abort

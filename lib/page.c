@@ -258,7 +258,7 @@ void heap_collect_remote(heap_t *h)
 {
     if (atomic_load_explicit(&h->remote_pages, memory_order_relaxed) == NULL)
         return;
-    if (!gen_trylock(&h->collect_lock))
+    if (!gen_lock_try_as(&h->collect_lock, NULL, EMMA_CONFIG_TLS))
         return;
     page_t *page = atomic_exchange_explicit(&h->remote_pages, NULL, memory_order_acquire);
     while (page) {

@@ -393,49 +393,102 @@ bool policy_release_for_retry(heap_t *self)
 
 _Atomic uint32_t lock_generation = 1;
 
-/* A lock held in an older generation (by a thread lost in a fork) taken
- * over: true. */
-static bool gen_take_stale(_Atomic uint32_t *l)
+/* emma_stats(): locks taken over from a holder that died or was lost in a
+ * fork. */
+_Atomic size_t locks_recovered;
+
+static uint32_t gen_field(uint32_t g) { return g % ((1u << (32 - GEN_TID_BITS)) - 1) + 1; }
+
+#if EMMA_CONFIG_TLS
+/* The thread's TID, and the lock generation it was read in: a fork child's
+ * forking thread has a new TID, and the recovery that advances the
+ * generation runs before any lock is taken. */
+static __thread uint32_t tls_tid __attribute__((tls_model("initial-exec")));
+static __thread uint32_t tls_tid_gen __attribute__((tls_model("initial-exec")));
+static uint32_t self_tid(uint32_t g)
+{
+    if (tls_tid_gen != g || tls_tid == 0) {
+        tls_tid = os_gettid();
+        tls_tid_gen = g;
+    }
+    return tls_tid;
+}
+#else
+static uint32_t self_tid(uint32_t g)
+{
+    (void)g;
+    return os_gettid();
+}
+#endif
+
+uint32_t gen_word(bool named)
+{
+    uint32_t g = atomic_load_explicit(&lock_generation, memory_order_relaxed);
+    return gen_field(g) << GEN_TID_BITS | (named ? self_tid(g) & GEN_TID_MASK : 0);
+}
+
+/* A lock whose holder is gone taken over: held in an older generation (the
+ * holder did not survive a fork), or, with `probe`, named by a thread that
+ * no longer exists in this process (it died holding it).  A holder with
+ * our own TID is alive (we interrupted it in a signal handler), or it is a
+ * dead thread whose TID the kernel gave to us: we cannot tell, and wait. */
+static bool gen_take_stale(_Atomic uint32_t *l, bool named, bool probe)
 {
     uint32_t g = atomic_load_explicit(&lock_generation, memory_order_relaxed);
     uint32_t held = atomic_load_explicit(l, memory_order_relaxed);
-    return held != 0 && held != g &&
-           atomic_compare_exchange_strong_explicit(l, &held, g, memory_order_acquire,
-                                                   memory_order_relaxed);
+    if (held == 0)
+        return false;
+    if (held >> GEN_TID_BITS == gen_field(g)) {
+        uint32_t tid = held & GEN_TID_MASK;
+        if (!probe || tid == 0 || tid == (self_tid(g) & GEN_TID_MASK) || !os_thread_gone(tid))
+            return false;
+    }
+    if (!atomic_compare_exchange_strong_explicit(l, &held, gen_word(named), memory_order_acquire,
+                                                 memory_order_relaxed))
+        return false;
+    atomic_fetch_add_explicit(&locks_recovered, 1, memory_order_relaxed);
+    return true;
 }
 
-void gen_lock_wait(_Atomic uint32_t *l, void (*forget)(void))
-{
-    if (gen_lock_wait_stale(l) && forget)
-        forget();
-}
+/* Probe a waited-for holder's liveness every this many yields. */
+#define PROBE_EVERY 8
 
-bool gen_lock_wait_stale(_Atomic uint32_t *l)
+static bool gen_wait(_Atomic uint32_t *l, bool named)
 {
     for (unsigned k = 0;; k++) {
         if (k < 64) {
-            if (gen_trylock(l))
+            if (gen_trylock_as(l, named))
                 return false;
             __builtin_ia32_pause();
             continue;
         }
         heap_check_fork(); /* a load, unless we are a fork child */
-        if (gen_trylock(l))
+        if (gen_trylock_as(l, named))
             return false;
-        if (gen_take_stale(l)) /* held since before a fork */
+        if (gen_take_stale(l, named, k % PROBE_EVERY == 0))
             return true;
         os_yield();
     }
 }
 
-/* Without waiting: taken, or held by a thread lost in a fork (taken over,
- * then forget() drops what the lost holder may have left half done),
- * else false. */
-bool gen_lock_try(_Atomic uint32_t *l, void (*forget)(void))
+void gen_lock_wait_as(_Atomic uint32_t *l, void (*forget)(void), bool named)
 {
-    if (gen_trylock(l))
+    if (gen_wait(l, named) && forget)
+        forget();
+}
+
+bool gen_lock_wait_stale(_Atomic uint32_t *l) { return gen_wait(l, true); }
+
+/* Without waiting: taken, or held by a thread lost in a fork or dead
+ * (taken over, then forget() drops what the lost holder may have left
+ * half done), else false.  Probing costs a system call, only when the
+ * lock is taken; the callers' alternative (mapping, unmapping) costs
+ * more. */
+bool gen_lock_try_as(_Atomic uint32_t *l, void (*forget)(void), bool named)
+{
+    if (gen_trylock_as(l, named))
         return true;
-    if (!gen_take_stale(l))
+    if (!gen_take_stale(l, named, true))
         return false;
     if (forget)
         forget();

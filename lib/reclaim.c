@@ -30,14 +30,24 @@
 #include "internal.h"
 #include "policy.h"
 
-/* Collect and purge a heap the caller holds exclusively. */
-static size_t trim_held(heap_t *h, uint64_t before, bool all)
+#if EMMA_CONFIG_TLS
+static void take_segments(heap_t *self, heap_t *d);
+#else
+static void take_segments(heap_t *self, heap_t *d) { (void)self, (void)d; } /* never called */
+#endif
+
+/* Collect and purge a heap the caller holds exclusively; with `self`, then
+ * hand what is left in it to self.  All of it inside h's slow path (busy):
+ * if we die in the middle, h is quarantined, never adopted half moved. */
+static size_t trim_held(heap_t *self, heap_t *h, uint64_t before, bool all)
 {
     slow_state st = slow_enter(h);
     heap_collect_remote(h);
     if (all)
         heap_release_empty_pages(h);
     size_t n = heap_purge_older(h, all ? UINT64_MAX : before, true);
+    if (self)
+        take_segments(self, h);
     slow_leave(h, st);
     return n;
 }
@@ -49,7 +59,7 @@ size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
     (void)self;
     if (!heap_trylock(h))
         return 0;
-    size_t n = trim_held(h, before, all);
+    size_t n = trim_held(NULL, h, before, all);
     heap_unlock(h);
     return n;
 }
@@ -90,7 +100,7 @@ static void give_back(heap_t *h, page_t *page, block_t *list, block_t *tail)
 static size_t reclaim_remote_emptied(heap_t *h)
 {
     if (atomic_load_explicit(&h->remote_pages, memory_order_relaxed) == NULL ||
-        !gen_trylock(&h->collect_lock))
+        !gen_lock_try_as(&h->collect_lock, NULL, true))
         return 0;
     size_t n = 0;
     page_t *page = atomic_exchange_explicit(&h->remote_pages, NULL, memory_order_acquire);
@@ -162,7 +172,7 @@ size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
          * its lock; never handed on */
         if (!heap_trylock(h))
             return 0;
-        size_t n = trim_held(h, before, all);
+        size_t n = trim_held(NULL, h, before, all);
         heap_unlock(h);
         return n;
     }
@@ -176,9 +186,7 @@ size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
             atomic_store(&h->poisoned, 1);
             return 0;
         }
-        size_t n = trim_held(h, before, all);
-        if (self)
-            take_segments(self, h);
+        size_t n = trim_held(self, h, before, all);
         atomic_store(&h->owner, 0);
         return n;
     }
@@ -190,9 +198,7 @@ size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
     if (all || now - PEEK(h->liveness_checked) > policy_decay_ticks) {
         h->liveness_checked = now; /* racy, only spaces the checks out */
         if (heap_take_if_dead(h, my_tid(self))) {
-            n += trim_held(h, UINT64_MAX, true);
-            if (self)
-                take_segments(self, h);
+            n += trim_held(self, h, UINT64_MAX, true);
             atomic_store(&h->owner, 0); /* for the next new thread */
             return n;
         }

@@ -240,7 +240,7 @@ static segment_t *segment_obtain(heap_t *h, bool *recycled)
 #define WARM_LOOK 8
 page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
 {
-    gen_lock(&h->seg_lock, NULL);
+    heap_gen_lock(&h->seg_lock);
     segment_t *seg = h->segments[kind];
     /* a free page still resident first (no page faults, and what the
      * policy gives back is what stayed unused longest): in the first of
@@ -257,7 +257,7 @@ page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
         seg = segment_obtain(h, &recycled);
         if (!seg)
             return NULL;
-        gen_lock(&h->seg_lock, NULL);
+        heap_gen_lock(&h->seg_lock);
         segment_cut(h, seg, kind, recycled);
         dirty_add(h, dirty_in_range(seg, 0, SEGMENT_SIZE));
         seglist_push(h, seg);
@@ -324,7 +324,7 @@ static void page_set_free(heap_t *h, segment_t *seg, page_t *page)
  * heap keeps them there). */
 void segment_reset(heap_t *h, segment_t *seg)
 {
-    gen_lock(&h->seg_lock, NULL);
+    heap_gen_lock(&h->seg_lock);
     for (unsigned i = 0; i < seg->page_count; i++)
         if (seg->pages[i].in_use)
             page_set_free(h, seg, &seg->pages[i]);
@@ -335,7 +335,7 @@ void segment_reset(heap_t *h, segment_t *seg)
 void segment_page_release(heap_t *h, page_t *page)
 {
     segment_t *seg = segment_of_page(page);
-    gen_lock(&h->seg_lock, NULL);
+    heap_gen_lock(&h->seg_lock);
     if (seg->free_mask == 0)
         seglist_push(h, seg);
     page_set_free(h, seg, page);
@@ -387,8 +387,8 @@ static size_t segment_purge(segment_t *seg, uint64_t before)
 size_t heap_purge_older(heap_t *h, uint64_t before, bool wait)
 {
     if (wait)
-        gen_lock(&h->seg_lock, NULL);
-    else if (!gen_trylock(&h->seg_lock))
+        heap_gen_lock(&h->seg_lock);
+    else if (!heap_gen_trylock(&h->seg_lock))
         return 0;
     size_t bytes = 0;
     if (h->dirty_bytes)
@@ -415,8 +415,8 @@ bool segment_move(heap_t *from, heap_t *to, segment_t *seg)
 {
     if (seg->heap != from || seg->kind == KIND_HUGE || from == to)
         return false;
-    gen_lock(&from->seg_lock, NULL);
-    gen_lock(&to->seg_lock, NULL);
+    heap_gen_lock(&from->seg_lock);
+    heap_gen_lock(&to->seg_lock);
     size_t used = 0, dirty = 0;
     for (unsigned i = 0; i < seg->page_count; i++) {
         page_t *page = &seg->pages[i];

@@ -120,6 +120,7 @@ void stats_collect(struct emma_stats *s)
     s->bytes_in_use += s->huge_bytes;
     s->heaps_reclaimed = atomic_load_explicit(&heap_stats_reclaimed, memory_order_relaxed);
     s->heaps_abandoned = atomic_load_explicit(&heap_stats_abandoned, memory_order_relaxed);
+    s->locks_recovered = atomic_load_explicit(&locks_recovered, memory_order_relaxed);
 
     struct os_counters oc;
     os_counters_read(&oc);
@@ -212,7 +213,8 @@ int stats_print_fd(int fd, const struct emma_stats *s)
     label_count(&o, "heaps         ", s->heaps);
     FIELDS(&o, {"       live ", s->heaps_live, false},
            {", reclaimed from dead threads ", s->heaps_reclaimed, false},
-           {", abandoned ", s->heaps_abandoned, false});
+           {", abandoned ", s->heaps_abandoned, false},
+           {", locks recovered ", s->locks_recovered, false});
     label_count(&o, "private heaps ", s->private_heaps);
     FIELDS(&o, {"       in use ", s->private_bytes_in_use, true},
            {", free resident ", s->private_bytes_free_resident, true},

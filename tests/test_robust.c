@@ -585,6 +585,70 @@ START_TEST(t_threads_die_inside)
 END_TEST
 
 /* ================================================================== */
+/* Threads cancelled while they hold one of emma's process-wide locks    */
+
+/* Victims cancelled asynchronously (pthread_cancel with
+ * PTHREAD_CANCEL_ASYNCHRONOUS: they die at any instruction, as with
+ * pthread_kill-style deaths, inside emma most of the time).  Even ones
+ * replace blocks of 2..8 MiB (the huge-block cache's lock); odd ones churn
+ * small blocks and trim the whole process (the segment pool's lock, other
+ * heaps' free-page and remote-free locks).  After each death the main
+ * thread does what makes emma take those locks and wait for them: a huge
+ * block, small blocks, malloc_trim(0).  A lock left held by the dead
+ * thread must be found dead and taken over, not waited on forever. */
+static void *dl_victim(void *arg)
+{
+    int old;
+    pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &old);
+    uint64_t rng = (uintptr_t)arg * 0x9e3779b97f4a7c15ull + 7;
+    void *p[8] = {0};
+    for (;;) {
+        unsigned k = (unsigned)(tu_rand(&rng) % 8);
+        free(p[k]);
+        if ((uintptr_t)arg & 1) {
+            p[k] = malloc(16 + (size_t)(tu_rand(&rng) % 40000));
+            if ((tu_rand(&rng) & 63) == 0)
+                malloc_trim(0);
+        } else {
+            p[k] = malloc((2u << 20) + (size_t)(tu_rand(&rng) % (6u << 20)));
+        }
+    }
+    return NULL;
+}
+
+START_TEST(t_thread_dies_holding_lock)
+{
+    uint64_t rng = 77;
+    unsigned rounds = (unsigned)(300 * scale());
+    double t0 = now_s();
+    for (unsigned r = 0; r < rounds; r++) {
+        pthread_t t;
+        ck_assert_int_eq(pthread_create(&t, NULL, dl_victim, (void *)(uintptr_t)r), 0);
+        usleep(300 + (useconds_t)(tu_rand(&rng) % 2000));
+        ck_assert_int_eq(pthread_cancel(t), 0);
+        ck_assert_int_eq(pthread_join(t, NULL), 0);
+        unsigned char *big = malloc(3u << 20);
+        ck_assert_ptr_nonnull(big);
+        memset(big, 1, 3u << 20);
+        void *small[64];
+        for (int k = 0; k < 64; k++) {
+            small[k] = malloc(16 + (size_t)(tu_rand(&rng) % 4096));
+            ck_assert_ptr_nonnull(small[k]);
+            memset(small[k], 2, 16);
+        }
+        for (int k = 0; k < 64; k++)
+            free(small[k]);
+        free(big);
+        malloc_trim(0);
+    }
+    struct emma_stats st;
+    ck_assert_int_eq(emma_stats(&st, sizeof st), 0);
+    fprintf(stderr, "# thread dies holding lock: %u cancels in %.1f s, %zu locks taken over\n",
+            rounds, now_s() - t0, st.locks_recovered);
+}
+END_TEST
+
+/* ================================================================== */
 /* The first allocation of a fresh process under a limit (robust_limit)  */
 
 static void run_limit_helper(const char *mode)
@@ -959,6 +1023,7 @@ int main(void)
     add(s, "signal_handler_allocates", t_signal_handler_allocates, 30);
     add(s, "fork_during_stats_walk", t_fork_during_stats_walk, 30);
     add(s, "threads_die_inside", t_threads_die_inside, 30);
+    add(s, "thread_dies_holding_lock", t_thread_dies_holding_lock, 30);
     add(s, "first_alloc_rlimit", t_first_alloc_rlimit, 30);
     add(s, "first_alloc_mapcount", t_first_alloc_mapcount, 30);
     add(s, "first_alloc_room", t_first_alloc_room, 30);
