@@ -212,8 +212,14 @@ static size_t cache_budget(uint64_t now, size_t other)
  * freed meanwhile, which serve the next requests better (bench/bigbuf
  * whole 400 20 5 25, perf stat task-clock: 1.18-1.34 s giving such tails
  * back, 1.31-1.43 s keeping them; bigbuf sparse 20000 20 5 25 keeps its
- * tails: 20k page faults, 147k when they went back too). */
+ * tails: 20k page faults, 147k when they went back too), unless it is at
+ * most TAIL_KEEP_WHOLE: the tails of blocks that are huge for their
+ * alignment only (bench aligned: 2 MiB aligned blocks of 1 KiB-1 MiB,
+ * each in a 4 MiB mapping) are that small, and giving them back made the
+ * next longer block fault them in again (bench aligned: 214k page faults,
+ * 131k keeping them). */
 #define TAILS_MAX(b) ((b) / 4)
+#define TAIL_KEEP_WHOLE ((size_t)1 << 20)
 static _Atomic size_t stale_bytes;
 
 static void tail_fit(segment_t *seg, size_t weight_was, size_t extent_was)
@@ -231,8 +237,8 @@ static void tail_fit(segment_t *seg, size_t weight_was, size_t extent_was)
     size_t room = have < TAILS_MAX(bound) ? TAILS_MAX(bound) - have : 0;
     if (free_now < bound && bound - free_now < room)
         room = bound - free_now;
-    if (free_now >= bound || est > tail / 4)
-        room = 0; /* over the bound, or written whole */
+    if (free_now >= bound || (est > tail / 4 && tail > TAIL_KEEP_WHOLE))
+        room = 0; /* over the bound, or a long tail written whole */
     if (est > room) {
         /* keep what fits, counted at full density */
         size_t keep = room & ~(OS_PAGE_SIZE - 1);
@@ -359,15 +365,22 @@ size_t huge_cache_shrink(uint64_t before, size_t excess)
     return n;
 }
 
-/* A cached mapping for a block of need bytes (from the mapping's start):
- * of those at least need bytes long and at most twice as long (plus the
- * rounding to 4 MiB), the one with the most resident memory the block
- * would reuse, then the smallest; if none is long enough, the one with the
- * most resident memory, if that is at least a quarter of the need (the
- * caller grows it with mremap, which moves page tables, not pages).  A
- * request for zeroed memory takes only a mapping whose pages were all
+/* A cached mapping for a block of need bytes (from the mapping's start),
+ * of which the block itself and the header page are `use` bytes (need less
+ * the gap an alignment leaves below the block): of those at least need
+ * bytes long and at most twice as long (plus the rounding to 4 MiB), the
+ * one with the most resident memory the block would reuse (up to `use`),
+ * then the smallest, then the one with the least resident memory beyond
+ * that (best fit: a small block takes a mapping that had a small one, and
+ * leaves the most resident mappings to the blocks that need them; bench
+ * aligned, whose 2 MiB aligned blocks of 1 KiB-1 MiB each reuse a 4 MiB
+ * mapping, took the most resident one and gave its tail back, then faulted
+ * it in again for the next long block); if none is long enough, the one
+ * with the most resident memory, if that is at least a quarter of the need
+ * (the caller grows it with mremap, which moves page tables, not pages).
+ * A request for zeroed memory takes only a mapping whose pages were all
  * given back (they read as zeroes). */
-static segment_t *cache_take(size_t need, bool zero)
+static segment_t *cache_take(size_t need, size_t use, bool zero)
 {
     if (cache.count == 0) /* racy peek: only a hint */
         return NULL;
@@ -382,14 +395,16 @@ static segment_t *cache_take(size_t need, bool zero)
         size_t have = seg->reserve_size, w = weight(seg);
         if (have > 2 * need + SEGMENT_SIZE || (zero && seg->resident > OS_PAGE_SIZE))
             continue;
-        size_t reuse = w < need ? w : need;
+        size_t reuse = w < use ? w : use;
         if (have < need) {
             if (reuse >= need / 4 && reuse > grow_reuse) {
                 grow = i;
                 grow_reuse = reuse;
             }
         } else if (best == CACHE_SLOTS || reuse > best_reuse ||
-                   (reuse == best_reuse && have < cache.seg[best]->reserve_size)) {
+                   (reuse == best_reuse &&
+                    (have < cache.seg[best]->reserve_size ||
+                     (have == cache.seg[best]->reserve_size && w < weight(cache.seg[best]))))) {
             best = i;
             best_reuse = reuse;
         }
@@ -484,7 +499,7 @@ void *huge_alloc(size_t size, size_t align, bool zero)
     size_t offset = huge_offset(align);
     size_t map_size = offset + round_pages(size == 0 ? 1 : size);
     if (align <= SEGMENT_SIZE) {
-        segment_t *seg = cache_take(map_size, zero);
+        segment_t *seg = cache_take(map_size, map_size - offset + OS_PAGE_SIZE, zero);
         if (seg) {
             addrmap_clear(seg, seg->map_size);
             if (seg->reserve_size < map_size) {

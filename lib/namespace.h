@@ -51,6 +51,7 @@
 #define heap_map emma__heap_map
 #define heap_purge emma__heap_purge
 #define heap_purge_older emma__heap_purge_older
+#define heap_purge_some emma__heap_purge_some
 #define heap_release_empty_pages emma__heap_release_empty_pages
 #define heap_reset emma__heap_reset
 #define heap_slot_limit emma__heap_slot_limit
@@ -124,6 +125,7 @@
 #define policy_tick emma__policy_tick
 #define policy_trim emma__policy_trim
 #define pool_forget emma__pool_forget
+#define pool_purge_some emma__pool_purge_some
 #define pool_release emma__pool_release
 #define private_heap_count emma__private_heap_count
 #define private_huge_alloc emma__private_huge_alloc

@@ -69,6 +69,11 @@ EMMA_HIDDEN size_t policy_trim(void);
 /* segment.c: the pool of empty segments (purge those freed before
  * `before`, and with unmap, unmap them all). */
 EMMA_HIDDEN size_t pool_release(uint64_t before, bool unmap);
+/* policy.c's shrink: the same, oldest first, until about `limit` bytes
+ * are given back (never unmapping); and a heap's free pages likewise
+ * (heap_purge_older with a limit). */
+EMMA_HIDDEN size_t pool_purge_some(uint64_t before, size_t limit);
+EMMA_HIDDEN size_t heap_purge_some(heap_t *h, uint64_t before, bool wait, size_t limit);
 
 /* huge.c: the huge cache (purge resident memory of mappings freed before
  * `before`; unmap those freed before `unmap_before`). */

@@ -175,11 +175,12 @@ static void pool_put(segment_t *seg)
     }
 }
 
-static size_t segment_purge(segment_t *seg, uint64_t before);
+static size_t segment_purge(segment_t *seg, uint64_t before, size_t limit);
 
 /* Purge the pooled segments' pages freed before `before` (UINT64_MAX: all),
- * and with `unmap` unmap them all; returns the bytes given back. */
-size_t pool_release(uint64_t before, bool unmap)
+ * oldest segment first until about `limit` bytes are given back, and with
+ * `unmap` unmap them all; returns the bytes given back. */
+static size_t pool_purge(uint64_t before, bool unmap, size_t limit)
 {
     size_t bytes = 0;
     segment_t *gone[POOL_MAX];
@@ -188,9 +189,9 @@ size_t pool_release(uint64_t before, bool unmap)
         gen_lock(&pool.lock, pool_forget);
     else if (!gen_lock_try(&pool.lock, pool_forget))
         return 0;
-    for (unsigned i = 0; i < pool.count; i++) {
+    for (unsigned i = 0; i < pool.count && bytes < limit; i++) {
         segment_t *seg = pool.seg[i];
-        size_t b = segment_purge(seg, before);
+        size_t b = segment_purge(seg, before, limit - bytes);
         if (b > seg->resident)
             b = seg->resident;
         seg->resident -= b;
@@ -210,6 +211,10 @@ size_t pool_release(uint64_t before, bool unmap)
     }
     return bytes;
 }
+
+size_t pool_release(uint64_t before, bool unmap) { return pool_purge(before, unmap, SIZE_MAX); }
+
+size_t pool_purge_some(uint64_t before, size_t limit) { return pool_purge(before, false, limit); }
 
 /* An empty segment from the pool, else a new mapping (if the kernel
  * refuses one, policy.c releases what every cache holds and we try once
@@ -357,12 +362,13 @@ static void purge_run(segment_t *seg, unsigned first, unsigned last)
 }
 
 /* Purge the dirty pages of seg freed before `before` (all of them when
- * before is UINT64_MAX); returns the bytes given back. */
-static size_t segment_purge(segment_t *seg, uint64_t before)
+ * before is UINT64_MAX), page after page until about `limit` bytes are
+ * given back; returns the bytes given back. */
+static size_t segment_purge(segment_t *seg, uint64_t before, size_t limit)
 {
     uint64_t m = seg->dirty_mask, done = 0;
     size_t bytes = 0;
-    for (unsigned i = 0; i < seg->page_count; i++) {
+    for (unsigned i = 0; i < seg->page_count && bytes < limit; i++) {
         uint64_t bit = (uint64_t)1 << i;
         if ((m & bit) && (before == UINT64_MAX || seg->pages[i].freed_at < before)) {
             done |= bit;
@@ -381,10 +387,11 @@ static size_t segment_purge(segment_t *seg, uint64_t before)
     return bytes;
 }
 
-/* Purge h's free pages freed before `before` (UINT64_MAX: all of them);
- * returns the bytes given back.  The owner waits for seg_lock; another
- * thread (`wait` false) gives up if it is taken. */
-size_t heap_purge_older(heap_t *h, uint64_t before, bool wait)
+/* Purge h's free pages freed before `before` (UINT64_MAX: all of them)
+ * until about `limit` bytes are given back (SIZE_MAX: no limit); returns
+ * the bytes given back.  The owner waits for seg_lock; another thread
+ * (`wait` false) gives up if it is taken. */
+size_t heap_purge_some(heap_t *h, uint64_t before, bool wait, size_t limit)
 {
     if (wait)
         heap_gen_lock(&h->seg_lock);
@@ -392,15 +399,20 @@ size_t heap_purge_older(heap_t *h, uint64_t before, bool wait)
         return 0;
     size_t bytes = 0;
     if (h->dirty_bytes)
-        for (int k = 0; k <= KIND_XLARGE; k++)
-            for (segment_t *seg = h->segments[k]; seg; seg = seg->next)
+        for (int k = 0; k <= KIND_XLARGE && bytes < limit; k++)
+            for (segment_t *seg = h->segments[k]; seg && bytes < limit; seg = seg->next)
                 if (seg->dirty_mask)
-                    bytes += segment_purge(seg, before);
-    if (before == UINT64_MAX)
+                    bytes += segment_purge(seg, before, limit - bytes);
+    if (before == UINT64_MAX && limit == SIZE_MAX)
         bytes = h->dirty_bytes;
     dirty_sub(h, bytes);
     gen_unlock(&h->seg_lock);
     return bytes;
+}
+
+size_t heap_purge_older(heap_t *h, uint64_t before, bool wait)
+{
+    return heap_purge_some(h, before, wait, SIZE_MAX);
 }
 
 size_t heap_purge(heap_t *h) { return heap_purge_older(h, UINT64_MAX, true); }
