@@ -63,4 +63,36 @@ START_TEST(t_huge_blocks)
 }
 END_TEST
 
-TU_MAIN("unit_huge", "huge", 60, t_huge_blocks)
+/* Blocks that are huge for their alignment only (bench aligned: 2 MiB
+ * aligned, 1 KiB-1 MiB): a small one takes the cached mapping that had a
+ * small block (best fit), not the most resident one, and a block reusing
+ * a longer mapping keeps its short tail written whole resident (issue 14:
+ * the tail was given back, and the next longer block faulted it in). */
+START_TEST(t_huge_cache_best_fit)
+{
+    const size_t align = (size_t)2 << 20, big = (size_t)900 << 10, small = (size_t)100 << 10;
+    uint8_t *a = huge_alloc(big, align, false), *b = huge_alloc(small, align, false);
+    TU_ASSERT(a != NULL && b != NULL);
+    memset(a, 0x5a, big);
+    memset(b, 0x5a, small);
+    segment_t *sa = segment_of(a), *sb = segment_of(b);
+    huge_free(sa);
+    huge_free(sb);
+    uint8_t *c = huge_alloc((size_t)50 << 10, align, false);
+    TU_ASSERT(c != NULL);
+    TU_ASSERT_MSG(segment_of(c) == sb, "a 50 KiB block took the mapping of the %s one",
+                  segment_of(c) == sa ? "900 KiB" : "neither");
+    uint8_t *d = huge_alloc(small, align, false);
+    TU_ASSERT(d != NULL);
+    ck_assert_ptr_eq(segment_of(d), sa);
+    /* the 800 KiB past d's end, written whole by a, stay resident */
+    long tail = tu_resident_pages(d + small + OS_PAGE_SIZE, big - small - 2 * OS_PAGE_SIZE);
+    TU_ASSERT_MSG(tail == (long)((big - small - 2 * OS_PAGE_SIZE) / OS_PAGE_SIZE),
+                  "%ld pages of the short tail resident", tail);
+    huge_free(segment_of(c));
+    huge_free(segment_of(d));
+    huge_cache_release(UINT64_MAX, UINT64_MAX);
+}
+END_TEST
+
+TU_MAIN("unit_huge", "huge", 60, t_huge_blocks, t_huge_cache_best_fit)

@@ -264,5 +264,34 @@ START_TEST(t_over_bound_purges_free_pages)
 }
 END_TEST
 
+/* A shrink over the bound gives back what is over its target and no more
+ * (issue 14, bench churn-mixed: every page older than the age at hand went,
+ * and shrinks meant to reach 30 MiB ended at 14-29 MiB); a limited purge
+ * stops after the page that reaches its limit.  The decay time is made
+ * long, so that neither a decay pass nor the soft shrink (memory free for
+ * half the decay time) takes anything however slowly this runs. */
+START_TEST(t_shrink_stops_at_target)
+{
+    enum { N = 960 }; /* 60 MiB of small pages: the bound is passed many times */
+    uint64_t decay = policy_decay_ticks;
+    uint64_t now = now_ticks(), very_long = (uint64_t)1 << 38; /* about 2 minutes */
+    policy_decay_ticks = very_long < now / 2 ? very_long : now / 2; /* now - decay: no wrap */
+    heap_t *h = heap_new();
+    TU_ASSERT(h != NULL);
+    static page_t *p[N];
+    written_pages_released(h, p, N);
+    size_t r = policy_resident(), b = policy_free_bound;
+    TU_ASSERT_MSG(r <= b, "%zu bytes free and resident, bound %zu", r, b);
+    size_t least = b - b / 16 - ((size_t)1 << SMALL_PAGE_SHIFT); /* the target, less a page */
+    TU_ASSERT_MSG(r >= least, "%zu bytes free and resident: a shrink went below %zu", r, least);
+    size_t d = h->dirty_bytes, limit = (size_t)1 << 20;
+    size_t n = heap_purge_some(h, UINT64_MAX, true, limit);
+    TU_ASSERT_MSG(n >= limit && n < limit + ((size_t)1 << SMALL_PAGE_SHIFT),
+                  "a purge limited to %zu bytes gave back %zu", limit, n);
+    ck_assert_uint_eq(h->dirty_bytes, d - n);
+    policy_decay_ticks = decay;
+}
+END_TEST
+
 TU_MAIN("unit_segment", "segment", 60, t_segment_geometry, t_pages_every_class, t_segment_pages_distinct, t_purge_releases_memory, t_new_segment_purges_free_pages,
-        t_over_bound_purges_free_pages)
+        t_over_bound_purges_free_pages, t_shrink_stops_at_target)
