@@ -165,11 +165,15 @@ static inline void free_validated(void *p, const char *func)
         page_t *page = page_of(seg, p);
         tls_heap = &heap_busy;
         __asm__ volatile("" ::: "memory");
-        uint32_t before = page_push(page, (block_t *)p, func);
+        /* the slow path runs behind the marker too (and drops it): a
+         * handler that ran between the push and it (emma_trim) could
+         * release the page */
+        if (unlikely(page_push(page, (block_t *)p, func) == page->slow_at)) {
+            page_free_local_slow_marked(h, page);
+            return;
+        }
         __asm__ volatile("" ::: "memory");
         tls_heap = h;
-        if (unlikely(before == page->slow_at))
-            page_free_local_slow(h, page);
         return;
     }
 #endif

@@ -37,7 +37,7 @@ void free_generic(void *p, const char *func)
      * (no heap to push the page to): freed already. */
     if (unlikely(!page->in_use))
         emma_fatal(func, "double free", p);
-    page_free_remote(seg, page, (block_t *)p);
+    page_free_remote(seg, page, (block_t *)p, func);
 }
 
 /* Lock-free push of a block freed by a thread that does not own the page.
@@ -45,10 +45,12 @@ void free_generic(void *p, const char *func)
  * remote_pages stack; a page is on that stack exactly while its
  * thread_free list is non-empty, and only the owner empties both (page.c's
  * heap_collect_remote), with exchanges, so neither stack can suffer ABA. */
-void page_free_remote(segment_t *seg, page_t *page, block_t *b)
+void page_free_remote(segment_t *seg, page_t *page, block_t *b, const char *func)
 {
     block_t *old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
     do {
+        if (unlikely(old == b)) /* freed twice in a row: a cycle otherwise */
+            emma_fatal(func, "double free", b);
         link_set(b, old ? old : PAGE_END(page));
     } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, b,
                                                     memory_order_release, memory_order_relaxed));

@@ -323,9 +323,9 @@ size_t huge_cache_release(uint64_t before, uint64_t unmap_before)
     size_t n = 0, unmapped = 0;
     if (cache.count == 0) /* racy peek: only a hint */
         return 0;
-    if (unmap_before == UINT64_MAX) /* trim, or a mapping failed */
-        gen_lock(&cache.lock, cache_forget);
-    else if (!gen_lock_try(&cache.lock, cache_forget))
+    /* trim, or a mapping failed: wait (unless this thread holds it, in a
+     * signal handler) */
+    if (!(unmap_before == UINT64_MAX ? gen_lock : gen_lock_try)(&cache.lock, cache_forget))
         return 0;
     for (unsigned i = 0; i < cache.count;) {
         segment_t *seg = cache.seg[i];

@@ -151,6 +151,7 @@ EMMA_HIDDEN void page_park(heap_t *h, page_t *page);
 EMMA_HIDDEN page_t *page_unpark(heap_t *h, unsigned c);
 EMMA_HIDDEN bool page_should_park(const page_t *page);
 EMMA_HIDDEN void page_free_local_slow(heap_t *h, page_t *page);
+EMMA_HIDDEN void page_free_local_slow_marked(heap_t *h, page_t *page);
 EMMA_HIDDEN void page_mark_full(heap_t *h, page_t *page);
 EMMA_HIDDEN void heap_collect_remote(heap_t *h);
 EMMA_HIDDEN void remote_pages_push(heap_t *h, page_t *page);
@@ -226,7 +227,10 @@ EMMA_HIDDEN void heap_check_fork(void); /* heap.c: recover if we are a fork chil
 /* policy.c: the word a lock taken now by this thread holds; named: with
  * the caller's TID (cached per thread with TLS, else a system call). */
 EMMA_HIDDEN uint32_t gen_word(bool named);
-EMMA_HIDDEN void gen_lock_wait_as(_Atomic uint32_t *l, void (*forget)(void), bool named);
+/* false, without the lock, if the calling thread itself holds it (named
+ * locks only: a signal handler that interrupted the holder; the caller
+ * does without) */
+EMMA_HIDDEN bool gen_lock_wait_as(_Atomic uint32_t *l, void (*forget)(void), bool named);
 /* gen_lock_wait for a caller that repairs what the lock guards itself:
  * true if the lock was taken over from a holder lost in a fork or dead. */
 EMMA_HIDDEN bool gen_lock_wait_stale(_Atomic uint32_t *l);
@@ -249,10 +253,11 @@ static inline bool gen_lock_try(_Atomic uint32_t *l, void (*forget)(void))
 {
     return gen_lock_try_as(l, forget, true);
 }
-static inline void gen_lock(_Atomic uint32_t *l, void (*forget)(void))
+/* Taken, or false if this very thread holds it (a signal handler that
+ * interrupted the holder): the pool's and the huge cache's trims. */
+static inline bool gen_lock(_Atomic uint32_t *l, void (*forget)(void))
 {
-    if (!gen_trylock(l))
-        gen_lock_wait_as(l, forget, true);
+    return gen_trylock(l) || gen_lock_wait_as(l, forget, true);
 }
 /* A heap's seg_lock and collect_lock: named with TLS (other threads wait
  * for them); without TLS they are only taken under the heap's lock, which
@@ -260,8 +265,9 @@ static inline void gen_lock(_Atomic uint32_t *l, void (*forget)(void))
 static inline bool heap_gen_trylock(_Atomic uint32_t *l) { return gen_trylock_as(l, EMMA_CONFIG_TLS); }
 static inline void heap_gen_lock(_Atomic uint32_t *l)
 {
-    if (!gen_trylock_as(l, EMMA_CONFIG_TLS))
-        gen_lock_wait_as(l, NULL, EMMA_CONFIG_TLS);
+    /* never held by this thread: its signal handlers keep off its heap */
+    while (!gen_trylock_as(l, EMMA_CONFIG_TLS) && !gen_lock_wait_as(l, NULL, EMMA_CONFIG_TLS))
+        ;
 }
 static inline void gen_unlock(_Atomic uint32_t *l) { spin_unlock(l); }
 static inline bool heap_trylock(heap_t *h) { return spin_trylock(&h->lock); }
@@ -420,7 +426,8 @@ EMMA_HIDDEN size_t usable_size(const void *p);
 EMMA_HIDDEN void mem_copy(void *dst, const void *src, size_t n);
 EMMA_HIDDEN void mem_zero(void *dst, size_t n);
 EMMA_HIDDEN void free_generic(void *p, const char *func);
-EMMA_HIDDEN void page_free_remote(segment_t *seg, page_t *page, block_t *b);
+EMMA_HIDDEN void page_free_remote(segment_t *seg, page_t *page, block_t *b, const char *func);
+EMMA_HIDDEN EMMA_NORETURN EMMA_COLD void remote_double_free(const void *p); /* page.c */
 
 /* ------------------------------------------------------------------ */
 /* heap_private.c: private heaps (emma_heap_*); teardown.c             */

@@ -97,6 +97,7 @@
 #define os_yield emma__os_yield
 #define page_extend emma__page_extend
 #define page_free_local_slow emma__page_free_local_slow
+#define page_free_local_slow_marked emma__page_free_local_slow_marked
 #define page_free_remote emma__page_free_remote
 #define page_init emma__page_init
 #define page_mark_full emma__page_mark_full
@@ -135,6 +136,7 @@
 #define private_segment_removed emma__private_segment_removed
 #define realloc_block emma__realloc_block
 #define reclaim_heap emma__reclaim_heap
+#define remote_double_free emma__remote_double_free
 #define remote_pages_push emma__remote_pages_push
 #define segment_header_size emma__segment_header_size
 #define segment_move emma__segment_move

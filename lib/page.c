@@ -226,6 +226,17 @@ void page_free_local_slow(heap_t *h, page_t *page)
     slow_leave(h, st);
 }
 
+#if EMMA_CONFIG_TLS
+/* alloc.h's free_validated: page_free_local_slow for the owner, whose
+ * thread's heap pointer is still the busy marker; puts h back in it. */
+void page_free_local_slow_marked(heap_t *h, page_t *page)
+{
+    page_free_local_slow(h, page);
+    __asm__ volatile("" ::: "memory");
+    tls_heap = h;
+}
+#endif
+
 /* Push page onto heap h's stack of pages with remote frees. */
 void remote_pages_push(heap_t *h, page_t *page)
 {
@@ -234,6 +245,13 @@ void remote_pages_push(heap_t *h, page_t *page)
         page->remote_next = head;
     } while (!atomic_compare_exchange_weak_explicit(&h->remote_pages, &head, page,
                                                     memory_order_release, memory_order_relaxed));
+}
+
+/* More blocks freed by other threads than the page has out (a cycle, if a
+ * block was pushed twice): some block was freed twice. */
+EMMA_NORETURN EMMA_COLD void remote_double_free(const void *p)
+{
+    emma_fatal("free", "double free (found among other threads' frees)", p);
 }
 
 static void page_collect_thread_free(heap_t *h, page_t *page)
@@ -250,7 +268,8 @@ static void page_collect_thread_free(heap_t *h, page_t *page)
     uint32_t n = 1;
     block_t *tail = list, *end = PAGE_END(page);
     for (block_t *b; (b = link_get(tail)) != end; tail = b)
-        n++;
+        if (unlikely(++n > page->used))
+            remote_double_free(b);
     link_set(tail, page->local_free ? page->local_free : end);
     page->local_free = list;
     page->used -= n;

@@ -373,8 +373,12 @@ static size_t trim_all(heap_t *self)
  * the locks a trim waits for. */
 size_t policy_trim(void)
 {
-    if (slow_interrupted())
+#if EMMA_CONFIG_TLS
+    /* a signal handler that interrupted this thread inside emma (a fast
+     * path's list operation or any slow path): nothing */
+    if (tls_heap == &heap_busy)
         return 0;
+#endif
 #if EMMA_CONFIG_TLS
     if (tls_heap == &heap_empty) {
         tls_heap = &heap_busy;
@@ -465,31 +469,52 @@ static bool gen_take_stale(_Atomic uint32_t *l, bool named, bool probe)
 /* Probe a waited-for holder's liveness every this many yields. */
 #define PROBE_EVERY 8
 
-static bool gen_wait(_Atomic uint32_t *l, bool named)
+enum gen_waited { GEN_TAKEN, GEN_TAKEN_OVER, GEN_HELD_BY_SELF };
+
+/* Wait for l.  A lock named by the calling thread itself is held by the
+ * code a signal handler interrupted (or by a dead thread whose TID is now
+ * ours): waiting would never end, so with `give_up` we return
+ * GEN_HELD_BY_SELF without the lock. */
+static enum gen_waited gen_wait(_Atomic uint32_t *l, bool named, bool give_up)
 {
     for (unsigned k = 0;; k++) {
         if (k < 64) {
             if (gen_trylock_as(l, named))
-                return false;
+                return GEN_TAKEN;
             __builtin_ia32_pause();
             continue;
         }
         heap_check_fork(); /* a load, unless we are a fork child */
         if (gen_trylock_as(l, named))
-            return false;
-        if (gen_take_stale(l, named, k % PROBE_EVERY == 0))
-            return true;
+            return GEN_TAKEN;
+        bool probe = k % PROBE_EVERY == 0;
+        if (gen_take_stale(l, named, probe))
+            return GEN_TAKEN_OVER;
+        if (probe && give_up) {
+            uint32_t held = atomic_load_explicit(l, memory_order_relaxed);
+            if (held != 0 && held == gen_word(true))
+                return GEN_HELD_BY_SELF;
+        }
         os_yield();
     }
 }
 
-void gen_lock_wait_as(_Atomic uint32_t *l, void (*forget)(void), bool named)
+bool gen_lock_wait_as(_Atomic uint32_t *l, void (*forget)(void), bool named)
 {
-    if (gen_wait(l, named) && forget)
-        forget();
+    switch (gen_wait(l, named, named)) {
+    case GEN_TAKEN_OVER:
+        if (forget)
+            forget();
+        return true;
+    case GEN_TAKEN:
+        return true;
+    case GEN_HELD_BY_SELF:
+        break;
+    }
+    return false;
 }
 
-bool gen_lock_wait_stale(_Atomic uint32_t *l) { return gen_wait(l, true); }
+bool gen_lock_wait_stale(_Atomic uint32_t *l) { return gen_wait(l, true, false) == GEN_TAKEN_OVER; }
 
 /* Without waiting: taken, or held by a thread lost in a fork or dead
  * (taken over, then forget() drops what the lost holder may have left

@@ -115,7 +115,8 @@ static size_t reclaim_remote_emptied(heap_t *h)
         uint32_t count = 1;
         block_t *tail = list, *end = PAGE_END(page);
         for (block_t *b; (b = link_get(tail)) != end; tail = b)
-            count++;
+            if (unlikely(++count > page->reserved)) /* set while the page is in use */
+                remote_double_free(b);
         if (segment_of_page(page)->heap == h && PEEK(page->in_full) &&
             count == PEEK(page->reserved) && !page->reclaimed) {
             /* every block the page has is in our hands */

@@ -185,9 +185,9 @@ static size_t pool_purge(uint64_t before, bool unmap, size_t limit)
     size_t bytes = 0;
     segment_t *gone[POOL_MAX];
     unsigned ngone = 0;
-    if (unmap) /* trim, or a mapping failed: worth the wait */
-        gen_lock(&pool.lock, pool_forget);
-    else if (!gen_lock_try(&pool.lock, pool_forget))
+    /* trim, or a mapping failed: worth the wait (unless this thread holds
+     * the lock, in a signal handler) */
+    if (!(unmap ? gen_lock : gen_lock_try)(&pool.lock, pool_forget))
         return 0;
     for (unsigned i = 0; i < pool.count && bytes < limit; i++) {
         segment_t *seg = pool.seg[i];

@@ -32,7 +32,8 @@ static bool segment_idle(segment_t *seg, void *arg)
         uint32_t remote = 0;
         block_t *b = atomic_load_explicit(&page->thread_free, memory_order_acquire);
         for (; b && b != PAGE_END(page); b = link_get(b))
-            remote++;
+            if (++remote > page->reserved) /* a block freed twice: keep it all */
+                return false;
         if (page->used != page->absent + remote)
             return false;
     }

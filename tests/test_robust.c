@@ -649,6 +649,65 @@ START_TEST(t_thread_dies_holding_lock)
 END_TEST
 
 /* ================================================================== */
+/* A signal handler that trims while its thread is inside emma          */
+
+/* emma_trim and malloc_trim are async-signal-safe: a handler that
+ * interrupted a huge allocation or a trim (which hold the segment pool's
+ * or the huge cache's lock) must not wait for its own thread. */
+static pthread_t ts_target;
+static atomic_int ts_stop;
+static atomic_long ts_signals;
+
+static void ts_handler(int sig)
+{
+    (void)sig;
+    if (atomic_fetch_add(&ts_signals, 1) & 1)
+        emma_trim();
+    else
+        malloc_trim(0);
+}
+
+static void *ts_sender(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&ts_stop)) {
+        pthread_kill(ts_target, SIGUSR1);
+        usleep(20);
+    }
+    return NULL;
+}
+
+START_TEST(t_trim_in_signal_handler)
+{
+    on_signal(SIGUSR1, ts_handler, SA_RESTART);
+    ts_target = pthread_self();
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, ts_sender, NULL), 0);
+    uint64_t rng = 9;
+    void *keep[4] = {0};
+    long loops = 0;
+    double end = now_s() + 3 * scale();
+    while (now_s() < end) {
+        unsigned j = (unsigned)(tu_rand(&rng) % 4);
+        free(keep[j]);
+        keep[j] = malloc((tu_rand(&rng) & 1) ? (2u << 20) : (600u << 10));
+        ck_assert_ptr_nonnull(keep[j]);
+        memset(keep[j], 1, 4096);
+        if ((++loops & 255) == 0)
+            emma_trim();
+    }
+    atomic_store(&ts_stop, 1);
+    pthread_join(t, NULL);
+    signal(SIGUSR1, SIG_DFL);
+    for (int j = 0; j < 4; j++)
+        free(keep[j]);
+    fprintf(stderr, "# trim in signal handler: %ld loops, %ld signals\n", loops,
+            atomic_load(&ts_signals));
+    ck_assert_int_gt(atomic_load(&ts_signals), 100);
+}
+END_TEST
+
+/* ================================================================== */
 /* The first allocation of a fresh process under a limit (robust_limit)  */
 
 static void run_limit_helper(const char *mode)
@@ -842,8 +901,29 @@ static void df_free_large(void)
     _exit(a == b ? 3 : 0);
 }
 
+/* Freed twice by two threads that do not own it, one after the other. */
+static void *dfr_free(void *p)
+{
+    free(p);
+    return NULL;
+}
+
+static void df_remote(void)
+{
+    void *p = malloc(48);
+    for (int i = 0; i < 2; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, dfr_free, p) != 0)
+            _exit(3);
+        pthread_join(t, NULL);
+    }
+    void *a = malloc(48), *b = malloc(48); /* collects the remote frees */
+    _exit(a == b ? 4 : 0);
+}
+
 START_TEST(t_double_free_detected)
 {
+    expect_double_free_abort(df_remote, "free", "freed by two other threads in turn (48 B)");
     expect_double_free_abort(df_free, "free", "free twice (64 B)");
     expect_double_free_abort(df_free_sized, "free_sized", "free_sized twice (3000 B)");
     expect_double_free_abort(df_dealloc, "emma_dealloc", "emma_dealloc twice (40000 B)");
@@ -1024,6 +1104,7 @@ int main(void)
     add(s, "fork_during_stats_walk", t_fork_during_stats_walk, 30);
     add(s, "threads_die_inside", t_threads_die_inside, 30);
     add(s, "thread_dies_holding_lock", t_thread_dies_holding_lock, 30);
+    add(s, "trim_in_signal_handler", t_trim_in_signal_handler, 30);
     add(s, "first_alloc_rlimit", t_first_alloc_rlimit, 30);
     add(s, "first_alloc_mapcount", t_first_alloc_mapcount, 30);
     add(s, "first_alloc_room", t_first_alloc_room, 30);
