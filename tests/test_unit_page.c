@@ -121,7 +121,7 @@ START_TEST(t_parked_page_drained_remotely)
     for (size_t i = 0; i < sc.n[0]; i++) {
         if (!sc.v[0][i])
             continue;
-        page_free_remote(segment_of(sc.v[0][i]), sc.page[0], (block_t *)sc.v[0][i]);
+        page_free_remote(segment_of(sc.v[0][i]), sc.page[0], (block_t *)sc.v[0][i], "free");
         sc.v[0][i] = NULL;
     }
     TU_ASSERT(sc.page[0]->in_use);
