@@ -1,10 +1,41 @@
 /* The generic free paths behind alloc.h's inline fast path: huge blocks
  * (huge.c), blocks of pages the calling thread does not own (pushed
- * lock-free onto the page's thread_free list), and without TLS, the
- * owner heap's lock.
+ * lock-free onto the page's thread_free list, and counted for policy.c's
+ * remote steps), and without TLS, the owner heap's lock.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "alloc.h"
 #include "policy.h"
+
+/* n more bytes freed into another heap's page: true when the calling
+ * thread is due for a remote step (policy.h).  It counts in its heap
+ * (threads without one, and signal handlers that interrupted their thread
+ * inside emma, share heap_empty's and heap_busy's word; without TLS every thread
+ * shares one word).  Plain loads and stores, no atomic read-modify-write:
+ * a racing update of a shared word loses a count, and the step comes a
+ * little later. */
+static inline bool remote_count(size_t n)
+{
+#if EMMA_CONFIG_TLS
+    size_t *w = &tls_heap->remote_freed;
+#else
+    size_t *w = &policy_remote_anon;
+#endif
+    size_t c = __atomic_load_n(w, __ATOMIC_RELAXED) + n;
+    __atomic_store_n(w, c < REMOTE_STEP ? c : 0, __ATOMIC_RELAXED);
+    return c >= REMOTE_STEP;
+}
+
+/* A huge block: to the huge cache, then the policy. */
+static EMMA_NOINLINE void free_huge(segment_t *seg, void *p, const char *func)
+{
+    if (unlikely(!seg->pages[0].in_use)) /* in the huge cache */
+        emma_fatal(func, "double free", p);
+    slow_state st;
+    heap_t *h = slow_enter_self(&st);
+    huge_free(seg);
+    policy_huge_freed(h); /* a decay pass, and the bound with what the cache kept */
+    slow_leave_self(h, st);
+}
 
 /* Everything free_validated() does not do inline: with TLS its caller has
  * already found that the calling thread does not own the block. */
@@ -12,13 +43,7 @@ void free_generic(void *p, const char *func)
 {
     segment_t *seg = segment_of(p);
     if (seg->kind == KIND_HUGE) {
-        if (unlikely(!seg->pages[0].in_use)) /* in the huge cache */
-            emma_fatal(func, "double free", p);
-        slow_state st;
-        heap_t *h = slow_enter_self(&st);
-        huge_free(seg);
-        policy_huge_freed(h); /* a decay pass, and the bound with what the cache kept */
-        slow_leave_self(h, st);
+        free_huge(seg, p, func);
         return;
     }
     page_t *page = page_of(seg, p);
@@ -33,11 +58,17 @@ void free_generic(void *p, const char *func)
         return;
     }
 #endif
-    /* A page given back to its segment, or a segment in policy.c's pool
+/* A page given back to its segment, or a segment in policy.c's pool
      * (no heap to push the page to): freed already. */
     if (unlikely(!page->in_use))
         emma_fatal(func, "double free", p);
+    /* block_size is on the line in_use is on: no other line read */
+    if (likely(!remote_count(page->block_size))) {
+        page_free_remote(seg, page, (block_t *)p, func);
+        return;
+    }
     page_free_remote(seg, page, (block_t *)p, func);
+    policy_remote_step();
 }
 
 /* Lock-free push of a block freed by a thread that does not own the page.

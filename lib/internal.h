@@ -130,6 +130,9 @@ static inline void link_set(block_t *b, const block_t *next)
 
 EMMA_HIDDEN page_t *segment_page_alloc(heap_t *h, enum segment_kind kind);
 EMMA_HIDDEN void segment_page_release(heap_t *h, page_t *page);
+/* segment_page_release without the policy's event, for a caller holding
+ * h->seg_lock (reclaim.c, releasing a page for its owner) */
+EMMA_HIDDEN void segment_page_put(heap_t *h, page_t *page);
 EMMA_HIDDEN size_t heap_purge(heap_t *h);
 EMMA_HIDDEN size_t heap_purge_older(heap_t *h, uint64_t before, bool wait);
 EMMA_HIDDEN size_t segment_header_size(enum segment_kind kind);

@@ -117,6 +117,8 @@
 #define policy_keep_empty_segment emma__policy_keep_empty_segment
 #define policy_page_freed emma__policy_page_freed
 #define policy_release_for_retry emma__policy_release_for_retry
+#define policy_remote_anon emma__policy_remote_anon
+#define policy_remote_step emma__policy_remote_step
 #define policy_resident emma__policy_resident
 #define policy_resident_add emma__policy_resident_add
 #define policy_resident_sub emma__policy_resident_sub
@@ -136,12 +138,14 @@
 #define private_segment_removed emma__private_segment_removed
 #define realloc_block emma__realloc_block
 #define reclaim_heap emma__reclaim_heap
+#define reclaim_remote emma__reclaim_remote
 #define remote_double_free emma__remote_double_free
 #define remote_pages_push emma__remote_pages_push
 #define segment_header_size emma__segment_header_size
 #define segment_move emma__segment_move
 #define segment_of_page emma__segment_of_page
 #define segment_page_alloc emma__segment_page_alloc
+#define segment_page_put emma__segment_page_put
 #define segment_page_release emma__segment_page_release
 #define segment_reset emma__segment_reset
 #define segment_unmap emma__segment_unmap

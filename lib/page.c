@@ -152,7 +152,6 @@ void page_init(page_t *page, unsigned c)
     page->slow_at = SLOW_AT_EMPTY(page);
     page->in_full = 0;
     page->parked = 0;
-    page->reclaimed = 0;
     page->in_use = 1;
     page->next = page->prev = NULL;
 }
@@ -257,14 +256,8 @@ EMMA_NORETURN EMMA_COLD void remote_double_free(const void *p)
 static void page_collect_thread_free(heap_t *h, page_t *page)
 {
     block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
-    if (!list) {
-        if (page->reclaimed) {
-            /* reclaim.c emptied it while we were away: release it */
-            page->reclaimed = 0;
-            page_free_local_slow(h, page);
-        }
-        return;
-    }
+    if (!list)
+        return; /* cannot happen: a page is on the stack while its list is not empty */
     uint32_t n = 1;
     block_t *tail = list, *end = PAGE_END(page);
     for (block_t *b; (b = link_get(tail)) != end; tail = b)

@@ -24,6 +24,14 @@
  *                pages received from remote frees (reclaim.c).  No thread
  *                of its own: a process where no thread allocates keeps
  *                what it had.
+ *   remote frees a thread freeing blocks into other threads' pages counts
+ *                their bytes and takes a remote step every REMOTE_STEP
+ *                (2 MiB): a decay pass if due, then the pages those frees
+ *                emptied go back to their segments, counted, whatever
+ *                their owner does, alive or exited (reclaim.c), and the
+ *                bound applies.  So remote frees into an idle or exited
+ *                thread's pages are under the bound when the freeing call
+ *                returns, with no thread allocating.
  *   huge blocks  a freed huge mapping stays mapped in one process-wide
  *                cache (huge.c); what it may keep resident is
  *                policy_huge_cold_bytes (4 MiB) until the program reuses
@@ -44,8 +52,8 @@
  *
  * Costs: one clock read (rdtsc) per slow path; a spin lock per page taken
  * from or given back to a segment (heap->seg_lock), per segment taken from
- * the pool and per huge block; the owner's malloc/free fast paths are
- * untouched.
+ * the pool and per huge block; on a remote free, two loads, an add and a
+ * store (the count); the owner's malloc/free fast paths are untouched.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
 #include "policy.h"
@@ -275,6 +283,40 @@ void policy_huge_freed(heap_t *self)
 {
     policy_tick(self);
     over_bound(public_heap(self));
+}
+
+/* The remote step (free.c, policy.h): every other heap that remote frees
+ * reached gives up what they emptied (reclaim.c: pages emptied entirely
+ * go back to their segments, counted), then the bound applies.  A thread
+ * that only frees gets a heap for it, as one that allocates would. */
+#if !EMMA_CONFIG_TLS
+size_t policy_remote_anon;
+#endif
+
+void policy_remote_step(void)
+{
+#if EMMA_CONFIG_TLS
+    /* a signal handler that interrupted this thread inside emma (a fast
+     * path's list operation or any slow path): nothing, as policy_trim */
+    if (tls_heap == &heap_busy)
+        return;
+    if (tls_heap == &heap_empty) {
+        tls_heap = &heap_busy; /* a handler meanwhile takes a spare heap */
+        if (!heap_acquire_for_thread()) {
+            tls_heap = &heap_empty;
+            return;
+        }
+    }
+#endif
+    slow_state st;
+    heap_t *self = slow_enter_self(&st);
+    policy_tick(self);
+    uint64_t now = now_ticks();
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap)
+        if (h != self && atomic_load_explicit(&h->remote_pages, memory_order_relaxed))
+            reclaim_remote(self, h, now);
+    over_bound(self);
+    slow_leave_self(self, st);
 }
 
 /* A heap about to map a new segment has no free page of the kind it needs

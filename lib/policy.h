@@ -88,6 +88,22 @@ EMMA_HIDDEN void huge_cache_stats(size_t *count, size_t *bytes);
  * (self: the caller's heap, or NULL).  With `all`, everything free goes
  * (trim); else pages free for longer than the decay time. */
 EMMA_HIDDEN size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all);
+/* reclaim.c, for the remote step: what other threads' frees left in h
+ * (h->remote_pages), from a thread that does not own it. */
+EMMA_HIDDEN size_t reclaim_remote(heap_t *self, heap_t *h, uint64_t now);
+
+/* free.c: a thread that has freed REMOTE_STEP bytes into pages of other
+ * heaps since its last remote step takes one (policy_remote_step): what
+ * those frees emptied becomes free memory in the process-wide count, so
+ * that the bound and the decay cover it while its owner idles or after it
+ * died.  With TLS a thread counts in its heap (heap->remote_freed),
+ * without TLS every thread in policy_remote_anon. */
+#define REMOTE_STEP ((size_t)2 << 20)
+#if !EMMA_CONFIG_TLS
+EMMA_HIDDEN extern size_t policy_remote_anon;
+#endif
+EMMA_HIDDEN void policy_remote_step(void);
+
 /* heap.c, in a fork child: locks held by threads lost in the fork become
  * stale (a new lock generation). */
 EMMA_HIDDEN void policy_after_fork(void);

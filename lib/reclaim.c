@@ -1,5 +1,7 @@
 /* Taking back what other threads hold: policy.c's decay pass and trim call
- * reclaim_heap() for every heap but the caller's.
+ * reclaim_heap() for every heap but the caller's, and its remote step
+ * (a thread that has freed REMOTE_STEP bytes into other threads' pages)
+ * calls reclaim_remote() for every heap those frees wait in.
  *
  * Without TLS heaps are shared: a heap whose lock is free is locked,
  * collected, purged and unlocked.
@@ -7,23 +9,31 @@
  * With TLS a heap belongs to its thread, which touches it without locks,
  * so another thread may only:
  *   - purge its free pages (segment.c's seg_lock, try-locked);
- *   - when the owner has been idle for the decay time (or on trim): take
- *     the pages that remote frees emptied entirely.  Such a page is full
- *     (out of its class queue, so the owner cannot allocate from it) and
- *     every block it ever had is on its remote-free list, which we take:
- *     then nobody can reach it.  Its memory goes back to the kernel at
- *     once, and it is pushed back on the owner's remote_pages, marked
- *     `reclaimed`, so that the owner releases it to its segment when it
- *     next collects (page.c).  heap->collect_lock keeps the owner's collect
- *     out meanwhile;
- *   - when the owner is dead (asked of the kernel at most once per decay
- *     time per idle heap: heap.c's heap_take_if_dead): take the heap over,
- *     collect and purge everything, hand every segment with pages still in
- *     use to the caller's heap (so the next allocation of their classes
- *     reuses them instead of fresh pages), and leave the emptied heap
- *     without owner for the next new thread;
+ *   - take the pages that remote frees emptied entirely (a decay pass:
+ *     when the owner has been idle for the decay time; a remote step:
+ *     whenever, the owner alive or dead).  Such a page is full (out of
+ *     its class queue, so the owner cannot allocate from it) and every
+ *     block it ever had is on its remote-free list, which we take: then
+ *     nobody can reach it.  It
+ *     goes back to its segment under the owner's seg_lock, as the owner's
+ *     collect would have sent it: a free page, in the process-wide count,
+ *     so the bound and the decay see it without the owner running; if the
+ *     owner has been idle for the decay time, its memory goes back to the
+ *     kernel first.  heap->collect_lock keeps the owner's collect out
+ *     meanwhile;
+ *   - when the owner is dead (a decay pass asks the kernel at most once
+ *     per decay time per idle heap: heap.c's heap_take_if_dead): take the
+ *     heap over, collect and purge everything, hand every segment with
+ *     pages still in use to the caller's heap (so the next allocation of
+ *     their classes reuses them instead of fresh pages), and leave the
+ *     emptied heap without owner for the next new thread.  Remote steps
+ *     do not: a new thread would get a purged heap where it could have
+ *     adopted a warm one (bench mstress faulted three times as much);
  *   - a heap without owner (owner word 0) is locked by writing our TID in
  *     it for a moment.
+ * What no other thread can take: remote frees into a page a live owner
+ * still allocates from (in its class queue), and into pages that still
+ * hold live blocks; the owner collects them at its next slow path.
  * A heap whose owner died inside a slow path (`busy`) is never touched:
  * heap.c poisons it.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
@@ -64,6 +74,11 @@ size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
     return n;
 }
 
+size_t reclaim_remote(heap_t *self, heap_t *h, uint64_t now)
+{
+    return reclaim_heap(self, h, now - policy_decay_ticks, false);
+}
+
 #else
 
 /* Relaxed load of a field the owner writes without atomics: a stale value
@@ -96,42 +111,64 @@ static void give_back(heap_t *h, page_t *page, block_t *list, block_t *tail)
         remote_pages_push(h, page);
 }
 
-/* Pages of a live owner's heap that remote frees emptied entirely. */
-static size_t reclaim_remote_emptied(heap_t *h)
+/* Blocks of remote-free lists counted per call of reclaim_remote_emptied:
+ * a page whose list is still partial is walked again at the next call. */
+#define REMOTE_WALK_MAX 65536
+
+/* A page of h whose every block is in the caller's hands (nobody else
+ * can reach it) back to its segment, as its owner's collect would have
+ * sent it: a free page, counted by the policy; with `purge` its memory
+ * goes back to the kernel first.  False if h's seg_lock is taken, or the
+ * segment changed hands (segment_move, under that lock). */
+static bool release_emptied(heap_t *h, page_t *page, bool purge, size_t *n)
+{
+    if (!heap_gen_trylock(&h->seg_lock))
+        return false;
+    bool ours = segment_of_page(page)->heap == h;
+    if (ours) {
+        if (purge) {
+            *n += purge_page(page);
+            page->capacity = 0; /* nothing carved is resident */
+        }
+        page->free = PAGE_END(page);
+        page->local_free = NULL;
+        page->used = 0;
+        page->absent = 0;
+        page->purged = 0;
+        segment_page_put(h, page);
+    }
+    gen_unlock(&h->seg_lock);
+    return ours;
+}
+
+/* Pages of a live owner's heap that remote frees emptied entirely (with
+ * `purge`, the owner being idle, their memory goes back to the kernel at
+ * once: nobody is about to use it); returns the bytes purged. */
+static size_t reclaim_remote_emptied(heap_t *h, bool purge)
 {
     if (atomic_load_explicit(&h->remote_pages, memory_order_relaxed) == NULL ||
         !gen_lock_try_as(&h->collect_lock, NULL, true))
         return 0;
     size_t n = 0;
+    uint32_t budget = REMOTE_WALK_MAX;
     page_t *page = atomic_exchange_explicit(&h->remote_pages, NULL, memory_order_acquire);
     while (page) {
         page_t *next = page->remote_next; /* before the page can be re-pushed */
-        block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
-        if (!list) { /* reclaimed before: the owner has yet to see it */
-            remote_pages_push(h, page);
+        uint32_t reserved = PEEK(page->reserved);
+        if (segment_of_page(page)->heap != h || !PEEK(page->in_full) || reserved > budget) {
+            remote_pages_push(h, page); /* the owner's (who forwards a moved one) */
             page = next;
             continue;
         }
+        block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
         uint32_t count = 1;
         block_t *tail = list, *end = PAGE_END(page);
         for (block_t *b; (b = link_get(tail)) != end; tail = b)
-            if (unlikely(++count > page->reserved)) /* set while the page is in use */
+            if (unlikely(++count > reserved)) /* set while the page is in use */
                 remote_double_free(b);
-        if (segment_of_page(page)->heap == h && PEEK(page->in_full) &&
-            count == PEEK(page->reserved) && !page->reclaimed) {
-            /* every block the page has is in our hands */
-            n += purge_page(page);
-            page->free = PAGE_END(page);
-            page->local_free = NULL;
-            page->capacity = 0;
-            page->used = 0;
-            page->absent = 0;
-            page->purged = 0;
-            page->reclaimed = 1;
-            remote_pages_push(h, page);
-        } else {
+        budget -= count;
+        if (count != reserved || !release_emptied(h, page, purge, &n))
             give_back(h, page, list, tail);
-        }
         page = next;
     }
     gen_unlock(&h->collect_lock);
@@ -204,7 +241,25 @@ size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
             return n;
         }
     }
-    return n + reclaim_remote_emptied(h);
+    return n + reclaim_remote_emptied(h, true);
+}
+
+/* A remote step: what remote frees emptied in h, whether its owner is
+ * alive or dead, idle or not; purged at once if the owner has been idle
+ * for the decay time, as a decay pass does (with an eighth of it, bench
+ * mstress, 8 threads on 2 cores, took 8% more page faults: a thread
+ * waiting for a core is not idle).  A spare heap and a heap without owner
+ * (a dead thread's, taken over by a decay pass, which left it the
+ * segments whose every page is full) are locked whole and collected as a
+ * decay pass does.  A dead owner's heap is not taken over here: decay
+ * passes and new threads do that, warm. */
+size_t reclaim_remote(heap_t *self, heap_t *h, uint64_t now)
+{
+    if (atomic_load_explicit(&h->poisoned, memory_order_relaxed))
+        return 0;
+    if (h->spare || atomic_load(&h->owner) == 0)
+        return reclaim_heap(self, h, now - policy_decay_ticks, false);
+    return reclaim_remote_emptied(h, now - PEEK(h->active_at) > policy_decay_ticks);
 }
 
 #endif

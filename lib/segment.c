@@ -337,15 +337,20 @@ void segment_reset(heap_t *h, segment_t *seg)
     gen_unlock(&h->seg_lock);
 }
 
-void segment_page_release(heap_t *h, page_t *page)
+void segment_page_put(heap_t *h, page_t *page)
 {
     segment_t *seg = segment_of_page(page);
-    heap_gen_lock(&h->seg_lock);
     if (seg->free_mask == 0)
         seglist_push(h, seg);
     page_set_free(h, seg, page);
     if (seg->used_pages == 0)
         segment_release(h, seg);
+}
+
+void segment_page_release(heap_t *h, page_t *page)
+{
+    heap_gen_lock(&h->seg_lock);
+    segment_page_put(h, page);
     gen_unlock(&h->seg_lock);
     policy_page_freed(h);
 }

@@ -149,7 +149,6 @@ typedef struct page {
     uint32_t sparse_since;       /* sparse pass that first saw it sparse, or 0 */
     uint16_t purged;             /* OS pages whose blocks are absent (small pages) */
     uint8_t parked;              /* in heap->parked: sparse, left to drain */
-    uint8_t reclaimed;           /* emptied and purged by reclaim.c; the owner releases it */
 } page_t;
 
 /* The end of a page's lists, and what a pop parks in page->free while it
@@ -224,6 +223,8 @@ typedef struct heap {
     _Atomic uint32_t collect_lock;       /* remote_pages and in_full pages */
     uint64_t active_at;                  /* now_ticks of the owner's last slow path */
     uint64_t liveness_checked;           /* reclaim.c: now_ticks of the last "owner dead?" */
+    size_t remote_freed;                 /* bytes its thread freed into other heaps' pages
+                                            since its last remote step (policy.c) */
     _Atomic uint32_t owner;              /* TLS: owner TID (PI futex word) */
     _Atomic uint32_t lock;               /* no TLS: 0 free, 1 held */
     uint8_t busy;                        /* inside a slow path */
