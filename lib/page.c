@@ -111,7 +111,7 @@ page_t *page_unpark(heap_t *h, unsigned c)
  * taking back a block here and there; bench frag, peak RSS / peak live:
  * 1.98 with a quarter, 1.79 with half and cold classes thinned out,
  * sparse.c).  A held page (the class's only one, empty) stays where it
- * is, and so does a page of at most PARK_MIN_BLOCKS blocks (128 KiB and
+ * is, and so does a page of at most PARK_MIN_BLOCKS blocks (64 KiB and
  * more): a free block of it serves the next request of its class whole,
  * while draining it moved memory to the free pages in steps of up to
  * 4 MiB, which the process-wide bound then gave back and the next such
