@@ -84,11 +84,11 @@ run foreign 0 "ERROR SUMMARY: 0 errors"
 run heap-clean 0 "ERROR SUMMARY: 0 errors"
 run heap-use-after-reset 33 "Invalid write of size 1"
 run heap-overflow-live 33 "Invalid write of size 1"
-run heap-leak-first 33 "definitely lost: 3,000 bytes in 1 blocks"
+run_lost heap-leak-first 3000 1
 run heap-use-after-dealloc 33 "Invalid write of size 1"
 run heap-uninit 33 "Conditional jump or move depends on uninitialised value"
 run heap-double-free 33 "Invalid free()"
-run heap-leak 33 "definitely lost: 4,000 bytes in 1 blocks"
+run_lost heap-leak 4000 1
 run heap-destroy 0 "ERROR SUMMARY: 0 errors"
 grep -q "definitely lost" "$tmp/heap-destroy.err" &&
 	bad "heap-destroy: blocks dropped by emma_heap_destroy reported lost"
