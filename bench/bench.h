@@ -145,6 +145,37 @@ __attribute__((constructor)) static void bench_start_clock(void)
     clock_gettime(CLOCK_MONOTONIC, &bench_t0);
 }
 
+/* A list of blocks one thread makes for another to free (producer,
+ * handoff): each block begins with its tag (obj_fill), link and size. */
+struct blk {
+    uint64_t tag;
+    struct blk *next;
+    size_t size;
+};
+
+struct batch {
+    struct blk *head;
+    size_t bytes;             /* to make */
+    unsigned long long count; /* made */
+    uint64_t seed;
+};
+
+/* Make b->bytes of blocks of lo..hi bytes onto b's list. */
+static inline void batch_make(const char *prog, struct batch *b, size_t lo, size_t hi)
+{
+    uint64_t rng = rng_seed(b->seed);
+    for (size_t bytes = 0; bytes < b->bytes;) {
+        size_t sz = rng_range(&rng, lo, hi);
+        struct blk *k = bench_malloc(prog, sz);
+        obj_fill(k, sz);
+        k->size = sz;
+        k->next = b->head;
+        b->head = k;
+        bytes += sz;
+        b->count++;
+    }
+}
+
 static inline void report_ops(unsigned long long ops)
 {
     struct timespec t1;

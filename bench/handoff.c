@@ -25,19 +25,6 @@
 
 static const char *prog = "handoff";
 
-struct blk {
-    uint64_t tag;
-    struct blk *next;
-    size_t size;
-};
-
-struct batch {
-    struct blk *head;
-    size_t bytes;
-    unsigned long long count;
-    uint64_t seed;
-};
-
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static unsigned produced;
@@ -46,17 +33,7 @@ static int released, keep_alive;
 static void *produce(void *arg)
 {
     struct batch *b = arg;
-    uint64_t rng = rng_seed(b->seed);
-    for (size_t bytes = 0; bytes < b->bytes;) {
-        size_t sz = rng_range(&rng, 64, 512);
-        struct blk *k = bench_malloc(prog, sz);
-        obj_fill(k, sz);
-        k->size = sz;
-        k->next = b->head;
-        b->head = k;
-        bytes += sz;
-        b->count++;
-    }
+    batch_make(prog, b, 64, 512);
     pthread_mutex_lock(&mu);
     produced++;
     pthread_cond_broadcast(&cv);

@@ -24,19 +24,19 @@
 
 static const char *prog = "oomcap";
 
-struct blk {
-    struct blk *next;
+struct cap_blk {
+    struct cap_blk *next;
 };
 
 /* Blocks of lo..hi bytes onto *head until `max` bytes or malloc's NULL;
  * the bytes taken (*count gets the blocks). */
-static size_t take(struct blk **head, uint64_t *rng, size_t lo, size_t hi, size_t max,
+static size_t take(struct cap_blk **head, uint64_t *rng, size_t lo, size_t hi, size_t max,
                    unsigned long long *count)
 {
     size_t got = 0;
     while (got < max) {
         size_t sz = rng_range(rng, lo, hi);
-        struct blk *b = malloc(sz);
+        struct cap_blk *b = malloc(sz);
         if (!b)
             break;
         b->next = *head;
@@ -47,10 +47,10 @@ static size_t take(struct blk **head, uint64_t *rng, size_t lo, size_t hi, size_
     return got;
 }
 
-static void free_all(struct blk *b)
+static void free_all(struct cap_blk *b)
 {
     while (b) {
-        struct blk *next = b->next;
+        struct cap_blk *next = b->next;
         free(b);
         b = next;
     }
@@ -79,9 +79,9 @@ int main(int argc, char **argv)
     if (limit != 0 && setrlimit(RLIMIT_AS, &rl) != 0)
         bench_fail(prog, "setrlimit failed");
 
-    struct blk *head = NULL;
+    struct cap_blk *head = NULL;
     unsigned long long ops = 0;
-    take(&head, &rng, sizeof(struct blk), 512, small, &ops);
+    take(&head, &rng, sizeof(struct cap_blk), 512, small, &ops);
     free_all(head);
     head = NULL;
     ops = 0;

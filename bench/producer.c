@@ -23,20 +23,6 @@
 
 static const char *prog = "producer";
 
-struct blk {
-    uint64_t tag;
-    struct blk *next;
-    size_t size;
-};
-
-/* A list of blocks made by one producer. */
-struct batch {
-    struct blk *head;
-    size_t bytes;
-    unsigned long long count;
-    uint64_t seed;
-};
-
 /* MODE idle: the producer waits here until main has freed its blocks. */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -59,17 +45,7 @@ static void push_chunk(struct blk *first, struct blk *last)
 static void *produce(void *arg)
 {
     struct batch *b = arg;
-    uint64_t rng = rng_seed(b->seed);
-    for (size_t bytes = 0; bytes < b->bytes;) {
-        size_t sz = rng_range(&rng, sizeof(struct blk) + 8, 256);
-        struct blk *k = bench_malloc(prog, sz);
-        obj_fill(k, sz);
-        k->size = sz;
-        k->next = b->head;
-        b->head = k;
-        bytes += sz;
-        b->count++;
-    }
+    batch_make(prog, b, sizeof(struct blk) + 8, 256);
     if (keep_alive) {
         pthread_mutex_lock(&mu);
         produced = 1;
