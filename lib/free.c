@@ -58,7 +58,7 @@ void free_generic(void *p, const char *func)
         return;
     }
 #endif
-/* A page given back to its segment, or a segment in policy.c's pool
+    /* A page given back to its segment, or a segment in policy.c's pool
      * (no heap to push the page to): freed already. */
     if (unlikely(!page->in_use))
         emma_fatal(func, "double free", p);

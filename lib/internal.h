@@ -367,6 +367,11 @@ static inline void slow_leave_self(heap_t *h, slow_state st)
  * policy's locks, so policy.c's work, which may wait for them, is skipped
  * there, and the pool and the huge cache are only try-locked. */
 static inline bool slow_interrupted(void) { return tls_heap == &heap_busy && !tls_slow_heap; }
+/* At an entry point that is not an allocation (emma_trim, a remote step):
+ * true in a signal handler that interrupted this thread anywhere inside
+ * emma (a fast path's list operation or any slow path), where such work
+ * is skipped. */
+static inline bool call_interrupted(void) { return tls_heap == &heap_busy; }
 #else
 #define HEAP_SLOTS 256
 #define HEAP_SOFT_LIMIT 64
@@ -417,6 +422,7 @@ static inline heap_t *slow_enter_self(slow_state *st)
 }
 static inline void slow_leave_self(heap_t *h, slow_state st) { (void)h, (void)st; }
 static inline bool slow_interrupted(void) { return false; }
+static inline bool call_interrupted(void) { return false; }
 #endif
 
 /* ------------------------------------------------------------------ */

@@ -295,11 +295,9 @@ size_t policy_remote_anon;
 
 void policy_remote_step(void)
 {
-#if EMMA_CONFIG_TLS
-    /* a signal handler that interrupted this thread inside emma (a fast
-     * path's list operation or any slow path): nothing, as policy_trim */
-    if (tls_heap == &heap_busy)
+    if (call_interrupted())
         return;
+#if EMMA_CONFIG_TLS
     if (tls_heap == &heap_empty) {
         tls_heap = &heap_busy; /* a handler meanwhile takes a spare heap */
         if (!heap_acquire_for_thread()) {
@@ -415,12 +413,8 @@ static size_t trim_all(heap_t *self)
  * the locks a trim waits for. */
 size_t policy_trim(void)
 {
-#if EMMA_CONFIG_TLS
-    /* a signal handler that interrupted this thread inside emma (a fast
-     * path's list operation or any slow path): nothing */
-    if (tls_heap == &heap_busy)
+    if (call_interrupted())
         return 0;
-#endif
 #if EMMA_CONFIG_TLS
     if (tls_heap == &heap_empty) {
         tls_heap = &heap_busy;
