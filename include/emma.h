@@ -139,6 +139,12 @@ struct emma_stats {
     size_t locks_recovered; /* emma's process-wide locks taken over from a
                                thread that died holding them (or did not
                                survive fork); see emma_stats(3) */
+    size_t bytes_quarantined; /* memory of pages in heaps abandoned after
+                                 their thread died inside emma, not yet
+                                 recovered: blocks still in use there, and
+                                 what the dead thread left half changed */
+    size_t heaps_salvaged;    /* abandoned heaps whose memory was all
+                                 recovered, back in service */
 };
 
 /* Fill *out (size bytes of it, at most sizeof(struct emma_stats)).  Returns

@@ -235,8 +235,7 @@ bool heap_take_if_dead(heap_t *h, uint32_t tid)
     if (!heap_try_adopt(h, tid))
         return false;
     if (h->busy) {
-        atomic_store(&h->poisoned, 1);
-        atomic_fetch_add_explicit(&heap_stats_abandoned, 1, memory_order_relaxed);
+        heap_quarantine(h);
         return false;
     }
     atomic_fetch_add_explicit(&heap_stats_reclaimed, 1, memory_order_relaxed);
@@ -256,11 +255,10 @@ heap_t *heap_acquire_for_thread(void)
             continue;
         if (h->busy) {
             /* Its owner died inside a slow path: the heap may be half
-             * updated.  Quarantine it: never adopted, never touched; the
-             * blocks others hold in it stay valid, and their frees go to
-             * its pages' remote lists. */
-            atomic_store(&h->poisoned, 1);
-            atomic_fetch_add_explicit(&heap_stats_abandoned, 1, memory_order_relaxed);
+             * updated.  Quarantine it: never adopted; the blocks others
+             * hold in it stay valid, their frees go to its pages' remote
+             * lists, and salvage.c recovers its pages. */
+            heap_quarantine(h);
             continue;
         }
         atomic_fetch_add_explicit(&heap_stats_reclaimed, 1, memory_order_relaxed);

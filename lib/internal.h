@@ -141,6 +141,10 @@ EMMA_HIDDEN void segment_unmap(segment_t *seg);
 EMMA_HIDDEN void segment_reset(heap_t *h, segment_t *seg);
 EMMA_HIDDEN bool segment_move(heap_t *from, heap_t *to, segment_t *seg);
 EMMA_HIDDEN void pool_forget(void);
+/* salvage.c's use of a quarantined heap's segment: purge page i (returns
+ * the bytes covered); give the segment, every page free, to the pool. */
+EMMA_HIDDEN size_t segment_purge_page(segment_t *seg, unsigned i);
+EMMA_HIDDEN void segment_salvaged(segment_t *seg);
 
 /* ------------------------------------------------------------------ */
 /* page.c: carving pages, the class queues, collecting remote frees    */
@@ -158,6 +162,10 @@ EMMA_HIDDEN void page_free_local_slow_marked(heap_t *h, page_t *page);
 EMMA_HIDDEN void page_mark_full(heap_t *h, page_t *page);
 EMMA_HIDDEN void heap_collect_remote(heap_t *h);
 EMMA_HIDDEN void remote_pages_push(heap_t *h, page_t *page);
+/* Under h->collect_lock: take h's remote_pages stack, and step through it
+ * (the journal that lets a holder's death lose one page, not the stack). */
+EMMA_HIDDEN page_t *remote_pages_take(heap_t *h);
+EMMA_HIDDEN page_t *remote_pages_next(heap_t *h, page_t *page);
 EMMA_HIDDEN void heap_release_empty_pages(heap_t *h);
 
 /* ------------------------------------------------------------------ */
@@ -165,6 +173,8 @@ EMMA_HIDDEN void heap_release_empty_pages(heap_t *h);
 
 EMMA_HIDDEN void sparse_pass(heap_t *h);
 EMMA_HIDDEN void page_revive(page_t *page);
+/* Purge the OS pages of page that hold only free blocks (salvage.c too). */
+EMMA_HIDDEN void page_thin(page_t *page);
 
 /* ------------------------------------------------------------------ */
 /* huge.c: blocks in mappings of their own                             */

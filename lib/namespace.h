@@ -103,6 +103,7 @@
 #define page_mark_full emma__page_mark_full
 #define page_park emma__page_park
 #define page_revive emma__page_revive
+#define page_thin emma__page_thin
 #define page_should_park emma__page_should_park
 #define page_unpark emma__page_unpark
 #define policy_after_fork emma__policy_after_fork
@@ -141,8 +142,16 @@
 #define reclaim_remote emma__reclaim_remote
 #define remote_double_free emma__remote_double_free
 #define remote_pages_push emma__remote_pages_push
+#define remote_pages_next emma__remote_pages_next
+#define remote_pages_take emma__remote_pages_take
 #define segment_header_size emma__segment_header_size
 #define segment_move emma__segment_move
+#define segment_purge_page emma__segment_purge_page
+#define segment_salvaged emma__segment_salvaged
+#define salvage_forget emma__salvage_forget
+#define salvage_pass emma__salvage_pass
+#define salvage_stats_heaps emma__salvage_stats_heaps
+#define heap_quarantine emma__heap_quarantine
 #define segment_of_page emma__segment_of_page
 #define segment_page_alloc emma__segment_page_alloc
 #define segment_page_put emma__segment_page_put

@@ -149,6 +149,8 @@ EMMA_HIDDEN unsigned addrmap_chunk(uintptr_t c);
 
 /* heap.c and huge.c counters (relaxed atomics, slow paths only). */
 EMMA_HIDDEN extern _Atomic size_t heap_stats_reclaimed, heap_stats_abandoned;
+/* salvage.c: quarantined heaps recovered whole */
+EMMA_HIDDEN extern _Atomic size_t salvage_stats_heaps;
 EMMA_HIDDEN extern _Atomic size_t huge_stats_blocks, huge_stats_bytes;
 
 /* heap_private.c: the private heaps' share of the statistics. */

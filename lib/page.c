@@ -269,6 +269,36 @@ static void page_collect_thread_free(heap_t *h, page_t *page)
     page_free_local_slow(h, page);
 }
 
+/* The stack of h's pages with remote frees, taken whole by the holder of
+ * h->collect_lock.  What it has not done yet is in h->collect_next (the
+ * chain through remote_next from there is intact: a page on it is not
+ * pushed again until its remote frees are taken), so that if the holder
+ * dies (collect_lock is then taken over), the next holder puts them back:
+ * at most the page being done is lost with it, not the whole stack. */
+page_t *remote_pages_take(heap_t *h)
+{
+    page_t *pending = h->collect_next;
+    while (pending) {
+        /* a previous holder died while doing them */
+        page_t *next = pending->remote_next;
+        remote_pages_push(h, pending);
+        pending = next;
+    }
+    page_t *page = atomic_exchange_explicit(&h->remote_pages, NULL, memory_order_acquire);
+    h->collect_next = page;
+    return page;
+}
+
+/* The next page of the taken stack, noted before this one is done (a
+ * re-push of this one, once its frees are taken, rewrites its link). */
+page_t *remote_pages_next(heap_t *h, page_t *page)
+{
+    page_t *next = page->remote_next;
+    h->collect_next = next;
+    __asm__ volatile("" ::: "memory");
+    return next;
+}
+
 /* Collect the frees other threads made into h's pages.  A page whose
  * segment changed hands (reclaim.c took over a dead thread's heap) goes on
  * to its new owner.  reclaim.c may hold collect_lock for a moment; then
@@ -279,9 +309,9 @@ void heap_collect_remote(heap_t *h)
         return;
     if (!gen_lock_try_as(&h->collect_lock, NULL, EMMA_CONFIG_TLS))
         return;
-    page_t *page = atomic_exchange_explicit(&h->remote_pages, NULL, memory_order_acquire);
+    page_t *page = remote_pages_take(h);
     while (page) {
-        page_t *next = page->remote_next; /* read before the page can be re-pushed */
+        page_t *next = remote_pages_next(h, page); /* before the page can be re-pushed */
         heap_t *owner = atomic_load_explicit((_Atomic(heap_t *) *)&segment_of_page(page)->heap,
                                              memory_order_acquire);
         if (owner == h)

@@ -254,6 +254,7 @@ static void decay_pass(heap_t *self, uint64_t now)
     if (self)
         heap_purge_older(self, aged, true);
     reclaim_others(self, aged, false);
+    salvage_pass(false);
     /* what a lock kept from the last hard shrink has had its chance */
     atomic_store_explicit(&shrink_stuck, poisoned_bytes(),
                           memory_order_relaxed);
@@ -401,6 +402,7 @@ static size_t trim_all(heap_t *self)
         slow_leave(self, st);
     }
     n += reclaim_others(self, UINT64_MAX, true);
+    n += salvage_pass(true);
     n += pool_release(UINT64_MAX, true);
     n += huge_cache_release(UINT64_MAX, UINT64_MAX);
     return n;
@@ -583,6 +585,7 @@ void policy_after_fork(void)
  * the huge cache held some of them. */
 void policy_teardown(void)
 {
+    salvage_forget();
     pool_forget();
     cache_forget();
     huge_tails_forget();

@@ -84,6 +84,12 @@ EMMA_HIDDEN size_t huge_cache_shrink(uint64_t before, size_t excess);
 /* emma_stats(): mappings in the huge cache, and what they may hold resident. */
 EMMA_HIDDEN void huge_cache_stats(size_t *count, size_t *bytes);
 
+/* salvage.c: quarantine h (its owner died inside a slow path: heap.c,
+ * reclaim.c), and recover quarantined heaps' memory, at most once per
+ * decay time unless `all` (trim); returns the bytes purged. */
+EMMA_HIDDEN void heap_quarantine(heap_t *h);
+EMMA_HIDDEN size_t salvage_pass(bool all);
+EMMA_HIDDEN void salvage_forget(void);
 /* reclaim.c: another heap's memory, from a thread that does not own it
  * (self: the caller's heap, or NULL).  With `all`, everything free goes
  * (trim); else pages free for longer than the decay time. */

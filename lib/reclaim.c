@@ -34,8 +34,8 @@
  * What no other thread can take: remote frees into a page a live owner
  * still allocates from (in its class queue), and into pages that still
  * hold live blocks; the owner collects them at its next slow path.
- * A heap whose owner died inside a slow path (`busy`) is never touched:
- * heap.c poisons it.
+ * A heap whose owner died inside a slow path (`busy`) is never touched
+ * here: heap.c quarantines it, and salvage.c recovers its pages.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
 #include "policy.h"
@@ -149,11 +149,16 @@ static size_t reclaim_remote_emptied(heap_t *h, bool purge)
     if (atomic_load_explicit(&h->remote_pages, memory_order_relaxed) == NULL ||
         !gen_lock_try_as(&h->collect_lock, NULL, true))
         return 0;
+    if (atomic_load_explicit(&h->poisoned, memory_order_acquire)) {
+        /* quarantined since our caller looked: salvage.c's now */
+        gen_unlock(&h->collect_lock);
+        return 0;
+    }
     size_t n = 0;
     uint32_t budget = REMOTE_WALK_MAX;
-    page_t *page = atomic_exchange_explicit(&h->remote_pages, NULL, memory_order_acquire);
+    page_t *page = remote_pages_take(h);
     while (page) {
-        page_t *next = page->remote_next; /* before the page can be re-pushed */
+        page_t *next = remote_pages_next(h, page); /* before the page can be re-pushed */
         uint32_t reserved = PEEK(page->reserved);
         if (segment_of_page(page)->heap != h || !PEEK(page->in_full) || reserved > budget) {
             remote_pages_push(h, page); /* the owner's (who forwards a moved one) */
@@ -221,7 +226,7 @@ size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
         if (!atomic_compare_exchange_strong(&h->owner, &w, tid))
             return 0;
         if (h->busy) { /* a reclaimer died in it */
-            atomic_store(&h->poisoned, 1);
+            heap_quarantine(h);
             return 0;
         }
         size_t n = trim_held(self, h, before, all);

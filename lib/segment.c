@@ -366,6 +366,29 @@ static void purge_run(segment_t *seg, unsigned first, unsigned last)
         os_purge((void *)start, end - start);
 }
 
+/* salvage.c: purge page i of a quarantined heap's segment, whatever it
+ * held; returns the bytes covered. */
+size_t segment_purge_page(segment_t *seg, unsigned i)
+{
+    purge_run(seg, i, i);
+    size_t bytes = page_bytes(seg);
+    return i == 0 ? bytes - align_up(segment_header_size(seg->kind), OS_PAGE_SIZE) : bytes;
+}
+
+/* salvage.c: a quarantined heap's segment whose every page is free (and
+ * purged) goes to the pool, for any heap; that heap's lists, which may
+ * still name it, are never read again. */
+void segment_salvaged(segment_t *seg)
+{
+    seg->free_mask = seg->page_count == 64 ? ~(uint64_t)0 : ((uint64_t)1 << seg->page_count) - 1;
+    seg->dirty_mask = 0;
+    seg->used_pages = 0;
+    seg->next = seg->prev = NULL;
+    seg->resident = 0;
+    atomic_store_explicit((_Atomic(heap_t *) *)&seg->heap, NULL, memory_order_release);
+    pool_put(seg);
+}
+
 /* Purge the dirty pages of seg freed before `before` (all of them when
  * before is UINT64_MAX), page after page until about `limit` bytes are
  * given back; returns the bytes given back. */

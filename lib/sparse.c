@@ -158,7 +158,7 @@ void page_revive(page_t *page)
     page->sparse_since = 0;
 }
 
-static void page_thin(page_t *page)
+void page_thin(page_t *page)
 {
     bitmap_t free_map = {{0}};
     size_t count = 0;

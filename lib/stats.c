@@ -35,8 +35,14 @@ static void walk_segment(struct emma_stats *s, const segment_t *seg)
     unsigned count = (unsigned)1 << (SEGMENT_SHIFT - kind_page_shift[kind]);
     unsigned used_pages = 0;
     s->segments++;
-    if (__atomic_load_n(&seg->flags, __ATOMIC_RELAXED) & SEG_PRIVATE)
+    bool quarantined = false;
+    if (__atomic_load_n(&seg->flags, __ATOMIC_RELAXED) & SEG_PRIVATE) {
         s->private_segments++;
+    } else {
+        /* a public heap's metadata is never unmapped (but by teardown) */
+        heap_t *h = __atomic_load_n(&seg->heap, __ATOMIC_RELAXED);
+        quarantined = h && __atomic_load_n(&h->salvage, __ATOMIC_RELAXED) == SALVAGE_ACTIVE;
+    }
     for (unsigned i = 0; i < count; i++) {
         const page_t *page = &seg->pages[i];
         if (!__atomic_load_n(&page->in_use, __ATOMIC_RELAXED))
@@ -52,6 +58,8 @@ static void walk_segment(struct emma_stats *s, const segment_t *seg)
         if (live > capacity)
             live = capacity; /* read while the owner was changing it */
         struct emma_stats_class *k = &s->classes[c - 1];
+        if (quarantined)
+            s->bytes_quarantined += (size_t)1 << kind_page_shift[kind];
         if (__atomic_load_n(&seg->flags, __ATOMIC_RELAXED) & SEG_PRIVATE)
             s->private_bytes_in_use += (size_t)live * k->block_size;
         k->blocks_in_use += live;
@@ -121,6 +129,7 @@ void stats_collect(struct emma_stats *s)
     s->heaps_reclaimed = atomic_load_explicit(&heap_stats_reclaimed, memory_order_relaxed);
     s->heaps_abandoned = atomic_load_explicit(&heap_stats_abandoned, memory_order_relaxed);
     s->locks_recovered = atomic_load_explicit(&locks_recovered, memory_order_relaxed);
+    s->heaps_salvaged = atomic_load_explicit(&salvage_stats_heaps, memory_order_relaxed);
 
     struct os_counters oc;
     os_counters_read(&oc);
@@ -215,6 +224,8 @@ int stats_print_fd(int fd, const struct emma_stats *s)
            {", reclaimed from dead threads ", s->heaps_reclaimed, false},
            {", abandoned ", s->heaps_abandoned, false},
            {", locks recovered ", s->locks_recovered, false});
+    FIELDS(&o, {"       quarantined ", s->bytes_quarantined, true},
+           {", salvaged heaps ", s->heaps_salvaged, false});
     label_count(&o, "private heaps ", s->private_heaps);
     FIELDS(&o, {"       in use ", s->private_bytes_in_use, true},
            {", free resident ", s->private_bytes_free_resident, true},

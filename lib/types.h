@@ -155,6 +155,12 @@ typedef struct page {
  * takes the head (alloc.h): the page itself, never a block. */
 #define PAGE_END(page) ((block_t *)(page))
 
+/* page_t.in_use of a quarantined heap's page whose lists salvage.c found
+ * broken: never used again (its blocks still out may be freed). */
+#define PAGE_LOST 2
+/* heap_t.salvage */
+#define SALVAGE_ACTIVE 1
+
 _Static_assert(offsetof(page_t, thread_free) == 64,
                "other threads' frees must not share the owner's cache line");
 
@@ -221,6 +227,8 @@ typedef struct heap {
     /* policy.c and reclaim.c: other threads giving this heap's memory back */
     _Atomic uint32_t seg_lock;           /* free pages and their accounting */
     _Atomic uint32_t collect_lock;       /* remote_pages and in_full pages */
+    page_t *collect_next;                /* the collect_lock holder's pages still to
+                                            do, taken off remote_pages (page.c) */
     uint64_t active_at;                  /* now_ticks of the owner's last slow path */
     uint64_t liveness_checked;           /* reclaim.c: now_ticks of the last "owner dead?" */
     size_t remote_freed;                 /* bytes its thread freed into other heaps' pages
@@ -230,6 +238,9 @@ typedef struct heap {
     uint8_t busy;                        /* inside a slow path */
     uint8_t spare;                       /* TLS: a spare heap (heap.c), never adopted */
     _Atomic uint8_t poisoned;            /* never adopt (state unknown) */
+    uint8_t salvage;                     /* SALVAGE_ACTIVE: salvage.c recovers its pages */
+    uint8_t salvage_first;               /* no salvage pass has seen it yet */
+    uint32_t salvage_segments;           /* segments left at the last pass */
     struct heap *next_heap;              /* list of all heaps (heap.c) */
     uint8_t is_private;                  /* heap_private.c: never a thread's */
     struct heap *prev_private;           /* private: list of them (with next_heap) */
