@@ -189,9 +189,9 @@ static void take_remote_frees(heap_t *h)
     }
 }
 
-/* One segment of quarantined heap h (under its locks): purge what is
+/* One segment of a quarantined heap (under its locks): purge what is
  * free, check what is in use; true if every page is free. */
-static bool salvage_segment(heap_t *h, segment_t *seg, size_t *purged)
+static bool salvage_segment(segment_t *seg, size_t *purged)
 {
     bool all_free = true;
     for (unsigned i = 0; i < seg->page_count && i < 64; i++) {
@@ -234,8 +234,9 @@ static bool salvage_segment(heap_t *h, segment_t *seg, size_t *purged)
     return all_free;
 }
 
-/* h has no segment left: back into service, for the next new thread (the
- * owner word last: adoption looks for 0 once `poisoned` is clear). */
+/* h has no segment left: back into service, for the next new thread
+ * (`poisoned` cleared last: adoption skips a poisoned heap, and takes one
+ * whose owner word is 0). */
 static void heap_revive(heap_t *h)
 {
     heap_reset(h);
@@ -319,7 +320,7 @@ static size_t salvage_heap(heap_t *h)
     while (seg) {
         segment_t *next = seg->all_next;
         if (seg->heap == h && seg->kind <= KIND_XLARGE) {
-            if (salvage_segment(h, seg, &purged)) {
+            if (salvage_segment(seg, &purged)) {
                 segment_salvaged(seg);
             } else {
                 seg->all_next = keep;
