@@ -147,13 +147,30 @@ static struct {
 void pool_forget(void);
 
 /* Take the most recently pooled segment (its memory is likeliest to be
- * resident still), or NULL. */
-static segment_t *pool_take(void)
+ * resident still), or NULL.  With `warm`, only one that may hold that many
+ * resident bytes and was cut for `kind` or for a kind h has not taken a
+ * page of for KIND_COLD (a segment that serves some kind all the time
+ * stays with it: bench churn-mixed, which pools and takes back segments of
+ * 1 MiB blocks all the time, faulted 125-150k times instead of 49k when
+ * other kinds took them). */
+#define KIND_COLD (2 * PURGE_DELAY)
+static segment_t *pool_take(heap_t *h, size_t warm, enum segment_kind kind)
 {
     if (pool.count == 0 || /* racy peek: only a hint */
         !gen_lock_try(&pool.lock, pool_forget))
         return NULL;
-    segment_t *seg = pool.count ? pool.seg[--pool.count] : NULL;
+    segment_t *seg = NULL;
+    uint64_t now = now_ticks();
+    for (unsigned i = pool.count; i-- > 0;)
+        if (pool.seg[i]->resident >= warm &&
+            (!warm || pool.seg[i]->kind == kind ||
+             now - h->kind_taken_at[pool.seg[i]->kind] > KIND_COLD)) {
+            seg = pool.seg[i];
+            for (; i + 1 < pool.count; i++)
+                pool.seg[i] = pool.seg[i + 1];
+            pool.count--;
+            break;
+        }
     gen_unlock(&pool.lock);
     return seg;
 }
@@ -218,10 +235,14 @@ size_t pool_purge_some(uint64_t before, size_t limit) { return pool_purge(before
 
 /* An empty segment from the pool, else a new mapping (if the kernel
  * refuses one, policy.c releases what every cache holds and we try once
- * more).  Called without seg_lock: policy.c may purge this very heap. */
-static segment_t *segment_obtain(heap_t *h, bool *recycled)
+ * more); with `warm` only a pooled segment that may still hold that many
+ * resident bytes, else NULL.  Called without seg_lock: policy.c may purge
+ * this very heap. */
+static segment_t *segment_obtain(heap_t *h, bool *recycled, size_t warm, enum segment_kind kind)
 {
-    segment_t *seg = pool_take();
+    segment_t *seg = pool_take(h, warm, kind);
+    if (!seg && warm)
+        return NULL;
     if (!seg) {
         policy_before_map(h);
         seg = os_map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0, NULL);
@@ -242,31 +263,95 @@ static segment_t *segment_obtain(heap_t *h, bool *recycled)
     return seg;
 }
 
+/* Kind k is not the one h is taking a page of, h has segments of it with
+ * free pages, and took no page of it for KIND_COLD. */
+static bool kind_cold(const heap_t *h, int k, enum segment_kind taking, uint64_t now)
+{
+    return k != (int)taking && h->segments[k] && now - h->kind_taken_at[k] > KIND_COLD;
+}
+
+/* Any free pages purge_cold_kinds might give back?  (Under seg_lock.) */
+static bool cold_kinds_dirty(const heap_t *h, enum segment_kind taking)
+{
+    if (h->is_private || h->dirty_bytes == 0)
+        return false;
+    uint64_t now = now_ticks();
+    for (int k = 0; k <= KIND_XLARGE; k++)
+        if (kind_cold(h, k, taking, now))
+            return true;
+    return false;
+}
+
+/* h's free pages of the kinds it has not taken a page of for KIND_COLD:
+ * the program has moved on to other sizes, so rather than keep them
+ * resident until the decay (or the bound) takes them while memory is
+ * faulted in for the sizes in use, give them back now. */
+static void purge_cold_kinds(heap_t *h, enum segment_kind taking)
+{
+    heap_gen_lock(&h->seg_lock);
+    if (cold_kinds_dirty(h, taking)) {
+        uint64_t now = now_ticks();
+        size_t bytes = 0;
+        for (int k = 0; k <= KIND_XLARGE; k++)
+            if (kind_cold(h, k, taking, now))
+                for (segment_t *seg = h->segments[k]; seg; seg = seg->next)
+                    if (seg->dirty_mask)
+                        bytes += segment_purge(seg, UINT64_MAX, SIZE_MAX);
+        dirty_sub(h, bytes);
+    }
+    gen_unlock(&h->seg_lock);
+}
+
 #define WARM_LOOK 8
 page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
 {
-    heap_gen_lock(&h->seg_lock);
-    segment_t *seg = h->segments[kind];
-    /* a free page still resident first (no page faults, and what the
-     * policy gives back is what stayed unused longest): in the first of
-     * the segments with free pages that has one, looking at a few */
-    unsigned look = 0;
-    for (segment_t *s = seg; s && look < WARM_LOOK; s = s->next, look++)
-        if (s->free_mask & s->dirty_mask) {
-            seg = s;
+    segment_t *seg;
+    bool pool_tried = false;
+    for (;;) {
+        heap_gen_lock(&h->seg_lock);
+        seg = h->segments[kind];
+        /* a free page still resident first (no page faults, and what the
+         * policy gives back is what stayed unused longest): in the first
+         * of the segments with free pages that has one, looking at a few;
+         * else an empty segment of the pool that may still hold a page's
+         * worth of resident memory (pool_take), before a free page that
+         * is not resident; then h's free pages of kinds it no longer
+         * uses go back to the kernel before memory is faulted in for this
+         * one (bench frag: as the size window slides down from 1..16 KiB,
+         * the emptied pages of 8-16 KiB blocks stayed resident, 20-30 MiB
+         * of them, under the bound, while fresh small pages were faulted
+         * in) */
+        unsigned look = 0;
+        for (segment_t *s = seg; s && look < WARM_LOOK; s = s->next, look++)
+            if (s->free_mask & s->dirty_mask) {
+                seg = s;
+                goto take;
+            }
+        if (seg && (pool_tried || (pool.count == 0 && !cold_kinds_dirty(h, kind))))
+            goto take; /* (pool.count: a racy peek, only a hint) */
+        gen_unlock(&h->seg_lock);
+        /* the lock is dropped: seg may be gone meanwhile, look again */
+        bool recycled;
+        segment_t *fresh = segment_obtain(h, &recycled, (size_t)1 << kind_shift[kind], kind);
+        if (!fresh) {
+            purge_cold_kinds(h, kind);
+            if (!seg)
+                fresh = segment_obtain(h, &recycled, 0, kind);
+            if (!fresh && !seg)
+                return NULL;
+        }
+        pool_tried = true;
+        if (fresh) {
+            heap_gen_lock(&h->seg_lock);
+            seg = fresh;
+            segment_cut(h, seg, kind, recycled);
+            dirty_add(h, dirty_in_range(seg, 0, SEGMENT_SIZE));
+            seglist_push(h, seg);
             break;
         }
-    if (!seg) {
-        gen_unlock(&h->seg_lock);
-        bool recycled;
-        seg = segment_obtain(h, &recycled);
-        if (!seg)
-            return NULL;
-        heap_gen_lock(&h->seg_lock);
-        segment_cut(h, seg, kind, recycled);
-        dirty_add(h, dirty_in_range(seg, 0, SEGMENT_SIZE));
-        seglist_push(h, seg);
     }
+take:;
+    h->kind_taken_at[kind] = now_ticks();
     uint64_t warm = seg->free_mask & seg->dirty_mask;
     unsigned i = (unsigned)__builtin_ctzll(warm ? warm : seg->free_mask);
     uint64_t bit = (uint64_t)1 << i;

@@ -219,6 +219,7 @@ typedef struct heap {
     page_queue_t parked[CLASS_COUNT];    /* sparse pages used only when bins run dry */
     _Atomic(page_t *) remote_pages;      /* pages with frees from others */
     segment_t *segments[KIND_XLARGE + 1]; /* segments with free pages */
+    uint64_t kind_taken_at[KIND_XLARGE + 1]; /* now_ticks of its last page of each kind */
     size_t dirty_bytes;                  /* free but resident page memory */
     size_t used_bytes;                   /* memory of pages in use */
     uint64_t sparse_checked;             /* now_ticks of the last sparse pass */
