@@ -178,14 +178,21 @@ static bool take_owner_word(heap_t *h, uint32_t dead, uint32_t tid)
 }
 
 /* Try to take over h, owned (per its word) by some thread: true if that
- * thread is dead and the heap is now ours. */
-static bool heap_try_adopt(heap_t *h, uint32_t tid)
+ * thread is dead and the heap is now ours.  A word naming the caller's
+ * own TID names a dead thread whose TID the kernel gave the caller only
+ * when the caller has no heap (`fresh`, a new thread): a reclaimer's
+ * word names it for its own heap, and for the heaps it is taking over,
+ * and a decay pass nested in such a take-over (a page released there)
+ * would otherwise take the caller's own heap, busy, for a dead one. */
+static bool heap_try_adopt(heap_t *h, uint32_t tid, bool fresh)
 {
     uint32_t w = atomic_load_explicit(&h->owner, memory_order_acquire);
     if (w == 0) {
         return atomic_compare_exchange_strong(&h->owner, &w, tid);
     }
     if ((w & FUTEX_TID_MASK) == tid) {
+        if (!fresh)
+            return false;
         atomic_store(&h->owner, tid); /* our TID was the dead owner's */
         return true;
     }
@@ -196,6 +203,8 @@ static bool heap_try_adopt(heap_t *h, uint32_t tid)
     case OS_PI_TAKEN:
         return atomic_load(&h->owner) == tid; /* word was free */
     case OS_PI_SELF:
+        if (!fresh)
+            return false;
         atomic_store(&h->owner, tid); /* our TID was the dead owner's */
         return true;
     case OS_PI_UNSUPPORTED:
@@ -232,7 +241,7 @@ void heap_check_fork(void)
  * does). */
 bool heap_take_if_dead(heap_t *h, uint32_t tid)
 {
-    if (!heap_try_adopt(h, tid))
+    if (!heap_try_adopt(h, tid, false))
         return false;
     if (h->busy) {
         heap_quarantine(h);
@@ -251,7 +260,7 @@ heap_t *heap_acquire_for_thread(void)
     for (heap_t *h = heap_list_first(); h; h = h->next_heap) {
         if (atomic_load(&h->poisoned) || h->spare)
             continue;
-        if (!heap_try_adopt(h, tid))
+        if (!heap_try_adopt(h, tid, true))
             continue;
         if (h->busy) {
             /* Its owner died inside a slow path: the heap may be half

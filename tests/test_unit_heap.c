@@ -13,6 +13,8 @@
 #include <sys/wait.h>
 
 #include "internal.h"
+#include "observe.h"
+#include "policy.h"
 
 /* ------------------------------------------------------------------ */
 /* Spin locks                                                          */
@@ -166,6 +168,49 @@ START_TEST(t_live_heaps_not_adopted)
 }
 END_TEST
 
+static void *alloc_free_exit(void *arg)
+{
+    (void)arg;
+    void *v[2000];
+    for (int i = 0; i < 2000; i++)
+        v[i] = emma_alloc(16 + (size_t)(i % 50) * 32, 16);
+    for (int i = 0; i < 2000; i++)
+        emma_dealloc(v[i], 16 + (size_t)(i % 50) * 32, 16);
+    return NULL;
+}
+
+/* A decay pass nested in the take-over of a dead thread's heap (a page
+ * released there is a slow path of that heap, whose owner word names the
+ * taker) must not take the taker's own heap, busy at the time, for the
+ * heap of a dead thread whose TID the kernel recycled: it was quarantined,
+ * and salvaged (pages given back) while its owner used it.  A decay time
+ * of 0 makes every slow path run a pass.  No thread dies here, so no heap
+ * may be abandoned. */
+START_TEST(t_nested_decay_keeps_own_heap)
+{
+    uint64_t decay = policy_decay_ticks;
+    policy_decay_ticks = 0;
+    (void)current_heap_after_alloc(NULL);
+    heap_t *mine = tls_heap;
+    size_t abandoned = atomic_load(&heap_stats_abandoned);
+    for (int round = 0; round < 20; round++) {
+        pthread_t t;
+        ck_assert_int_eq(pthread_create(&t, NULL, alloc_free_exit, NULL), 0);
+        pthread_join(t, NULL);
+        void *v[200];
+        for (int i = 0; i < 200; i++)
+            v[i] = emma_alloc(16 + (size_t)i * 40, 16);
+        for (int i = 0; i < 200; i++)
+            emma_dealloc(v[i], 16 + (size_t)i * 40, 16);
+        ck_assert_msg(!atomic_load(&mine->poisoned), "round %d: the caller's own heap was quarantined",
+                      round);
+    }
+    policy_decay_ticks = decay;
+    ck_assert_ptr_eq(tls_heap, mine);
+    ck_assert_uint_eq(atomic_load(&heap_stats_abandoned), abandoned);
+}
+END_TEST
+
 #else /* !EMMA_CONFIG_TLS */
 
 START_TEST(t_heap_lock_any)
@@ -230,6 +275,7 @@ int main(void)
         t_heap_per_thread,
         t_dead_thread_heap_adopted,
         t_live_heaps_not_adopted,
+        t_nested_decay_keeps_own_heap,
 #else
         t_heap_lock_any,
         t_heap_stuck_lock_skipped,
