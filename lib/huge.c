@@ -25,8 +25,11 @@
  * pages beyond its end (the next one may be longer), up to a quarter of
  * the bound process-wide, within the bound (tail_fit).  While the blocks freed are
  * written whole, the pages of a new block (not calloc's) that are not
- * resident yet are faulted in by one madvise(MADV_POPULATE_WRITE) rather
- * than one page fault each (populate).
+ * resident yet are first taken from other cached mappings, moved by mremap
+ * (gather), and the rest faulted in by one madvise(MADV_POPULATE_WRITE)
+ * rather than one page fault each (populate); the whole segments of a
+ * reused mapping past such a block stay cached as a mapping of their own
+ * (split_tail).
  *
  * A block that realloc grows past THP_MIN is advised to use transparent
  * huge pages: a growing buffer is filled from the front, so 2 MiB pages
@@ -277,6 +280,186 @@ static void populate(segment_t *seg, size_t from, bool zero)
         os_populate((uint8_t *)seg + from, seg->map_size - from);
 }
 
+/* Gathering: a new block (not calloc's) of a program that writes its big
+ * blocks whole, about to fault in its pages from `from` on, takes
+ * resident pages of other cached mappings instead, moved by mremap (page
+ * tables move; no page is faulted in, zeroed or copied), the last ones of
+ * each mapping first, oldest mapping first, until the block is whole.
+ * The cache keeps as many free pages resident as the bound allows, but
+ * spread over several mappings, and the one a block reuses rarely has all
+ * it needs: bench/bigbuf whole 600 20 5 25 faulted in about 800 pages per
+ * step without this.  A mapping left with only its header is unmapped;
+ * the others stay cached, shorter.  Returns where the block's resident
+ * pages now end. */
+#define GATHER_MIN ((size_t)256 << 10) /* a piece worth a system call */
+#define GATHER_DONORS 8
+
+static _Atomic bool gather_refused;
+
+/* Is address space scarce (RLIMIT_AS)?  Asked of the kernel at most once
+ * per decay time.  Then mappings are exact (reserve_for), and pages are
+ * not gathered: a mapping that fails is retried after the caches are
+ * released (policy_release_for_retry), and a cached mapping left whole is
+ * what that finds to release (t_oom_retry without TLS, where the caller's
+ * own heap, which holds the program's empty segments, is not trimmed
+ * there, got 90 MiB of 256 with gathering, 248 without). */
+static bool space_limited(void)
+{
+    static _Atomic uint64_t checked_at;
+    static _Atomic int limited;
+    uint64_t now = now_ticks(), t = atomic_load_explicit(&checked_at, memory_order_relaxed);
+    if (t == 0 || now - t > policy_decay_ticks) {
+        atomic_store_explicit(&limited, os_address_space_limited(), memory_order_relaxed);
+        atomic_store_explicit(&checked_at, now, memory_order_relaxed);
+    }
+    return atomic_load_explicit(&limited, memory_order_relaxed);
+}
+
+static bool dense_mapping(const segment_t *seg)
+{
+    return !(seg->flags & SEG_THP) && weight(seg) >= extent_weight(seg, seg->resident) / 8 * 7;
+}
+
+static void cache_insert(segment_t *seg)
+{
+    unsigned i = cache.count;
+    while (i > 0 && cache.seg[i - 1]->pages[0].freed_at > seg->pages[0].freed_at) {
+        cache.seg[i] = cache.seg[i - 1];
+        i--;
+    }
+    cache.seg[i] = seg;
+    cache.count++;
+    cache.resident += weight(seg);
+}
+
+static size_t gather(segment_t *seg, size_t from, bool zero)
+{
+    size_t start = (size_t)(seg->pages[0].start - (uint8_t *)seg), end = seg->map_size;
+    from = from > start ? from : start;
+    if (zero || from + GATHER_MIN > end || cache.count == 0 ||
+        !atomic_load_explicit(&dense_blocks, memory_order_relaxed) ||
+        atomic_load_explicit(&gather_refused, memory_order_relaxed) || space_limited())
+        return from;
+    segment_t *donor[GATHER_DONORS];
+    unsigned n = 0;
+    size_t want = end - from, got = 0, taken = 0;
+    if (!gen_lock_try(&cache.lock, cache_forget))
+        return from;
+    for (unsigned i = 0; i < cache.count && n < GATHER_DONORS && got < want;) {
+        segment_t *d = cache.seg[i];
+        size_t dstart = (size_t)(d->pages[0].start - (uint8_t *)d);
+        if (d->resident < dstart + GATHER_MIN || !dense_mapping(d)) {
+            i++;
+            continue;
+        }
+        got += d->resident - dstart;
+        taken += weight(d);
+        donor[n++] = d;
+        cache_remove(i);
+    }
+    gen_unlock(&cache.lock);
+    policy_resident_sub(taken);
+    bool broken = false;
+    for (unsigned k = 0; k < n; k++) {
+        segment_t *d = donor[k];
+        size_t dstart = (size_t)(d->pages[0].start - (uint8_t *)d);
+        size_t len = d->resident - dstart;
+        if (len > end - from)
+            len = end - from;
+        if (broken || len < GATHER_MIN)
+            continue; /* back to the cache as it was */
+        size_t at = d->resident - len, reserve = d->reserve_size;
+        int moved = os_move_pages((uint8_t *)d + at, len, (uint8_t *)seg + from);
+        if (moved < 0)
+            broken = true;
+        if (moved <= 0) /* an older kernel: never again */
+            atomic_store_explicit(&gather_refused, true, memory_order_relaxed);
+        if (moved <= 0 || at == dstart) {
+            /* used up, or the kernel refused: the donor goes */
+            donor[k] = NULL;
+            addrmap_clear(d, reserve);
+            if (moved > 0) {
+                os_unmap(d, at);
+                os_unmap((uint8_t *)d + at + len, reserve - at - len);
+            } else {
+                os_unmap(d, reserve);
+            }
+        } else {
+            addrmap_clear(d, d->map_size > at ? d->map_size : at);
+            d->map_size = at;
+            d->reserve_size = at;
+            d->resident = at;
+            d->pages[0].dirty = (uint32_t)extent_weight(d, at);
+            addrmap_mark_huge(d, at);
+            os_unmap((uint8_t *)d + at + len, reserve - at - len);
+        }
+        if (moved > 0) {
+            from += len;
+            seg->flags |= SEG_GATHERED;
+        }
+    }
+    size_t back = 0;
+    bool locked = gen_lock_try(&cache.lock, cache_forget);
+    for (unsigned k = 0; k < n; k++) {
+        segment_t *d = donor[k];
+        if (!d)
+            continue;
+        if (locked && cache.count < CACHE_SLOTS) {
+            cache_insert(d);
+            back += weight(d);
+        } else {
+            unmap_mapping(d);
+        }
+    }
+    if (locked)
+        gen_unlock(&cache.lock);
+    policy_resident_add(back);
+    if (broken) {
+        /* a hole in the block: give it up */
+        addrmap_clear(seg, seg->reserve_size);
+        os_unmap(seg, seg->reserve_size);
+        return SIZE_MAX;
+    }
+    return from;
+}
+
+/* A block that reuses a cached mapping much longer than itself, written
+ * whole by its last block: the mapping's whole segments past the block's
+ * last one become a cached mapping of their own (a header written at a
+ * 4 MiB boundary, no system call), their resident pages free memory that
+ * the next request (or gather) can use, where they would have been given
+ * back as the block's tail. */
+static void split_tail(segment_t *seg, size_t weight_was, size_t extent_was)
+{
+    size_t at = align_up(seg->map_size, SEGMENT_SIZE);
+    if (weight_was < extent_was / 8 * 7 || seg->resident < at + GATHER_MIN ||
+        seg->reserve_size <= at || seg->pages[0].start != (uint8_t *)seg + OS_PAGE_SIZE)
+        return;
+    segment_t *t = (segment_t *)((uint8_t *)seg + at);
+    size_t len = seg->resident - at, est = len;
+    if (weight_was < extent_was)
+        est = (len / OS_PAGE_SIZE) * (weight_was / OS_PAGE_SIZE) / (extent_was / OS_PAGE_SIZE) *
+              OS_PAGE_SIZE;
+    if (!gen_lock_try(&cache.lock, cache_forget))
+        return;
+    if (cache.count == CACHE_SLOTS || !addrmap_mark_huge(t, OS_PAGE_SIZE)) {
+        gen_unlock(&cache.lock);
+        return;
+    }
+    t->resident = 0;
+    (void)huge_init(t, OS_PAGE_SIZE, seg->reserve_size - at, OS_PAGE_SIZE, SEGMENT_SIZE);
+    t->resident = len;
+    t->flags = seg->flags & (SEG_THP | SEG_GATHERED);
+    t->pages[0].in_use = 0;
+    t->pages[0].freed_at = seg->pages[0].freed_at;
+    t->pages[0].dirty = (uint32_t)(est < OS_PAGE_SIZE ? OS_PAGE_SIZE : est);
+    seg->reserve_size = at;
+    seg->resident = at;
+    cache_insert(t);
+    gen_unlock(&cache.lock);
+    policy_resident_add(weight(t));
+}
+
 static void cache_put(segment_t *seg)
 {
     tail_uncount(seg);
@@ -455,19 +638,10 @@ void cache_forget(void)
 /* teardown.c, after unmapping every huge block: their tails are gone. */
 void huge_tails_forget(void) { atomic_store_explicit(&stale_bytes, 0, memory_order_relaxed); }
 /* Round a mapping up to whole segments, unless address space is scarce
- * (asked of the kernel at most once per decay time). */
+ * (space_limited). */
 static size_t reserve_for(size_t map_size)
 {
-    static _Atomic uint64_t checked_at;
-    static _Atomic int limited;
-    uint64_t now = now_ticks(), t = atomic_load_explicit(&checked_at, memory_order_relaxed);
-    if (t == 0 || now - t > policy_decay_ticks) {
-        atomic_store_explicit(&limited, os_address_space_limited(), memory_order_relaxed);
-        atomic_store_explicit(&checked_at, now, memory_order_relaxed);
-    }
-    if (atomic_load_explicit(&limited, memory_order_relaxed))
-        return map_size;
-    return align_up(map_size, SEGMENT_SIZE);
+    return space_limited() ? map_size : align_up(map_size, SEGMENT_SIZE);
 }
 
 /* A private heap's huge block (heap_private.c): a fresh, exact mapping,
@@ -504,7 +678,8 @@ void *huge_alloc(size_t size, size_t align, bool zero)
             addrmap_clear(seg, seg->map_size);
             if (seg->reserve_size < map_size) {
                 size_t reserve = reserve_for(map_size);
-                segment_t *moved = os_remap(seg, seg->reserve_size, reserve, SEGMENT_SIZE, 0);
+                segment_t *moved = os_remap(seg, seg->reserve_size, reserve, SEGMENT_SIZE, 0,
+                                            seg->flags & SEG_GATHERED);
                 if (!moved) {
                     os_unmap(seg, seg->reserve_size);
                     return huge_alloc(size, align, zero); /* the cache has one less */
@@ -514,11 +689,17 @@ void *huge_alloc(size_t size, size_t align, bool zero)
             }
             size_t had = seg->resident, had_weight = weight(seg);
             size_t had_extent = extent_weight(seg, had);
+            uint16_t gathered = seg->flags & SEG_GATHERED;
             if (!huge_init(seg, map_size, seg->reserve_size, offset, SEGMENT_SIZE)) {
                 os_unmap(seg, seg->reserve_size);
                 return NULL;
             }
+            seg->flags |= gathered;
+            split_tail(seg, had_weight, had_extent);
             tail_fit(seg, had_weight, had_extent);
+            had = gather(seg, had, zero);
+            if (had == SIZE_MAX)
+                return huge_alloc(size, align, zero);
             populate(seg, had, zero);
             return huge_counted(seg);
         }
@@ -538,7 +719,10 @@ void *huge_alloc(size_t size, size_t align, bool zero)
         os_unmap(seg, reserve);
         return NULL;
     }
-    populate(seg, 0, zero);
+    size_t had = gather(seg, 0, zero);
+    if (had == SIZE_MAX)
+        return huge_alloc(size, align, zero);
+    populate(seg, had, zero);
     return huge_counted(seg);
 }
 
@@ -612,10 +796,11 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
     if (private)
         private_huge_unlink(seg); /* linked again at its new address */
     addrmap_clear(seg, old_map);
-    segment_t *moved = os_remap(seg, old_reserve, new_reserve, map_align, header_pos);
+    bool pieces = seg->flags & SEG_GATHERED;
+    segment_t *moved = os_remap(seg, old_reserve, new_reserve, map_align, header_pos, pieces);
     if (!moved && policy_release_for_retry(tls_heap_or_null())) {
         new_reserve = new_map;
-        moved = os_remap(seg, old_reserve, new_reserve, map_align, header_pos);
+        moved = os_remap(seg, old_reserve, new_reserve, map_align, header_pos, pieces);
     }
     if (!moved) {
         if (seg->resident > old_map) { /* the tail, uncounted above */
@@ -623,9 +808,18 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
             seg->resident = old_map;
         }
         addrmap_mark_huge(seg, old_map);
-        if (private)
+        if (private) {
             private_huge_link(private, seg);
-        return NULL;
+            return NULL;
+        }
+        /* a kernel before 6.17 cannot move a mapping that holds gathered
+         * pages (several mappings for it): copy */
+        void *q = huge_alloc(new_size, offset < SEGMENT_SIZE ? offset : map_align, false);
+        if (q) {
+            mem_copy(q, p, old_map - offset);
+            huge_free(seg);
+        }
+        return q;
     }
     moved->map_size = new_map;
     atomic_fetch_add_explicit(&huge_stats_bytes, new_map - old_map, memory_order_relaxed);

@@ -21,11 +21,13 @@ EMMA_HIDDEN void *os_map_aligned(size_t size, size_t align, size_t offset, size_
 EMMA_HIDDEN bool os_unmap(void *p, size_t size);
 EMMA_HIDDEN bool os_address_space_limited(void);
 EMMA_HIDDEN size_t os_resident_bytes(void *p, size_t size);
-EMMA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t offset);
+EMMA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t offset,
+                             bool pieces);
 EMMA_HIDDEN void os_purge(void *p, size_t size);
 EMMA_HIDDEN bool os_wipe_on_fork(void *p, size_t size);
 EMMA_HIDDEN bool os_advise_huge_pages(void *p, size_t size, bool huge);
 EMMA_HIDDEN void os_populate(void *p, size_t size);
+EMMA_HIDDEN int os_move_pages(void *src, size_t len, void *dst);
 EMMA_HIDDEN void os_set_errno(int e);
 EMMA_HIDDEN uintptr_t os_secret(void);
 EMMA_HIDDEN void os_yield(void);

@@ -81,6 +81,7 @@
 #define os_gettid emma__os_gettid
 #define os_map emma__os_map
 #define os_map_aligned emma__os_map_aligned
+#define os_move_pages emma__os_move_pages
 #define os_purge emma__os_purge
 #define os_read_safe emma__os_read_safe
 #define os_remap emma__os_remap

@@ -356,11 +356,16 @@ void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size)
 /* Resize a mapping whose start + offset must stay aligned to align: in place when the
  * kernel can, otherwise moved (page tables only, nothing is copied) to a
  * freshly reserved aligned range. */
-void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t offset)
+void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t offset,
+               bool pieces)
 {
     long r;
     /* growing in place needs the address map's leaves over the new extent
-     * (os_map_aligned maps them for a moved one) */
+     * (os_map_aligned maps them for a moved one); a range the kernel holds
+     * as several mappings (pieces) neither grows in place nor moves with
+     * a new size */
+    if (pieces && new_size > old_size)
+        goto moved;
     if (new_size <= old_size || addrmap_reserve(p, new_size)) {
         count(&counters.mremap_calls, 1);
         r = sys_call4(SYS_mremap, (long)p, (long)old_size, (long)new_size, 0);
@@ -374,18 +379,51 @@ void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t o
     }
     if (new_size < old_size)
         return NULL;
+moved:;
     void *dst = os_map_aligned(new_size, align, offset, NULL);
     if (!dst)
         return NULL;
-    count(&counters.mremap_calls, 1);
-    r = sys_call5(SYS_mremap, (long)p, (long)old_size, (long)new_size,
-                  EMMA_MREMAP_MAYMOVE | EMMA_MREMAP_FIXED, (long)dst);
+    r = -1;
+    if (!pieces) {
+        count(&counters.mremap_calls, 1);
+        r = sys_call5(SYS_mremap, (long)p, (long)old_size, (long)new_size,
+                      EMMA_MREMAP_MAYMOVE | EMMA_MREMAP_FIXED, (long)dst);
+    }
     if (sys_failed(r)) {
-        os_unmap(dst, new_size);
-        return NULL;
+        /* a range the kernel holds as several mappings (pages huge.c
+         * gathered from others) moves only at its size (Linux 6.17),
+         * into the start of dst */
+        count(&counters.mremap_calls, 1);
+        r = sys_call5(SYS_mremap, (long)p, (long)old_size, (long)old_size,
+                      EMMA_MREMAP_MAYMOVE | EMMA_MREMAP_FIXED, (long)dst);
+        if (sys_failed(r)) {
+            os_unmap(dst, new_size);
+            return NULL;
+        }
     }
     count_unmapped(old_size); /* the old range is gone, dst was counted */
     return dst;
+}
+
+/* Move the pages of [src, src + len) to dst, replacing what was mapped
+ * there, and leave a hole at src: page tables move, no page is copied,
+ * zeroed or faulted in.  1 when moved; else the kernel refused (before
+ * Linux 6.17 a move may not span two mappings, and this one may, see
+ * huge.c) and src is left as it may be: 0 when dst is mapped again
+ * (empty), -1 when not even that worked. */
+int os_move_pages(void *src, size_t len, void *dst)
+{
+    count(&counters.mremap_calls, 1);
+    long r = sys_call5(SYS_mremap, (long)src, (long)len, (long)len,
+                       EMMA_MREMAP_MAYMOVE | EMMA_MREMAP_FIXED, (long)dst);
+    if (!sys_failed(r)) {
+        count_unmapped(len); /* the hole at src */
+        return 1;
+    }
+    count(&counters.mmap_calls, 1);
+    r = sys_call6(SYS_mmap, (long)dst, (long)len, EMMA_PROT_RW,
+                  EMMA_MAP_PRIVATE | EMMA_MAP_ANONYMOUS | EMMA_MAP_FIXED, -1, 0);
+    return sys_failed(r) ? -1 : 0;
 }
 
 void os_yield(void) { sys_call1(SYS_sched_yield, 0); }

@@ -190,6 +190,9 @@ typedef struct segment {
 #define SEG_PRIVATE 2
 /* segment_t.flags: a huge block realloc shrank to a small class's size */
 #define SEG_SHRUNK 4
+/* segment_t.flags: a huge mapping that received pages moved from others
+ * (huge.c's gather), which the kernel holds as several mappings */
+#define SEG_GATHERED 8
 
 /* Bytes of a segment header with `pages` pages, cache-line aligned; with
  * boundary checks it ends with the free-block bitmap (internal.h). */

@@ -95,4 +95,73 @@ START_TEST(t_huge_cache_best_fit)
 }
 END_TEST
 
-TU_MAIN("unit_huge", "huge", 60, t_huge_blocks, t_huge_cache_best_fit)
+static long minor_faults(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt;
+}
+
+/* Big blocks written whole and replaced (bench/bigbuf whole): a block
+ * whose reused mapping falls short takes the resident pages of other
+ * cached mappings (moved, not faulted in), keeps its contents when realloc
+ * moves it later, and the whole segments past a short block in a long
+ * cached mapping stay cached, resident, for the next request (issue 14). */
+START_TEST(t_huge_gather)
+{
+    const size_t mib = (size_t)1 << 20;
+    size_t cold = policy_huge_cold_bytes;
+    policy_huge_cold_bytes = policy_free_bound; /* as while blocks are reused */
+    huge_cache_release(UINT64_MAX, UINT64_MAX);
+    uint8_t *a = huge_alloc(12 * mib, 16, false), *b = huge_alloc(10 * mib, 16, false);
+    TU_ASSERT(a != NULL && b != NULL);
+    memset(a, 1, 12 * mib);
+    memset(b, 2, 10 * mib);
+    huge_free(segment_of(a));
+    huge_free(segment_of(b));
+    long f0 = minor_faults();
+    uint8_t *c = huge_alloc(20 * mib, 16, false);
+    long faults = minor_faults() - f0;
+    TU_ASSERT(c != NULL);
+    long res = tu_resident_pages(c, 20 * mib);
+    TU_ASSERT_MSG(res == (long)(20 * mib / OS_PAGE_SIZE), "%ld of %zu pages resident", res,
+                  20 * mib / OS_PAGE_SIZE);
+    /* 8 MiB came from b: without it, 2048 pages faulted in */
+    TU_ASSERT_MSG(faults < 512, "%ld page faults for a 20 MiB block", faults);
+    tu_fill(c, 20 * mib, 7);
+    segment_t *cs = segment_of(c);
+    uint8_t *d = huge_realloc(cs, c, 60 * mib); /* past its reserve: moves */
+    TU_ASSERT(d != NULL);
+    TU_ASSERT_MSG(tu_check(d, 20 * mib, 7) < 0, "contents lost at %ld", tu_check(d, 20 * mib, 7));
+    memset(d + 20 * mib, 3, 40 * mib);
+    huge_free(segment_of(d));
+    /* a 12 MiB block in the 28 MiB mapping of a 24 MiB one: the 12 MiB
+     * past its segments stay cached, resident */
+    huge_cache_release(UINT64_MAX, UINT64_MAX);
+    uint8_t *e = huge_alloc(24 * mib, 16, false);
+    TU_ASSERT(e != NULL);
+    memset(e, 4, 24 * mib);
+    huge_free(segment_of(e));
+    uint8_t *f = huge_alloc(12 * mib, 16, false);
+    ck_assert_ptr_eq(f, e);
+    size_t count, bytes;
+    huge_cache_stats(&count, &bytes);
+    ck_assert_uint_eq(count, 1);
+    TU_ASSERT_MSG(bytes >= 8 * mib, "%zu bytes cached", bytes);
+    res = tu_resident_pages(e + 16 * mib, 8 * mib - OS_PAGE_SIZE);
+    TU_ASSERT_MSG(res == (long)((8 * mib - OS_PAGE_SIZE) / OS_PAGE_SIZE),
+                  "%ld pages of the split tail resident", res);
+    f0 = minor_faults();
+    uint8_t *g = huge_alloc(7 * mib, 16, false);
+    faults = minor_faults() - f0;
+    ck_assert_ptr_eq(g, e + 16 * mib);
+    TU_ASSERT_MSG(faults < 128, "%ld page faults for a 7 MiB block", faults);
+    ck_assert_int_eq(g[7 * mib - 1], 4);
+    huge_free(segment_of(f));
+    huge_free(segment_of(g));
+    huge_cache_release(UINT64_MAX, UINT64_MAX);
+    policy_huge_cold_bytes = cold;
+}
+END_TEST
+
+TU_MAIN("unit_huge", "huge", 60, t_huge_blocks, t_huge_cache_best_fit, t_huge_gather)

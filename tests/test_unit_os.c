@@ -116,13 +116,13 @@ START_TEST(t_os_remap)
         }
         ck_assert_msg(wall != MAP_FAILED || errno == EEXIST, "guard mapping: %s", strerror(errno));
         size_t nsz = 40 << 20;
-        unsigned char *q = os_remap(p, sz, nsz, a, off);
+        unsigned char *q = os_remap(p, sz, nsz, a, off, false);
         ck_assert_msg(q != NULL, "os_remap grow failed");
         ck_assert_msg(q != p, "os_remap grew in place through the guard mapping");
         ck_assert_msg(((uintptr_t)q + off) % a == 0, "os_remap lost alignment");
         ck_assert(tu_check(q, sz, 42) < 0);
         q[nsz - 1] = 7;
-        unsigned char *r = os_remap(q, nsz, 5 << 20, a, off);
+        unsigned char *r = os_remap(q, nsz, 5 << 20, a, off, false);
         ck_assert_ptr_eq(r, q); /* shrinking stays in place */
         ck_assert(tu_check(r, 5 << 20, 42) < 0);
         os_unmap(r, 5 << 20);
