@@ -177,6 +177,18 @@ EMMA_HIDDEN void sparse_pass(heap_t *h);
 EMMA_HIDDEN void page_revive(page_t *page);
 /* Purge the OS pages of page that hold only free blocks (salvage.c too). */
 EMMA_HIDDEN void page_thin(page_t *page);
+/* A bit per block of a page (a small page of MIN_ALIGN-byte blocks has
+ * the most), and marking the blocks of one of its lists in it (NULL: an
+ * empty local_free): false if a link leaves the carved part of the page,
+ * misses a block boundary or names a block already marked (sparse.c, and
+ * salvage.c's checks of quarantined pages). */
+#define PAGE_MAX_BLOCKS (((size_t)1 << SMALL_PAGE_SHIFT) / MIN_ALIGN)
+typedef struct {
+    uint64_t w[PAGE_MAX_BLOCKS / 64];
+} block_map_t;
+static inline bool block_map_get(const block_map_t *m, size_t i) { return (m->w[i / 64] >> (i % 64)) & 1; }
+static inline void block_map_set(block_map_t *m, size_t i) { m->w[i / 64] |= (uint64_t)1 << (i % 64); }
+EMMA_HIDDEN bool page_mark_list(const page_t *page, block_t *b, block_map_t *map, size_t *count);
 
 /* ------------------------------------------------------------------ */
 /* huge.c: blocks in mappings of their own                             */

@@ -81,40 +81,11 @@ void heap_quarantine(heap_t *h)
     atomic_store_explicit(&next_pass, 0, memory_order_relaxed);
 }
 
-/* Blocks per page at most: a small page of MIN_ALIGN-byte blocks. */
-#define MAX_BLOCKS (((size_t)1 << SMALL_PAGE_SHIFT) / MIN_ALIGN)
-
-typedef struct {
-    uint64_t w[MAX_BLOCKS / 64];
-} block_map;
-
 enum check { PAGE_FREE, PAGE_SHORT, PAGE_BROKEN };
-
-/* Mark the blocks of one list (NULL: empty) in map; false if a link leaves
- * the carved part of the page, misses a block boundary or repeats. */
-static bool mark_list(const page_t *page, block_t *b, block_map *map, size_t *count)
-{
-    uintptr_t lo = (uintptr_t)page->start;
-    uintptr_t hi = lo + (size_t)page->capacity * page->block_size;
-    if (!b)
-        return true;
-    for (block_t *end = PAGE_END(page); b != end; b = link_get(b)) {
-        uintptr_t a = (uintptr_t)b;
-        if (a < lo || a >= hi || (a - lo) % page->block_size != 0)
-            return false;
-        size_t i = (a - lo) / page->block_size;
-        if (map->w[i / 64] & ((uint64_t)1 << (i % 64)))
-            return false;
-        map->w[i / 64] |= (uint64_t)1 << (i % 64);
-        if (++*count > page->capacity)
-            return false;
-    }
-    return true;
-}
 
 /* The blocks sparse.c took off the free list (their first bytes lie in a
  * purged OS page of a small page); false if page->absent disagrees. */
-static bool mark_absent(const page_t *page, block_map *map, size_t *count)
+static bool mark_absent(const page_t *page, block_map_t *map, size_t *count)
 {
     if (!page->purged)
         return page->absent == 0;
@@ -124,7 +95,7 @@ static bool mark_absent(const page_t *page, block_map *map, size_t *count)
         uintptr_t a = (uintptr_t)page->start + i * page->block_size;
         size_t os_page = (a - base) / OS_PAGE_SIZE;
         if (os_page < 16 && (page->purged & (1u << os_page))) {
-            map->w[i / 64] |= (uint64_t)1 << (i % 64);
+            block_map_set(map, i);
             n++;
         }
     }
@@ -142,13 +113,13 @@ static enum check page_check(segment_t *seg, unsigned idx, page_t *page)
     size_t bsize = page->block_size;
     if (page->class_idx < 1 || page->class_idx >= CLASS_COUNT ||
         bsize != class_size(page->class_idx) || page->capacity > page->reserved ||
-        page->capacity > MAX_BLOCKS || start < area || start > end ||
+        page->capacity > PAGE_MAX_BLOCKS || start < area || start > end ||
         page->capacity * bsize > end - start)
         return PAGE_BROKEN;
-    block_map map = {{0}};
+    block_map_t map = {{0}};
     size_t count = 0;
-    if (!mark_absent(page, &map, &count) || !mark_list(page, page->free, &map, &count) ||
-        !mark_list(page, page->local_free, &map, &count))
+    if (!mark_absent(page, &map, &count) || !page_mark_list(page, page->free, &map, &count) ||
+        !page_mark_list(page, page->local_free, &map, &count))
         return PAGE_BROKEN;
     return count == page->capacity ? PAGE_FREE : PAGE_SHORT;
 }
@@ -170,11 +141,11 @@ static void take_remote_frees(heap_t *h)
             continue;
         }
         block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
-        if (list && page->in_use == 1 && page->capacity <= MAX_BLOCKS) {
+        if (list && page->in_use == 1 && page->capacity <= PAGE_MAX_BLOCKS) {
             /* check the list before splicing it: the end is PAGE_END */
-            block_map map = {{0}};
+            block_map_t map = {{0}};
             size_t count = 0;
-            if (mark_list(page, list, &map, &count)) {
+            if (page_mark_list(page, list, &map, &count)) {
                 block_t *tail = list;
                 for (block_t *b; (b = link_get(tail)) != PAGE_END(page); tail = b)
                     ;

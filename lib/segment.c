@@ -38,6 +38,9 @@ segment_t *segment_of_page(page_t *page)
 
 static size_t page_bytes(segment_t *seg) { return (size_t)1 << seg->page_shift; }
 
+/* A free_mask with every one of n pages free. */
+static uint64_t all_pages(unsigned n) { return n == 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1; }
+
 /* A private heap's free pages are its own business (emma_heap_reset,
  * emma_heap_destroy): they stay out of the process-wide count. */
 static void dirty_add(heap_t *h, size_t n)
@@ -119,7 +122,7 @@ static void segment_cut(heap_t *h, segment_t *seg, enum segment_kind kind, bool 
     seg->page_shift = (uint8_t)shift;
     seg->page_count = (uint16_t)pages;
     seg->used_pages = 0;
-    seg->free_mask = pages == 64 ? ~(uint64_t)0 : ((uint64_t)1 << pages) - 1;
+    seg->free_mask = all_pages(pages);
     seg->dirty_mask = dirty_mask;
     seg->map_size = SEGMENT_SIZE;
     seg->cookie = (uintptr_t)seg ^ os_secret();
@@ -465,7 +468,7 @@ size_t segment_purge_page(segment_t *seg, unsigned i)
  * still name it, are never read again. */
 void segment_salvaged(segment_t *seg)
 {
-    seg->free_mask = seg->page_count == 64 ? ~(uint64_t)0 : ((uint64_t)1 << seg->page_count) - 1;
+    seg->free_mask = all_pages(seg->page_count);
     seg->dirty_mask = 0;
     seg->used_pages = 0;
     seg->next = seg->prev = NULL;

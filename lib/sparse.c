@@ -23,16 +23,6 @@
 #include "internal.h"
 #include "policy.h"
 
-/* Blocks per page at most: a small page of MIN_ALIGN-byte blocks. */
-#define MAX_BLOCKS (((size_t)1 << SMALL_PAGE_SHIFT) / MIN_ALIGN)
-
-typedef struct {
-    uint64_t w[MAX_BLOCKS / 64];
-} bitmap_t;
-
-static inline bool bit_get(const bitmap_t *m, size_t i) { return (m->w[i / 64] >> (i % 64)) & 1; }
-static inline void bit_set(bitmap_t *m, size_t i) { m->w[i / 64] |= (uint64_t)1 << (i % 64); }
-
 static uintptr_t os_page_down(uintptr_t a) { return a & ~(uintptr_t)(OS_PAGE_SIZE - 1); }
 static uintptr_t os_page_up(uintptr_t a) { return align_up(a, OS_PAGE_SIZE); }
 
@@ -41,9 +31,7 @@ static size_t block_index(const page_t *page, uintptr_t a)
     return (size_t)(a - (uintptr_t)page->start) / page->block_size;
 }
 
-/* Mark the blocks on one free list; false if the list is not what the page
- * says (a corrupted list is left alone). */
-static bool mark_list(const page_t *page, block_t *b, bitmap_t *free_map, size_t *count)
+bool page_mark_list(const page_t *page, block_t *b, block_map_t *map, size_t *count)
 {
     uintptr_t lo = (uintptr_t)page->start;
     uintptr_t hi = lo + (size_t)page->capacity * page->block_size;
@@ -53,19 +41,22 @@ static bool mark_list(const page_t *page, block_t *b, bitmap_t *free_map, size_t
         uintptr_t a = (uintptr_t)b;
         if (a < lo || a >= hi || (a - lo) % page->block_size != 0 || ++*count > page->capacity)
             return false;
-        bit_set(free_map, block_index(page, a));
+        size_t i = block_index(page, a);
+        if (block_map_get(map, i))
+            return false;
+        block_map_set(map, i);
     }
     return true;
 }
 
 /* Is the OS page at `a` covered by free blocks only (and keeps no link a
  * big block needs)? */
-static bool os_page_purgeable(const page_t *page, const bitmap_t *free_map, uintptr_t a, bool big)
+static bool os_page_purgeable(const page_t *page, const block_map_t *free_map, uintptr_t a, bool big)
 {
     size_t first = block_index(page, a);
     size_t last = block_index(page, a + OS_PAGE_SIZE - 1);
     for (size_t i = first; i <= last; i++)
-        if (!bit_get(free_map, i))
+        if (!block_map_get(free_map, i))
             return false;
     if (big) {
         /* keep the first OS page of a block: it holds the list link */
@@ -85,7 +76,7 @@ static size_t os_page_index(const page_t *page, uintptr_t a)
  * OS pages purged; for a page of small blocks (at most 16 OS pages, the
  * only kind that gets absent blocks) *gone gets one bit per purged page,
  * by os_page_index. */
-static size_t purge_free_os_pages(const page_t *page, const bitmap_t *free_map, bool big,
+static size_t purge_free_os_pages(const page_t *page, const block_map_t *free_map, bool big,
                                   uint16_t *gone)
 {
     uintptr_t lo = os_page_up((uintptr_t)page->start);
@@ -110,12 +101,12 @@ static size_t purge_free_os_pages(const page_t *page, const bitmap_t *free_map, 
 
 /* Rebuild the free list without the blocks whose link was purged (their
  * first bytes lie in an OS page of `gone`). */
-static void relink(page_t *page, const bitmap_t *free_map, uint16_t gone)
+static void relink(page_t *page, const block_map_t *free_map, uint16_t gone)
 {
     block_t *head = PAGE_END(page);
     uint32_t absent = 0;
     for (size_t i = page->capacity; i-- > 0;) {
-        if (!bit_get(free_map, i))
+        if (!block_map_get(free_map, i))
             continue;
         uintptr_t a = (uintptr_t)page->start + i * page->block_size;
         if (gone & (1u << os_page_index(page, a))) {
@@ -160,13 +151,13 @@ void page_revive(page_t *page)
 
 void page_thin(page_t *page)
 {
-    bitmap_t free_map = {{0}};
+    block_map_t free_map = {{0}};
     size_t count = 0;
     uint16_t gone = 0;
     bool big = page->block_size > SMALL_MAX; /* pages beyond `purged`'s 16 OS pages */
     page->scanned_used = page->used;
-    if (page->capacity > MAX_BLOCKS || !mark_list(page, page->free, &free_map, &count) ||
-        !mark_list(page, page->local_free, &free_map, &count))
+    if (page->capacity > PAGE_MAX_BLOCKS || !page_mark_list(page, page->free, &free_map, &count) ||
+        !page_mark_list(page, page->local_free, &free_map, &count))
         return;
     /* a big block keeps its link, so its free list stays as it is */
     if (purge_free_os_pages(page, &free_map, big, &gone) == 0 || big)
