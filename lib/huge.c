@@ -31,18 +31,17 @@
  * reused mapping past such a block stay cached as a mapping of their own
  * (split_tail).
  *
- * A block that realloc grows past THP_MIN is advised to use transparent
- * huge pages: a growing buffer is filled from the front, so 2 MiB pages
- * waste at most one page's worth and save hundreds of page faults each.
- * Fresh blocks are not advised (a big calloc may be used sparsely), and a
- * cached mapping loses the advice.  realloc shrinking a huge block (to
+ * No block is advised to use transparent huge pages (MADV_HUGEPAGE): with
+ * the kernel's THP defrag setting at `madvise` (Debian's default) a fault
+ * in an advised range may compact memory first, and on a virtual machine a
+ * fresh 2 MiB page is memory the host may not have backed yet (bench
+ * realloc-grow, which grows vectors past 8 MiB: 92 % system time, runs
+ * spread by 125 %, with the advice).  realloc shrinking a huge block (to
  * 64 KiB or more) keeps it in place and gives the tail back.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
 #include "observe.h"
 #include "policy.h"
-
-#define THP_MIN ((size_t)8 << 20)
 
 static size_t round_pages(size_t n) { return align_up(n, OS_PAGE_SIZE); }
 
@@ -317,7 +316,7 @@ static bool space_limited(void)
 
 static bool dense_mapping(const segment_t *seg)
 {
-    return !(seg->flags & SEG_THP) && weight(seg) >= extent_weight(seg, seg->resident) / 8 * 7;
+    return weight(seg) >= extent_weight(seg, seg->resident) / 8 * 7;
 }
 
 static void cache_insert(segment_t *seg)
@@ -449,7 +448,7 @@ static void split_tail(segment_t *seg, size_t weight_was, size_t extent_was)
     t->resident = 0;
     (void)huge_init(t, OS_PAGE_SIZE, seg->reserve_size - at, OS_PAGE_SIZE, SEGMENT_SIZE);
     t->resident = len;
-    t->flags = seg->flags & (SEG_THP | SEG_GATHERED);
+    t->flags = seg->flags & SEG_GATHERED;
     t->pages[0].in_use = 0;
     t->pages[0].freed_at = seg->pages[0].freed_at;
     t->pages[0].dirty = (uint32_t)(est < OS_PAGE_SIZE ? OS_PAGE_SIZE : est);
@@ -463,11 +462,6 @@ static void split_tail(segment_t *seg, size_t weight_was, size_t extent_was)
 static void cache_put(segment_t *seg)
 {
     tail_uncount(seg);
-    if (seg->flags & SEG_THP) {
-        /* the next user of this mapping may touch it sparsely */
-        os_advise_huge_pages(seg, seg->reserve_size, false);
-        seg->flags &= (uint16_t)~SEG_THP;
-    }
     measure(seg);
     atomic_store_explicit(&dense_blocks,
                           weight(seg) >= extent_weight(seg, seg->map_size) / 8 * 7,
@@ -782,11 +776,6 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
         if (new_size <= LARGE_MAX)
             seg->flags |= SEG_SHRUNK; /* a huge block of a small size now */
         addrmap_mark_huge(seg, new_map);
-        /* advice over the whole mapping: one advice per mapping, or mremap
-         * could not move it whole */
-        if (new_map > old_map && new_map >= THP_MIN && !(seg->flags & SEG_THP) &&
-            os_advise_huge_pages(seg, seg->reserve_size, true))
-            seg->flags |= SEG_THP;
         return p;
     }
     size_t header_pos = map_align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
@@ -825,9 +814,6 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
     atomic_fetch_add_explicit(&huge_stats_bytes, new_map - old_map, memory_order_relaxed);
     moved->reserve_size = new_reserve;
     moved->resident = new_map;
-    if (new_map >= THP_MIN && !(moved->flags & SEG_THP) &&
-        os_advise_huge_pages(moved, new_reserve, true))
-        moved->flags |= SEG_THP;
     moved->cookie = (uintptr_t)moved ^ os_secret();
     moved->pages[0].start = (uint8_t *)moved + offset;
     addrmap_mark_huge(moved, new_map);

@@ -25,7 +25,6 @@ EMMA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t ali
                              bool pieces);
 EMMA_HIDDEN void os_purge(void *p, size_t size);
 EMMA_HIDDEN bool os_wipe_on_fork(void *p, size_t size);
-EMMA_HIDDEN bool os_advise_huge_pages(void *p, size_t size, bool huge);
 EMMA_HIDDEN void os_populate(void *p, size_t size);
 EMMA_HIDDEN int os_move_pages(void *src, size_t len, void *dst);
 EMMA_HIDDEN void os_set_errno(int e);

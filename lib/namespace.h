@@ -74,7 +74,6 @@
 #define mem_zero emma__mem_zero
 #define os_abort emma__os_abort
 #define os_address_space_limited emma__os_address_space_limited
-#define os_advise_huge_pages emma__os_advise_huge_pages
 #define os_populate emma__os_populate
 #define os_futex_trylock_pi emma__os_futex_trylock_pi
 #define os_getpid emma__os_getpid

@@ -233,13 +233,6 @@ void os_populate(void *p, size_t size)
     madvise_counted(p, size, EMMA_MADV_POPULATE_WRITE);
 }
 
-/* Ask for (huge) or against transparent huge pages in the range. */
-bool os_advise_huge_pages(void *p, size_t size, bool huge)
-{
-    long advice = huge ? EMMA_MADV_HUGEPAGE : EMMA_MADV_NOHUGEPAGE;
-    return !sys_failed(madvise_counted(p, size, advice));
-}
-
 /* ------------------------------------------------------------------ */
 /* Files: /proc/self/environ (options.c), and writing statistics. */
 

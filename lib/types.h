@@ -170,7 +170,7 @@ typedef struct segment {
     uint8_t page_shift;
     uint16_t page_count;
     uint16_t used_pages;
-    uint16_t flags;              /* huge: SEG_THP */
+    uint16_t flags;              /* SEG_* below */
     uint64_t free_mask;          /* pages not in use */
     uint64_t dirty_mask;         /* free pages that may hold resident memory */
     size_t map_size;             /* bytes mapped from the segment start */
@@ -183,8 +183,6 @@ typedef struct segment {
     page_t pages[];
 } segment_t;
 
-/* segment_t.flags: a huge mapping advised to use transparent huge pages */
-#define SEG_THP 1
 /* segment_t.flags: a segment of a private heap, or a huge block of the
  * private heap `origin` */
 #define SEG_PRIVATE 2

@@ -834,7 +834,7 @@ START_TEST(t_emma_version)
 END_TEST
 
 /* ================================================================== */
-/* Huge blocks: the per-thread mapping cache and transparent huge pages */
+/* Huge blocks: the mapping cache, and no transparent huge pages */
 
 /* A freed huge mapping is reused by the next huge request it can hold
  * (also one asking for a different alignment), from any thread; the block
@@ -880,25 +880,12 @@ static void vm_flags_of(const void *p, char *out, size_t cap)
     fclose(f);
 }
 
-static int thp_available(void)
+/* No huge block is advised to use transparent huge pages, neither a fresh
+ * one nor one that realloc grows past 8 MiB (where emma used to advise
+ * it): with THP defrag at `madvise` an advised fault may compact memory,
+ * and bench realloc-grow ran 1.3x slower, its runs spread by 125 %. */
+START_TEST(t_huge_realloc_no_thp)
 {
-    char buf[128] = "";
-    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-    if (!f)
-        return 0;
-    if (!fgets(buf, sizeof buf, f))
-        buf[0] = '\0';
-    fclose(f);
-    return strstr(buf, "[never]") == NULL && buf[0] != '\0';
-}
-
-/* A block that realloc grows past 8 MiB is advised to use transparent huge
- * pages; a fresh big block is not, and neither is a cached mapping handed
- * to a new block. */
-START_TEST(t_huge_realloc_thp)
-{
-    if (!thp_available())
-        TU_SKIP("no transparent huge pages (/sys/kernel/mm/transparent_hugepage/enabled)");
     char flags[256];
     uint8_t *fresh = malloc(32 * TU_MIB);
     TU_ASSERT(fresh != NULL);
@@ -918,15 +905,9 @@ START_TEST(t_huge_realloc_thp)
         memset(v + n / 2, 7, n / 2);
     }
     vm_flags_of(v, flags, sizeof flags);
-    TU_ASSERT_MSG(strstr(flags, " hg") != NULL, "grown block not advised: %s", flags);
+    TU_ASSERT_MSG(flags[0] != '\0', "no smaps entry for %p", (void *)v);
+    TU_ASSERT_MSG(strstr(flags, " hg") == NULL, "grown block advised: %s", flags);
     free(v);
-    /* a cached mapping comes back without the advice */
-    uint8_t *w = malloc(10 * TU_MIB);
-    TU_ASSERT(w != NULL);
-    w[0] = 1;
-    vm_flags_of(w, flags, sizeof flags);
-    TU_ASSERT_MSG(strstr(flags, " hg") == NULL, "reused mapping still advised: %s", flags);
-    free(w);
 }
 END_TEST
 
@@ -1067,7 +1048,7 @@ static Suite *api_suite(void)
     tcase_add_test(e, t_emma_trim);
     tcase_add_test(e, t_emma_version);
     tcase_add_test(e, t_huge_mapping_reused);
-    tcase_add_test(e, t_huge_realloc_thp);
+    tcase_add_test(e, t_huge_realloc_no_thp);
     suite_add_tcase(s, e);
 
     TCase *o = tcase_create("oom");
