@@ -94,7 +94,7 @@ static void *alloc_in(heap_t *h, size_t size, size_t align)
     policy_tick(h); /* huge blocks too: they drive the decay like any slow path */
     if (size > LARGE_MAX || align > LARGE_MAX)
         return unlikely(h->is_private) ? private_huge_alloc(h, size, align)
-                                       : huge_alloc(size, align, false);
+                                       : huge_alloc(size, align, false, h);
     heap_collect_remote(h);
     return alloc_class(h, class_for(size, align));
 }
@@ -159,7 +159,7 @@ void *alloc_zeroed(size_t size, size_t align)
         slow_state st;
         heap_t *h = slow_enter_self(&st);
         policy_tick(h);
-        void *p = size > MAX_REQUEST ? NULL : huge_alloc(size, align, true);
+        void *p = size > MAX_REQUEST ? NULL : huge_alloc(size, align, true, h);
         slow_leave_self(h, st);
         if (!p)
             os_set_errno(EMMA_ENOMEM);
@@ -191,7 +191,7 @@ void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align, const cha
         if (want_huge || (align <= OS_PAGE_SIZE && new_size >= SHRINK_IN_PLACE_MIN)) {
             slow_state st;
             heap_t *self = slow_enter_self(&st);
-            void *q = huge_realloc(seg, p, new_size);
+            void *q = huge_realloc(seg, p, new_size, self);
             slow_leave_self(self, st);
             if (!q)
                 os_set_errno(EMMA_ENOMEM);

@@ -299,8 +299,8 @@ static _Atomic bool gather_refused;
  * per decay time.  Then mappings are exact (reserve_for), and pages are
  * not gathered: a mapping that fails is retried after the caches are
  * released (policy_release_for_retry), and a cached mapping left whole is
- * what that finds to release (t_oom_retry without TLS, where the caller's
- * own heap, which holds the program's empty segments, is not trimmed
+ * what that finds to release (t_oom_retry without TLS, when the caller's
+ * own heap, which holds the program's empty segments, was not trimmed
  * there, got 90 MiB of 256 with gathering, 248 without). */
 static bool space_limited(void)
 {
@@ -660,7 +660,7 @@ void *huge_alloc_private(size_t size, size_t align)
     return huge_counted(seg);
 }
 
-void *huge_alloc(size_t size, size_t align, bool zero)
+void *huge_alloc(size_t size, size_t align, bool zero, heap_t *self)
 {
     if (size > MAX_REQUEST || align > MAX_REQUEST / 2)
         return NULL;
@@ -676,7 +676,7 @@ void *huge_alloc(size_t size, size_t align, bool zero)
                                             seg->flags & SEG_GATHERED);
                 if (!moved) {
                     os_unmap(seg, seg->reserve_size);
-                    return huge_alloc(size, align, zero); /* the cache has one less */
+                    return huge_alloc(size, align, zero, self); /* the cache has one less */
                 }
                 seg = moved;
                 seg->reserve_size = reserve;
@@ -693,7 +693,7 @@ void *huge_alloc(size_t size, size_t align, bool zero)
             tail_fit(seg, had_weight, had_extent);
             had = gather(seg, had, zero);
             if (had == SIZE_MAX)
-                return huge_alloc(size, align, zero);
+                return huge_alloc(size, align, zero, self);
             populate(seg, had, zero);
             return huge_counted(seg);
         }
@@ -703,7 +703,7 @@ void *huge_alloc(size_t size, size_t align, bool zero)
     size_t header_pos = align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
     size_t reserve = align > SEGMENT_SIZE ? map_size : reserve_for(map_size);
     segment_t *seg = os_map_aligned(reserve, map_align, header_pos, NULL);
-    if (!seg && policy_release_for_retry(tls_heap_or_null())) {
+    if (!seg && policy_release_for_retry(self)) {
         reserve = map_size;
         seg = os_map_aligned(reserve, map_align, header_pos, NULL);
     }
@@ -715,7 +715,7 @@ void *huge_alloc(size_t size, size_t align, bool zero)
     }
     size_t had = gather(seg, 0, zero);
     if (had == SIZE_MAX)
-        return huge_alloc(size, align, zero);
+        return huge_alloc(size, align, zero, self);
     populate(seg, had, zero);
     return huge_counted(seg);
 }
@@ -742,7 +742,7 @@ size_t huge_usable(segment_t *seg, const void *p)
 /* Grow or shrink in place (within the mapping's reserve, no system call;
  * shrinking gives the tail's pages back), or by moving page tables.  NULL
  * when the kernel refuses, with the block untouched. */
-void *huge_realloc(segment_t *seg, void *p, size_t new_size)
+void *huge_realloc(segment_t *seg, void *p, size_t new_size, heap_t *self)
 {
     size_t offset = (size_t)((uint8_t *)p - (uint8_t *)seg);
     if (new_size > MAX_REQUEST - offset)
@@ -787,7 +787,7 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
     addrmap_clear(seg, old_map);
     bool pieces = seg->flags & SEG_GATHERED;
     segment_t *moved = os_remap(seg, old_reserve, new_reserve, map_align, header_pos, pieces);
-    if (!moved && policy_release_for_retry(tls_heap_or_null())) {
+    if (!moved && policy_release_for_retry(self)) {
         new_reserve = new_map;
         moved = os_remap(seg, old_reserve, new_reserve, map_align, header_pos, pieces);
     }
@@ -803,7 +803,7 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size)
         }
         /* a kernel before 6.17 cannot move a mapping that holds gathered
          * pages (several mappings for it): copy */
-        void *q = huge_alloc(new_size, offset < SEGMENT_SIZE ? offset : map_align, false);
+        void *q = huge_alloc(new_size, offset < SEGMENT_SIZE ? offset : map_align, false, self);
         if (q) {
             mem_copy(q, p, old_map - offset);
             huge_free(seg);

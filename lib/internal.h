@@ -192,9 +192,13 @@ EMMA_HIDDEN bool page_mark_list(const page_t *page, block_t *b, block_map_t *map
 /* ------------------------------------------------------------------ */
 /* huge.c: blocks in mappings of their own                             */
 
-EMMA_HIDDEN void *huge_alloc(size_t size, size_t align, bool zero);
+/* self: the heap whose slow path the caller is in (without TLS: whose
+ * lock it holds), or NULL; when a mapping fails it is trimmed with every
+ * other cache before the one retry (policy_release_for_retry), which
+ * could not lock it. */
+EMMA_HIDDEN void *huge_alloc(size_t size, size_t align, bool zero, heap_t *self);
 EMMA_HIDDEN void huge_free(segment_t *seg);
-EMMA_HIDDEN void *huge_realloc(segment_t *seg, void *p, size_t new_size);
+EMMA_HIDDEN void *huge_realloc(segment_t *seg, void *p, size_t new_size, heap_t *self);
 EMMA_HIDDEN size_t huge_usable(segment_t *seg, const void *p);
 EMMA_HIDDEN void cache_forget(void);
 EMMA_HIDDEN void huge_tails_forget(void);
