@@ -59,11 +59,16 @@ void free_generic(void *p, const char *func)
     }
 #endif
     /* A page given back to its segment, or a segment in policy.c's pool
-     * (no heap to push the page to): freed already. */
-    if (unlikely(!page->in_use))
+     * (no heap to push the page to): freed already.  Read from the line
+     * the push writes (remote_size, 0 unless in use), never from the
+     * owner's line, which its every malloc writes: reading it cost each
+     * free a transfer of that line between the cores, and the owner's
+     * next malloc another (bench xmalloc, producer and consumer on two
+     * cores: free's median 420-450 cycles, 310-350 without). */
+    uint32_t size = page->remote_size;
+    if (unlikely(size == 0))
         emma_fatal(func, "double free", p);
-    /* block_size is on the line in_use is on: no other line read */
-    if (likely(!remote_count(page->block_size))) {
+    if (likely(!remote_count(size))) {
         page_free_remote(seg, page, (block_t *)p, func);
         return;
     }

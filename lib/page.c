@@ -153,6 +153,7 @@ void page_init(page_t *page, unsigned c)
     page->in_full = 0;
     page->parked = 0;
     page->in_use = 1;
+    page->remote_size = (uint32_t)bsize;
     page->next = page->prev = NULL;
 }
 

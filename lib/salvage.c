@@ -172,6 +172,7 @@ static bool salvage_segment(segment_t *seg, size_t *purged)
             switch (page_check(seg, i, page)) {
             case PAGE_FREE:
                 page->in_use = 0;
+                page->remote_size = 0;
                 page->in_full = 0;
                 seg->free_mask |= bit;
                 seg->dirty_mask |= bit; /* purged just below */

@@ -129,6 +129,7 @@ static void segment_cut(heap_t *h, segment_t *seg, enum segment_kind kind, bool 
     for (unsigned i = 0; i < pages; i++) {
         page_t *p = &seg->pages[i];
         p->in_use = 0;
+        p->remote_size = 0;
         p->page_idx = (uint8_t)i;
         p->free = p->local_free = NULL;
         p->used = 0;
@@ -391,6 +392,7 @@ static void page_set_free(heap_t *h, segment_t *seg, page_t *page)
 {
     uint64_t bit = (uint64_t)1 << page->page_idx;
     page->in_use = 0;
+    page->remote_size = 0;
     page->in_full = 0;
     seg->free_mask |= bit;
     seg->used_pages--;

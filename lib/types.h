@@ -149,6 +149,9 @@ typedef struct page {
     uint32_t sparse_since;       /* sparse pass that first saw it sparse, or 0 */
     uint16_t purged;             /* OS pages whose blocks are absent (small pages) */
     uint8_t parked;              /* in heap->parked: sparse, left to drain */
+    uint32_t remote_size;        /* block_size while in use, else 0: what a remote
+                                    free reads, so that it never reads the first
+                                    line, which the owner writes at every malloc */
 } page_t;
 
 /* The end of a page's lists, and what a pop parks in page->free while it
@@ -163,6 +166,8 @@ typedef struct page {
 
 _Static_assert(offsetof(page_t, thread_free) == 64,
                "other threads' frees must not share the owner's cache line");
+_Static_assert(offsetof(page_t, remote_size) >= 64 && sizeof(page_t) == 128,
+               "a remote free reads the second line only");
 
 typedef struct segment {
     struct heap *heap;           /* owner; NULL for huge */

@@ -1043,9 +1043,49 @@ static void df_remote(void)
     _exit(a == b ? 4 : 0);
 }
 
+/* Freed by its owner, whose page then went back to its segment (the
+ * page's blocks all free, and another page of the class has room), then
+ * freed again by another thread: the remote path reads the page's
+ * remote_size (0 once the page is not in use), not its first line.  The
+ * thread exists before the blocks do and waits on a pipe: pthread_create
+ * allocates, and could take the free page for another class. */
+static int dfrr_pipe[2];
+
+static void *dfrr_free(void *arg)
+{
+    void *p;
+    (void)arg;
+    if (read(dfrr_pipe[0], &p, sizeof p) != (ssize_t)sizeof p)
+        _exit(3);
+    free(p);
+    return NULL;
+}
+
+static void df_remote_released(void)
+{
+    enum { N = 30 }; /* 5000 B: about 12 blocks per 64 KiB page, the last page partial */
+    void *b[N];
+    pthread_t t;
+    if (pipe(dfrr_pipe) != 0 || pthread_create(&t, NULL, dfrr_free, NULL) != 0)
+        _exit(3);
+    for (int i = 0; i < N; i++)
+        if (!(b[i] = malloc(5000)))
+            _exit(3);
+    for (int i = 0; i < N; i++)
+        free(b[i]);
+    if (write(dfrr_pipe[1], &b[0], sizeof b[0]) != (ssize_t)sizeof b[0])
+        _exit(3);
+    pthread_join(t, NULL);
+    for (int i = 0; i < N; i++) /* would hand out what the free pushed */
+        (void)!malloc(5000);
+    _exit(0);
+}
+
 START_TEST(t_double_free_detected)
 {
     expect_double_free_abort(df_remote, "free", "freed by two other threads in turn (48 B)");
+    expect_double_free_abort(df_remote_released, "free",
+                             "freed by its owner, page released, then by another thread");
     expect_double_free_abort(df_free, "free", "free twice (64 B)");
     expect_double_free_abort(df_free_sized, "free_sized", "free_sized twice (3000 B)");
     expect_double_free_abort(df_dealloc, "emma_dealloc", "emma_dealloc twice (40000 B)");
