@@ -538,7 +538,7 @@ END_TEST
  * went on.  (22 MiB: under the 24 MiB past which memory free for half the
  * decay time goes at once, and the 32 MiB bound.) */
 enum { HUGE_STEPS = 200 };
-static void small_freed(size_t *base)
+static bool small_freed_once(size_t *base)
 {
     size_t n = (22 << 20) / 5000;
     void **v = malloc(n * sizeof *v);
@@ -552,8 +552,18 @@ static void small_freed(size_t *base)
     for (size_t i = 0; i < n; i++)
         free(v[i]);
     free(v);
-    ck_assert_msg(free_resident() >= 16 * TU_MIB, "22 MiB freed: %zu MiB free and resident",
-                  free_resident() / TU_MIB);
+    return free_resident() >= 16 * TU_MIB;
+}
+
+/* The precondition: the 22 MiB freed are still free and resident.  A
+ * decay pass that falls between the frees and the reading (a test
+ * descheduled for half the decay time on a loaded machine) gives them back
+ * early; that is tried again, up to three times, never passed over. */
+static void small_freed(size_t *base)
+{
+    for (int tries = 1; !small_freed_once(base); tries++)
+        ck_assert_msg(tries < 3, "22 MiB freed, 3 times: %zu MiB free and resident",
+                      free_resident() / TU_MIB);
 }
 
 static void huge_steps(void **blocks, int alloc)
