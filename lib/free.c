@@ -37,6 +37,33 @@ static EMMA_NOINLINE void free_huge(segment_t *seg, void *p, const char *func)
     slow_leave_self(h, st);
 }
 
+/* Lock-free push of a block freed by a thread that does not own the page.
+ * The first block to arrive also pushes the page onto its heap's
+ * remote_pages stack; a page is on that stack exactly while its
+ * thread_free list is non-empty, and only the owner empties both (page.c's
+ * heap_collect_remote), with exchanges, so neither stack can suffer ABA. */
+static inline void remote_push(segment_t *seg, page_t *page, block_t *b, const char *func)
+{
+    block_t *old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
+    do {
+        if (unlikely(old == b)) /* freed twice in a row: a cycle otherwise */
+            emma_fatal(func, "double free", b);
+        link_set(b, old ? old : PAGE_END(page));
+    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, b,
+                                                    memory_order_release, memory_order_relaxed));
+    if (old != NULL)
+        return;
+    /* Our block pins the page, but reclaim.c may hand its segment to
+     * another heap meanwhile: the old owner's collect then forwards it. */
+    remote_pages_push(atomic_load_explicit((_Atomic(heap_t *) *)&seg->heap, memory_order_acquire),
+                      page);
+}
+
+void page_free_remote(segment_t *seg, page_t *page, block_t *b, const char *func)
+{
+    remote_push(seg, page, b, func);
+}
+
 /* Everything free_validated() does not do inline: with TLS its caller has
  * already found that the calling thread does not own the block. */
 void free_generic(void *p, const char *func)
@@ -68,32 +95,8 @@ void free_generic(void *p, const char *func)
     uint32_t size = page->remote_size;
     if (unlikely(size == 0))
         emma_fatal(func, "double free", p);
-    if (likely(!remote_count(size))) {
-        page_free_remote(seg, page, (block_t *)p, func);
-        return;
-    }
-    page_free_remote(seg, page, (block_t *)p, func);
-    policy_remote_step();
+    remote_push(seg, page, (block_t *)p, func); /* inline: one call site */
+    if (unlikely(remote_count(size)))
+        policy_remote_step();
 }
 
-/* Lock-free push of a block freed by a thread that does not own the page.
- * The first block to arrive also pushes the page onto its heap's
- * remote_pages stack; a page is on that stack exactly while its
- * thread_free list is non-empty, and only the owner empties both (page.c's
- * heap_collect_remote), with exchanges, so neither stack can suffer ABA. */
-void page_free_remote(segment_t *seg, page_t *page, block_t *b, const char *func)
-{
-    block_t *old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
-    do {
-        if (unlikely(old == b)) /* freed twice in a row: a cycle otherwise */
-            emma_fatal(func, "double free", b);
-        link_set(b, old ? old : PAGE_END(page));
-    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, b,
-                                                    memory_order_release, memory_order_relaxed));
-    if (old != NULL)
-        return;
-    /* Our block pins the page, but reclaim.c may hand its segment to
-     * another heap meanwhile: the old owner's collect then forwards it. */
-    remote_pages_push(atomic_load_explicit((_Atomic(heap_t *) *)&seg->heap, memory_order_acquire),
-                      page);
-}
