@@ -142,6 +142,7 @@ EMMA_HIDDEN void segment_unmap(segment_t *seg);
 EMMA_HIDDEN void segment_reset(heap_t *h, segment_t *seg);
 EMMA_HIDDEN bool segment_move(heap_t *from, heap_t *to, segment_t *seg);
 EMMA_HIDDEN void pool_forget(void);
+EMMA_HIDDEN unsigned pool_mend(segment_t **list, unsigned count);
 /* salvage.c's use of a quarantined heap's segment: purge page i (returns
  * the bytes covered); give the segment, every page free, to the pool. */
 EMMA_HIDDEN size_t segment_purge_page(segment_t *seg, unsigned i);

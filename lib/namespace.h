@@ -130,6 +130,7 @@
 #define policy_tick emma__policy_tick
 #define policy_trim emma__policy_trim
 #define pool_forget emma__pool_forget
+#define pool_mend emma__pool_mend
 #define pool_purge_some emma__pool_purge_some
 #define pool_release emma__pool_release
 #define private_heap_count emma__private_heap_count

@@ -149,6 +149,7 @@ static struct {
 } pool;
 
 void pool_forget(void);
+static void pool_recover(void);
 
 /* Take the most recently pooled segment (its memory is likeliest to be
  * resident still), or NULL.  With `warm`, only one that may hold that many
@@ -161,7 +162,7 @@ void pool_forget(void);
 static segment_t *pool_take(heap_t *h, size_t warm, enum segment_kind kind)
 {
     if (pool.count == 0 || /* racy peek: only a hint */
-        !gen_lock_try(&pool.lock, pool_forget))
+        !gen_lock_try(&pool.lock, pool_recover))
         return NULL;
     segment_t *seg = NULL;
     uint64_t now = now_ticks();
@@ -184,7 +185,7 @@ static segment_t *pool_take(heap_t *h, size_t warm, enum segment_kind kind)
 static void pool_put(segment_t *seg)
 {
     bool kept = false;
-    if (gen_lock_try(&pool.lock, pool_forget)) {
+    if (gen_lock_try(&pool.lock, pool_recover)) {
         kept = pool.count < POOL_MAX;
         if (kept)
             pool.seg[pool.count++] = seg;
@@ -204,11 +205,9 @@ static size_t segment_purge(segment_t *seg, uint64_t before, size_t limit);
 static size_t pool_purge(uint64_t before, bool unmap, size_t limit)
 {
     size_t bytes = 0;
-    segment_t *gone[POOL_MAX];
-    unsigned ngone = 0;
     /* trim, or a mapping failed: worth the wait (unless this thread holds
      * the lock, in a signal handler) */
-    if (!(unmap ? gen_lock : gen_lock_try)(&pool.lock, pool_forget))
+    if (!(unmap ? gen_lock : gen_lock_try)(&pool.lock, pool_recover))
         return 0;
     for (unsigned i = 0; i < pool.count && bytes < limit; i++) {
         segment_t *seg = pool.seg[i];
@@ -218,19 +217,22 @@ static size_t pool_purge(uint64_t before, bool unmap, size_t limit)
         seg->resident -= b;
         bytes += b;
     }
-    if (unmap) {
-        for (unsigned i = 0; i < pool.count; i++)
-            gone[ngone++] = pool.seg[i];
-        pool.count = 0;
+    /* Unmapped under the lock, newest first, each taken off the list just
+     * before it goes: a holder that dies here loses one segment (mapped,
+     * listed nowhere), not all of them, and never leaves on the list an
+     * address the kernel may hand out again (trims and failed mappings
+     * only: worth holding the lock that long). */
+    size_t unmapped = 0;
+    while (unmap && pool.count > 0) {
+        segment_t *seg = pool.seg[--pool.count];
+        size_t r = seg->resident;
+        segment_unmap(seg);
+        policy_resident_sub(r);
+        unmapped += r;
     }
     gen_unlock(&pool.lock);
     policy_resident_sub(bytes);
-    for (unsigned i = 0; i < ngone; i++) {
-        bytes += gone[i]->resident;
-        policy_resident_sub(gone[i]->resident);
-        segment_unmap(gone[i]);
-    }
-    return bytes;
+    return bytes + unmapped;
 }
 
 size_t pool_release(uint64_t before, bool unmap) { return pool_purge(before, unmap, SIZE_MAX); }
@@ -579,10 +581,39 @@ bool segment_move(heap_t *from, heap_t *to, segment_t *seg)
     return true;
 }
 
-/* After teardown (every segment unmapped), or when the pool's lock was
- * held by a thread that did not survive a fork: forget the pooled segments
- * (in the latter case they stay mapped, unused: a leak beats a corruption). */
+/* After teardown (every segment unmapped): forget the pooled segments. */
 void pool_forget(void)
 {
     pool.count = 0;
+}
+
+/* A pool list left by a holder that died or was lost in a fork, mended:
+ * each entry kept once (a pool_take that dies mid-shift leaves one twice),
+ * and only if it is still one of emma's segments, mapped, with its header
+ * chunk in the address map (no path leaves another on the list; checked
+ * all the same, since keeping a bad entry would hand out memory twice).
+ * What is dropped stays mapped, or counted as resident, unused: a leak
+ * beats a corruption.  Returns the number of entries kept, in order, at
+ * the start of list. */
+unsigned pool_mend(segment_t **list, unsigned count)
+{
+    unsigned kept = 0;
+    for (unsigned i = 0; i < count && i < POOL_MAX; i++) {
+        segment_t *seg = list[i];
+        uintptr_t cookie;
+        bool ok = seg && ((uintptr_t)seg & SEGMENT_MASK) == 0 &&
+                  os_read_safe(&cookie, &seg->cookie, sizeof cookie) &&
+                  cookie == ((uintptr_t)seg ^ os_secret()) &&
+                  addrmap_lookup((uint8_t *)seg + OS_PAGE_SIZE) == CHUNK_HEADER;
+        for (unsigned j = 0; ok && j < kept; j++)
+            ok = list[j] != seg;
+        if (ok)
+            list[kept++] = seg;
+    }
+    return kept;
+}
+
+static void pool_recover(void)
+{
+    pool.count = pool_mend(pool.seg, pool.count);
 }

@@ -293,5 +293,42 @@ START_TEST(t_shrink_stops_at_target)
 }
 END_TEST
 
+/* The pool's list as a holder that died (or was lost in a fork) may have
+ * left it, mended: every segment once, in order, and nothing that is not
+ * a mapped segment of emma's. */
+START_TEST(t_pool_list_mended)
+{
+    heap_t *h = heap_new();
+    TU_ASSERT(h != NULL);
+    segment_t *seg[3];
+    for (int i = 0; i < 3; i++) {
+        page_t *page = segment_page_alloc(h, KIND_XLARGE);
+        TU_ASSERT(page != NULL);
+        seg[i] = segment_of_page(page);
+        for (int j = 0; j < i; j++)
+            TU_ASSERT_MSG(seg[j] != seg[i], "xlarge pages %d and %d share a segment", j, i);
+    }
+    /* a mapping that is not a segment, and an address no longer mapped */
+    size_t span = 3 * SEGMENT_SIZE;
+    uint8_t *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(m, MAP_FAILED);
+    segment_t *plain = (segment_t *)align_up((uintptr_t)m, SEGMENT_SIZE);
+    memset(plain, 0x5a, OS_PAGE_SIZE);
+    segment_t *gone = (segment_t *)((uint8_t *)plain + SEGMENT_SIZE);
+    ck_assert_int_eq(munmap(gone, SEGMENT_SIZE), 0);
+    segment_t *list[] = {seg[0], seg[1], seg[1], plain, NULL, seg[2], gone,
+                         (segment_t *)((uint8_t *)seg[2] + 64), seg[0], seg[2]};
+    unsigned n = pool_mend(list, sizeof list / sizeof list[0]);
+    ck_assert_uint_eq(n, 3);
+    for (int i = 0; i < 3; i++)
+        ck_assert_ptr_eq(list[i], seg[i]);
+    /* an intact list stays as it is */
+    ck_assert_uint_eq(pool_mend(list, 3), 3);
+    ck_assert_ptr_eq(list[2], seg[2]);
+    munmap(m, (size_t)((uint8_t *)gone - m));
+    munmap((uint8_t *)gone + SEGMENT_SIZE, (size_t)(m + span - ((uint8_t *)gone + SEGMENT_SIZE)));
+}
+END_TEST
+
 TU_MAIN("unit_segment", "segment", 60, t_segment_geometry, t_pages_every_class, t_segment_pages_distinct, t_purge_releases_memory, t_new_segment_purges_free_pages,
-        t_over_bound_purges_free_pages, t_shrink_stops_at_target)
+        t_over_bound_purges_free_pages, t_shrink_stops_at_target, t_pool_list_mended)
