@@ -67,6 +67,11 @@ static void *alloc_class(heap_t *h, unsigned c)
             return b;
         page_mark_full(h, page);
     }
+    if (class_size(c) >= DEPOT_MIN) {
+        void *b = depot_take(h, c);
+        if (b)
+            return b;
+    }
     policy_before_fresh_page(h);
     page = segment_page_alloc(h, class_kind(c));
     if (!page)

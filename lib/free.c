@@ -64,6 +64,18 @@ void page_free_remote(segment_t *seg, page_t *page, block_t *b, const char *func
     remote_push(seg, page, b, func);
 }
 
+/* A remote free of a block above SMALL_MAX: to the depot (depot.c), else
+ * home as any remote free. */
+static EMMA_NOINLINE void free_big_remote(segment_t *seg, page_t *page, void *p, size_t size,
+                                          const char *func)
+{
+    if (depot_put(seg, size, p))
+        return;
+    page_free_remote(seg, page, (block_t *)p, func);
+    if (remote_count(size))
+        policy_remote_step();
+}
+
 /* Everything free_validated() does not do inline: with TLS its caller has
  * already found that the calling thread does not own the block. */
 void free_generic(void *p, const char *func)
@@ -95,6 +107,10 @@ void free_generic(void *p, const char *func)
     uint32_t size = page->remote_size;
     if (unlikely(size == 0))
         emma_fatal(func, "double free", p);
+    if (unlikely(size >= DEPOT_MIN)) {
+        free_big_remote(seg, page, p, size, func); /* a tail call: no frame here */
+        return;
+    }
     remote_push(seg, page, (block_t *)p, func); /* inline: one call site */
     if (unlikely(remote_count(size)))
         policy_remote_step();

@@ -464,6 +464,15 @@ EMMA_HIDDEN void mem_copy(void *dst, const void *src, size_t n);
 EMMA_HIDDEN void mem_zero(void *dst, size_t n);
 EMMA_HIDDEN void free_generic(void *p, const char *func);
 EMMA_HIDDEN void page_free_remote(segment_t *seg, page_t *page, block_t *b, const char *func);
+
+/* depot.c: blocks of medium and large classes (DEPOT_MIN bytes and more)
+ * freed by threads that do not own their page, for any thread to take. */
+#define DEPOT_MIN (SMALL_MAX + 1)
+EMMA_HIDDEN bool depot_put(segment_t *seg, size_t size, void *p);
+EMMA_HIDDEN void *depot_take(heap_t *h, unsigned c);
+EMMA_HIDDEN size_t depot_release(uint64_t before);
+EMMA_HIDDEN void depot_stats(size_t *blocks);
+EMMA_HIDDEN void depot_forget(void);
 EMMA_HIDDEN EMMA_NORETURN EMMA_COLD void remote_double_free(const void *p); /* page.c */
 
 /* ------------------------------------------------------------------ */

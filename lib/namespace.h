@@ -27,6 +27,11 @@
 #define class_for emma__class_for
 #define copy_teardown emma__copy_teardown
 #define copy_finish emma__copy_finish
+#define depot_forget emma__depot_forget
+#define depot_put emma__depot_put
+#define depot_release emma__depot_release
+#define depot_stats emma__depot_stats
+#define depot_take emma__depot_take
 #define emma_fatal emma__emma_fatal
 #define empty_page emma__empty_page
 #define fork_detected emma__fork_detected

@@ -250,6 +250,7 @@ static void decay_pass(heap_t *self, uint64_t now)
     fork_init(); /* so that our locks can tell a fork (heap_check_fork) */
     uint64_t aged = now - policy_decay_ticks;
     huge_cache_release(aged, now - 16 * policy_decay_ticks);
+    depot_release(aged);
     pool_release(aged, false);
     if (self)
         heap_purge_older(self, aged, true);
@@ -394,6 +395,7 @@ bool policy_thin_cold(const page_t *page)
 static size_t trim_all(heap_t *self)
 {
     size_t n = 0;
+    depot_release(UINT64_MAX); /* before the heaps: their pages may empty */
     if (self) {
         slow_state st = slow_enter(self);
         heap_collect_remote(self);
@@ -586,6 +588,7 @@ void policy_after_fork(void)
 void policy_teardown(void)
 {
     salvage_forget();
+    depot_forget();
     pool_forget();
     cache_forget();
     huge_tails_forget();

@@ -117,6 +117,18 @@ void stats_collect(struct emma_stats *s)
     }
     walk_segments(s);
     walk_heaps(s);
+    /* blocks waiting in the depot are out for their pages, free for the
+     * program (depot.c) */
+    size_t waiting[CLASS_COUNT];
+    depot_stats(waiting);
+    for (unsigned c = 1; c < CLASS_COUNT; c++) {
+        struct emma_stats_class *k = &s->classes[c - 1];
+        size_t n = waiting[c] < k->blocks_in_use ? waiting[c] : k->blocks_in_use;
+        k->blocks_in_use -= n;
+        k->blocks_free += n;
+        s->bytes_in_use -= n * k->block_size;
+        s->bytes_free_in_pages += n * k->block_size;
+    }
     /* policy.c's process-wide count: free pages of every heap, the segment
      * pool and the huge cache */
     s->bytes_free_resident = policy_resident();

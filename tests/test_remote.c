@@ -17,6 +17,7 @@
 #define _GNU_SOURCE 1
 #include "config.h"
 #include "testutil.h"
+#include "emma.h"
 
 #include <pthread.h>
 #include <time.h>
@@ -45,6 +46,17 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int made, released, stay;
 
+/* A worker has made its blocks; with `wait`, it idles until released. */
+static void made_then_wait(int wait)
+{
+    pthread_mutex_lock(&mu);
+    made++;
+    pthread_cond_broadcast(&cv);
+    while (wait && !released)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -59,12 +71,7 @@ static void *worker_main(void *arg)
         w->head = b;
         bytes += sz;
     }
-    pthread_mutex_lock(&mu);
-    made++;
-    pthread_cond_broadcast(&cv);
-    while (stay && !released)
-        pthread_cond_wait(&cv, &mu);
-    pthread_mutex_unlock(&mu);
+    made_then_wait(stay);
     return NULL;
 }
 
@@ -198,9 +205,88 @@ START_TEST(t_remote_free_by_free_only_thread)
 }
 END_TEST
 
+/* The depot (lib/depot.c): a big block freed by a thread that does not
+ * own its page serves the next allocation of its class by any thread
+ * (before, it went back to its owner's page, and the freeing thread took
+ * a fresh page of its own), and trim sends it home, where its page can go.
+ * The owner is a worker that makes DEPOT_BLOCKS blocks of DEPOT_SIZE (all
+ * of them in one 1 MiB page, no other thread allocating that class) and
+ * then idles or exits. */
+#define DEPOT_SIZE ((size_t)200 << 10)
+#define DEPOT_BLOCKS 3
+static char *depot_blocks[DEPOT_BLOCKS];
+static size_t depot_block_size;
+
+static void *depot_owner(void *arg)
+{
+    for (int i = 0; i < DEPOT_BLOCKS; i++) {
+        depot_blocks[i] = malloc(DEPOT_SIZE);
+        TU_ASSERT(depot_blocks[i] != NULL);
+        memset(depot_blocks[i], 0x5a, DEPOT_SIZE);
+    }
+    depot_block_size = emma_usable_size(depot_blocks[0]);
+    made_then_wait(arg != NULL);
+    return NULL;
+}
+
+/* The class of the owner's blocks in emma_stats. */
+static struct emma_stats_class depot_class(void)
+{
+    static struct emma_stats s;
+    ck_assert_int_eq(emma_stats(&s, sizeof s), 0);
+    for (size_t i = 0; i < s.class_count; i++)
+        if (s.classes[i].block_size == depot_block_size)
+            return s.classes[i];
+    ck_abort_msg("no class of %zu-byte blocks", depot_block_size);
+}
+
+START_TEST(t_depot_serves_another_thread)
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, depot_owner, &depot_block_size), 0); /* stays */
+    pthread_mutex_lock(&mu);
+    while (made < 1)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    free(depot_blocks[1]);
+    struct emma_stats_class k = depot_class();
+    ck_assert_msg(k.blocks_in_use == DEPOT_BLOCKS - 1 && k.blocks_free >= 1,
+                  "a block waiting in the depot is free: %zu in use, %zu free",
+                  k.blocks_in_use, k.blocks_free);
+    char *q = malloc(DEPOT_SIZE);
+    ck_assert_ptr_eq(q, depot_blocks[1]); /* not a fresh page of main's own */
+    memset(q, 1, DEPOT_SIZE);
+    free(q);
+    free(depot_blocks[0]);
+    free(depot_blocks[2]);
+    pthread_mutex_lock(&mu);
+    released = 1;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+END_TEST
+
+START_TEST(t_depot_goes_home_at_trim)
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, depot_owner, NULL), 0); /* exits */
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_uint_eq(depot_class().pages, 1);
+    for (int i = 0; i < DEPOT_BLOCKS; i++)
+        free(depot_blocks[i]);
+    emma_trim();
+    struct emma_stats_class k = depot_class();
+    ck_assert_msg(k.pages == 0 && k.blocks_in_use == 0,
+                  "after trim the page of freed blocks is still in use: %zu pages, %zu blocks",
+                  k.pages, k.blocks_in_use);
+}
+END_TEST
+
 int main(void)
 {
     const TTest *const tests[] = {t_remote_free_dead_owners, t_remote_free_idle_owners,
-                                  t_remote_free_by_free_only_thread, NULL};
+                                  t_remote_free_by_free_only_thread,
+                                  t_depot_serves_another_thread, t_depot_goes_home_at_trim, NULL};
     return tu_run_case("remote", "remote", 10, tests);
 }

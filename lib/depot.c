@@ -1,0 +1,138 @@
+/* The depot: blocks of big classes freed by a thread that does not own
+ * their page, kept where any thread can take them.
+ *
+ * A page belongs to one heap, and only its owner allocates from it; a
+ * block another thread frees goes back onto the page's remote list for the
+ * owner to reuse.  For big blocks that pins memory per thread: every
+ * thread keeps a page of each class it uses, each holding as many touched
+ * blocks as that thread ever had out of it at once, while the threads that
+ * freed them (and need blocks of that class too) take fresh ones (bench
+ * mstress, 8 threads passing blocks of up to 512 KiB around: 46 MiB
+ * resident in 1 MiB pages for 16 MiB of live blocks).  So a free of
+ * another heap's block of DEPOT_MIN bytes or more puts the block here
+ * instead, and an allocation of its class takes it back before it takes a
+ * fresh page, whichever thread it is: memory goes where it is needed, as
+ * with tcmalloc's central lists.  For its page the block is still out
+ * (counted in page->used); it goes home (page_free_remote, as the free
+ * would have sent it) when the depot is full, when it has waited there for
+ * the decay time (policy.c's decay pass), and at trim.  At most a quarter
+ * of policy_free_bound (8 MiB by default) waits in the depot; like free
+ * blocks in pages in use, those bytes are not in the process-wide count of
+ * free resident memory (sending a block home would not make it less).
+ *
+ * A spin lock per class, only ever try-locked (a thread that finds it
+ * taken, or a signal handler that interrupted its holder, frees or
+ * allocates the usual way), held for a push or a pop.  Blocks of private
+ * heaps never come here.  The owner's fast paths do not change: frees by
+ * other threads and allocations of big blocks are slow paths already.
+ * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "alloc.h"
+#include "policy.h"
+
+/* Blocks per class: 16 (bench mstress peak RSS, median of 5: 4 slots
+ * 113 MiB, 8 110, 16 108, 64 121, without the depot 132). */
+#define DEPOT_SLOTS 16
+
+static struct depot_class {
+    _Atomic uint32_t lock;
+    uint32_t count;
+    void *block[DEPOT_SLOTS];        /* oldest first */
+    uint64_t put_at[DEPOT_SLOTS];    /* now_ticks when it came */
+} depot[CLASS_COUNT];
+
+static _Atomic size_t depot_total; /* bytes of blocks in the depot */
+
+/* At most this many bytes wait in the depot, process-wide. */
+#define DEPOT_MAX_BYTES(bound) ((bound) / 4)
+
+static void depot_forget_all(void);
+
+/* A block of `size` bytes (its page's remote_size: the class is known
+ * without reading the owner's cache line) into the depot, or false. */
+bool depot_put(segment_t *seg, size_t size, void *p)
+{
+    if (seg->flags & SEG_PRIVATE)
+        return false;
+    struct depot_class *d = &depot[class_of_size(size)];
+    if (atomic_load_explicit(&depot_total, memory_order_relaxed) + size >
+            DEPOT_MAX_BYTES(policy_free_bound) ||
+        d->count == DEPOT_SLOTS || !gen_lock_try(&d->lock, depot_forget_all))
+        return false;
+    bool kept = d->count < DEPOT_SLOTS;
+    if (kept) {
+        d->block[d->count] = p;
+        d->put_at[d->count] = now_ticks();
+        d->count++;
+        atomic_fetch_add_explicit(&depot_total, size, memory_order_relaxed);
+    }
+    gen_unlock(&d->lock);
+    return kept;
+}
+
+void *depot_take(heap_t *h, unsigned c)
+{
+    struct depot_class *d = &depot[c];
+    if (h->is_private || d->count == 0 || !gen_lock_try(&d->lock, depot_forget_all))
+        return NULL;
+    void *b = NULL;
+    if (d->count) {
+        b = d->block[--d->count]; /* the newest: likeliest still cached */
+        atomic_fetch_sub_explicit(&depot_total, class_size(c), memory_order_relaxed);
+    }
+    gen_unlock(&d->lock);
+    if (b)
+        check_mark_allocated(b);
+    return b;
+}
+
+/* Send the blocks that came before `before` (UINT64_MAX: all) home, as
+ * their free would have; returns how many bytes went. */
+size_t depot_release(uint64_t before)
+{
+    size_t bytes = 0;
+    for (unsigned c = 1; c < CLASS_COUNT; c++) {
+        struct depot_class *d = &depot[c];
+        if (d->count == 0 || (before != UINT64_MAX && d->put_at[0] >= before) ||
+            !gen_lock_try(&d->lock, depot_forget_all))
+            continue;
+        void *gone[DEPOT_SLOTS];
+        unsigned n = 0;
+        while (n < d->count && (before == UINT64_MAX || d->put_at[n] < before)) {
+            gone[n] = d->block[n];
+            n++;
+        }
+        for (unsigned i = n; i < d->count; i++) {
+            d->block[i - n] = d->block[i];
+            d->put_at[i - n] = d->put_at[i];
+        }
+        d->count -= n;
+        gen_unlock(&d->lock);
+        size_t size = class_size(c);
+        atomic_fetch_sub_explicit(&depot_total, n * size, memory_order_relaxed);
+        for (unsigned i = 0; i < n; i++) {
+            segment_t *seg = segment_of(gone[i]);
+            page_free_remote(seg, page_of(seg, gone[i]), (block_t *)gone[i], "free");
+        }
+        bytes += n * size;
+    }
+    return bytes;
+}
+
+/* emma_stats(): blocks waiting in the depot, per class. */
+void depot_stats(size_t *blocks)
+{
+    for (unsigned c = 1; c < CLASS_COUNT; c++)
+        blocks[c] = depot[c].count;
+}
+
+/* After teardown (every segment unmapped), or when a lock was held by a
+ * thread lost in a fork: forget the blocks (in the latter case their pages
+ * keep them counted as out: a leak beats a corruption). */
+static void depot_forget_all(void)
+{
+    for (unsigned c = 1; c < CLASS_COUNT; c++)
+        depot[c].count = 0;
+    atomic_store_explicit(&depot_total, 0, memory_order_relaxed);
+}
+
+void depot_forget(void) { depot_forget_all(); }
