@@ -9,8 +9,17 @@
  * remote free.  One op = one malloc (in one thread) + one free (in the
  * other); ops = PAIRS * OPS.
  *
+ * With two CPUs or more to run on, each pair's producer and consumer are
+ * pinned to two different ones (pair i: the i-th two, wrapping around):
+ * left to the scheduler, a pair ran on one core in some runs and on two in
+ * others, and every allocator was 5-10x faster on one (no cache line
+ * crosses cores), so the time was bimodal (run spread 778% in one make
+ * bench on a 2-core machine).  Pinned, the workload measures what it is
+ * for: blocks and their pages' metadata moving between cores.
+ *
  * SPDX-License-Identifier: MIT OR Apache-2.0
  */
+#define _GNU_SOURCE /* sched_getaffinity, pthread_setaffinity_np */
 #include "bench.h"
 
 #include <pthread.h>
@@ -43,9 +52,30 @@ static void backoff(unsigned *spins)
     }
 }
 
+/* The CPUs this process may run on, in order, and their number. */
+static int cpus[CPU_SETSIZE], ncpus;
+
+static void pin(long slot)
+{
+    if (ncpus < 2)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpus[slot % ncpus], &set);
+    if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0)
+        bench_fail("xmalloc", "pthread_setaffinity_np");
+}
+
+struct role {
+    struct pair *q;
+    long slot;
+};
+
 static void *producer(void *arg)
 {
-    struct pair *q = arg;
+    const struct role *r = arg;
+    pin(r->slot);
+    struct pair *q = r->q;
     size_t head = 0, tail_seen = 0;
     for (unsigned long long n = 0; n < ops; n++) {
         size_t sz = rng_range(&q->rng, minsz, maxsz);
@@ -67,7 +97,9 @@ static void *producer(void *arg)
 
 static void *consumer(void *arg)
 {
-    struct pair *q = arg;
+    const struct role *r = arg;
+    pin(r->slot);
+    struct pair *q = r->q;
     size_t tail = 0, head_seen = 0;
     for (unsigned long long n = 0; n < ops; n++) {
         unsigned spins = 0;
@@ -98,9 +130,16 @@ int main(int argc, char **argv)
     if (ringsz < 2 || (ringsz & (ringsz - 1)) != 0)
         bench_fail("xmalloc", "RING must be a power of two >= 2");
 
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0)
+        for (int c = 0; c < CPU_SETSIZE; c++)
+            if (CPU_ISSET(c, &allowed))
+                cpus[ncpus++] = c;
+
     struct pair *q = aligned_alloc(64, (size_t)pairs * sizeof *q);
     pthread_t *tid = malloc((size_t)pairs * 2 * sizeof *tid);
-    if (!q || !tid)
+    struct role *role = malloc((size_t)pairs * 2 * sizeof *role);
+    if (!q || !tid || !role)
         bench_fail("xmalloc", "out of memory");
     for (long i = 0; i < pairs; i++) {
         atomic_init(&q[i].head, 0);
@@ -112,8 +151,10 @@ int main(int argc, char **argv)
         q[i].rng = rng_seed((uint64_t)i + 1);
     }
     for (long i = 0; i < pairs; i++) {
-        if (pthread_create(&tid[2 * i], NULL, consumer, &q[i]) != 0 ||
-            pthread_create(&tid[2 * i + 1], NULL, producer, &q[i]) != 0)
+        role[2 * i] = (struct role){&q[i], 2 * i + 1};
+        role[2 * i + 1] = (struct role){&q[i], 2 * i};
+        if (pthread_create(&tid[2 * i], NULL, consumer, &role[2 * i]) != 0 ||
+            pthread_create(&tid[2 * i + 1], NULL, producer, &role[2 * i + 1]) != 0)
             bench_fail("xmalloc", "pthread_create");
     }
     for (long i = 0; i < 2 * pairs; i++)
@@ -122,6 +163,7 @@ int main(int argc, char **argv)
         free(q[i].ring);
     free(q);
     free(tid);
+    free(role);
     report_ops((unsigned long long)pairs * ops);
     return 0;
 }
