@@ -94,7 +94,7 @@ WORKLOADS = [
     W("larson", "4 chains of threads replacing objects, handing them on",
       ["@larson", 4, 50, 100000, 1000, 16, 1024],
       ["@larson", 4, 10, 50000, 1000, 16, 1024]),
-    W("xmalloc", "producer thread mallocs, consumer thread frees",
+    W("xmalloc", "producer thread mallocs, consumer thread frees (two CPUs)",
       ["@xmalloc", 1, 3000000, 16, 512],
       ["@xmalloc", 1, 300000, 16, 512]),
     W("cache-thrash", "2 threads write their own 8-byte objects (active false sharing)",
