@@ -47,22 +47,47 @@ static _Atomic size_t depot_total; /* bytes of blocks in the depot */
 
 static void depot_forget_all(void);
 
+/* Is p among the blocks of class d?  Without the lock a thread may look
+ * for a block it is freeing: whoever took p from the depot before handing
+ * it to us did so before (a take lowers count before p can be freed
+ * again), so a match is p freed twice, never a stale slot. */
+static bool depot_holds(const struct depot_class *d, const void *p)
+{
+    uint32_t n = __atomic_load_n(&d->count, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 0; i < n && i < DEPOT_SLOTS; i++)
+        if (__atomic_load_n(&d->block[i], __ATOMIC_RELAXED) == p)
+            return true;
+    return false;
+}
+
 /* A block of `size` bytes (its page's remote_size: the class is known
- * without reading the owner's cache line) into the depot, or false. */
-bool depot_put(segment_t *seg, size_t size, void *p)
+ * without reading the owner's cache line) into the depot, or false.  A
+ * block freed twice in a row by other threads is reported (emma(7): every
+ * build reports that), whether its first free left it here or on its
+ * page's remote list. */
+bool depot_put(segment_t *seg, page_t *page, size_t size, void *p, const char *func)
 {
     if (seg->flags & SEG_PRIVATE)
         return false;
     struct depot_class *d = &depot[class_of_size(size)];
+    if (unlikely(atomic_load_explicit(&page->thread_free, memory_order_relaxed) == p))
+        emma_fatal(func, "double free", p);
     if (atomic_load_explicit(&depot_total, memory_order_relaxed) + size >
             DEPOT_MAX_BYTES(policy_free_bound) ||
-        d->count == DEPOT_SLOTS || !gen_lock_try(&d->lock, depot_forget_all))
+        d->count == DEPOT_SLOTS || !gen_lock_try(&d->lock, depot_forget_all)) {
+        if (unlikely(depot_holds(d, p)))
+            emma_fatal(func, "double free", p);
         return false;
+    }
+    if (unlikely(depot_holds(d, p))) {
+        gen_unlock(&d->lock);
+        emma_fatal(func, "double free", p);
+    }
     bool kept = d->count < DEPOT_SLOTS;
     if (kept) {
-        d->block[d->count] = p;
+        __atomic_store_n(&d->block[d->count], p, __ATOMIC_RELAXED);
         d->put_at[d->count] = now_ticks();
-        d->count++;
+        __atomic_store_n(&d->count, d->count + 1, __ATOMIC_RELEASE);
         atomic_fetch_add_explicit(&depot_total, size, memory_order_relaxed);
     }
     gen_unlock(&d->lock);
@@ -76,7 +101,8 @@ void *depot_take(heap_t *h, unsigned c)
         return NULL;
     void *b = NULL;
     if (d->count) {
-        b = d->block[--d->count]; /* the newest: likeliest still cached */
+        b = d->block[d->count - 1]; /* the newest: likeliest still cached */
+        __atomic_store_n(&d->count, d->count - 1, __ATOMIC_RELAXED);
         atomic_fetch_sub_explicit(&depot_total, class_size(c), memory_order_relaxed);
     }
     gen_unlock(&d->lock);
@@ -102,10 +128,10 @@ size_t depot_release(uint64_t before)
             n++;
         }
         for (unsigned i = n; i < d->count; i++) {
-            d->block[i - n] = d->block[i];
+            __atomic_store_n(&d->block[i - n], d->block[i], __ATOMIC_RELAXED);
             d->put_at[i - n] = d->put_at[i];
         }
-        d->count -= n;
+        __atomic_store_n(&d->count, d->count - n, __ATOMIC_RELAXED);
         gen_unlock(&d->lock);
         size_t size = class_size(c);
         atomic_fetch_sub_explicit(&depot_total, n * size, memory_order_relaxed);

@@ -69,7 +69,7 @@ void page_free_remote(segment_t *seg, page_t *page, block_t *b, const char *func
 static EMMA_NOINLINE void free_big_remote(segment_t *seg, page_t *page, void *p, size_t size,
                                           const char *func)
 {
-    if (depot_put(seg, size, p))
+    if (depot_put(seg, page, size, p, func))
         return;
     page_free_remote(seg, page, (block_t *)p, func);
     if (remote_count(size))

@@ -468,7 +468,7 @@ EMMA_HIDDEN void page_free_remote(segment_t *seg, page_t *page, block_t *b, cons
 /* depot.c: blocks of medium and large classes (DEPOT_MIN bytes and more)
  * freed by threads that do not own their page, for any thread to take. */
 #define DEPOT_MIN (SMALL_MAX + 1)
-EMMA_HIDDEN bool depot_put(segment_t *seg, size_t size, void *p);
+EMMA_HIDDEN bool depot_put(segment_t *seg, page_t *page, size_t size, void *p, const char *func);
 EMMA_HIDDEN void *depot_take(heap_t *h, unsigned c);
 EMMA_HIDDEN size_t depot_release(uint64_t before);
 EMMA_HIDDEN void depot_stats(size_t *blocks);

@@ -1043,6 +1043,35 @@ static void df_remote(void)
     _exit(a == b ? 4 : 0);
 }
 
+/* The same with blocks above 8 KiB, whose frees by other threads go to
+ * the depot (depot.c) while it has room, else to their page. */
+static size_t dfrb_size;
+
+static void df_remote_big(void)
+{
+    void *p = malloc(dfrb_size);
+    for (int i = 0; i < 2; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, dfr_free, p) != 0)
+            _exit(3);
+        pthread_join(t, NULL);
+    }
+    void *a = malloc(dfrb_size), *b = malloc(dfrb_size); /* the depot's, else the page's */
+    _exit(a == b ? 4 : 0);
+}
+
+static void df_remote_16k(void)
+{
+    dfrb_size = 16384;
+    df_remote_big();
+}
+
+static void df_remote_600k(void)
+{
+    dfrb_size = 600000;
+    df_remote_big();
+}
+
 /* Freed by its owner, whose page then went back to its segment (the
  * page's blocks all free, and another page of the class has room), then
  * freed again by another thread: the remote path reads the page's
@@ -1084,6 +1113,10 @@ static void df_remote_released(void)
 START_TEST(t_double_free_detected)
 {
     expect_double_free_abort(df_remote, "free", "freed by two other threads in turn (48 B)");
+    expect_double_free_abort(df_remote_16k, "free",
+                             "freed by two other threads in turn (16 KiB, the depot's)");
+    expect_double_free_abort(df_remote_600k, "free",
+                             "freed by two other threads in turn (600000 B, the depot's)");
     expect_double_free_abort(df_remote_released, "free",
                              "freed by its owner, page released, then by another thread");
     expect_double_free_abort(df_free, "free", "free twice (64 B)");
