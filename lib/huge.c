@@ -753,6 +753,11 @@ void *huge_alloc(size_t size, size_t align, bool zero, heap_t *self)
     }
     if (!seg)
         return NULL;
+    /* the header page and the block's first page (nearly every block has
+     * its start written) in one system call rather than two page faults
+     * (bench maps: perf stat task-clock 81-88 -> 74-84 ms) */
+    if (offset == OS_PAGE_SIZE)
+        os_populate(seg, 2 * OS_PAGE_SIZE);
     if (!huge_init(seg, map_size, reserve, offset, map_align)) {
         os_unmap(seg, reserve);
         return NULL;
