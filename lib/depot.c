@@ -45,7 +45,40 @@ static _Atomic size_t depot_total; /* bytes of blocks in the depot */
 /* At most this many bytes wait in the depot, process-wide. */
 #define DEPOT_MAX_BYTES(bound) ((bound) / 4)
 
-static void depot_forget_all(void);
+/* A class whose lock was taken over from a holder that died (or was lost
+ * in a fork) mid-operation, mended under that lock: each block kept once
+ * (a depot_release that dies mid-shift leaves some twice; the blocks it
+ * was sending home are lost with it, still counted as out by their pages:
+ * a leak, never a block handed out twice).  The other classes are not
+ * touched: their holders may be at work. */
+static void depot_mend(struct depot_class *d)
+{
+    uint32_t kept = 0, n = d->count < DEPOT_SLOTS ? d->count : DEPOT_SLOTS;
+    for (uint32_t i = 0; i < n; i++) {
+        bool dup = false;
+        for (uint32_t j = 0; j < kept && !dup; j++)
+            dup = d->block[j] == d->block[i];
+        if (!dup) {
+            __atomic_store_n(&d->block[kept], d->block[i], __ATOMIC_RELAXED);
+            d->put_at[kept++] = d->put_at[i];
+        }
+    }
+    __atomic_store_n(&d->count, kept, __ATOMIC_RELEASE);
+}
+
+/* Try-lock class d, mending it if its lock was taken over: the lock
+ * words' generation scheme counts every take-over in locks_recovered, so
+ * a count that moved across our try means one may have been ours (or
+ * another lock's at the same time: then the mend finds nothing to do). */
+static bool depot_lock(struct depot_class *d)
+{
+    size_t recovered = atomic_load_explicit(&locks_recovered, memory_order_relaxed);
+    if (!gen_lock_try(&d->lock, NULL))
+        return false;
+    if (unlikely(atomic_load_explicit(&locks_recovered, memory_order_relaxed) != recovered))
+        depot_mend(d);
+    return true;
+}
 
 /* Is p among the blocks of class d?  Without the lock a thread may look
  * for a block it is freeing: whoever took p from the depot before handing
@@ -74,7 +107,7 @@ bool depot_put(segment_t *seg, page_t *page, size_t size, void *p, const char *f
         emma_fatal(func, "double free", p);
     if (atomic_load_explicit(&depot_total, memory_order_relaxed) + size >
             DEPOT_MAX_BYTES(policy_free_bound) ||
-        d->count == DEPOT_SLOTS || !gen_lock_try(&d->lock, depot_forget_all)) {
+        d->count == DEPOT_SLOTS || !depot_lock(d)) {
         if (unlikely(depot_holds(d, p)))
             emma_fatal(func, "double free", p);
         return false;
@@ -97,7 +130,7 @@ bool depot_put(segment_t *seg, page_t *page, size_t size, void *p, const char *f
 void *depot_take(heap_t *h, unsigned c)
 {
     struct depot_class *d = &depot[c];
-    if (h->is_private || d->count == 0 || !gen_lock_try(&d->lock, depot_forget_all))
+    if (h->is_private || d->count == 0 || !depot_lock(d))
         return NULL;
     void *b = NULL;
     if (d->count) {
@@ -119,7 +152,7 @@ size_t depot_release(uint64_t before)
     for (unsigned c = 1; c < CLASS_COUNT; c++) {
         struct depot_class *d = &depot[c];
         if (d->count == 0 || (before != UINT64_MAX && d->put_at[0] >= before) ||
-            !gen_lock_try(&d->lock, depot_forget_all))
+            !depot_lock(d))
             continue;
         void *gone[DEPOT_SLOTS];
         unsigned n = 0;
@@ -151,9 +184,7 @@ void depot_stats(size_t *blocks)
         blocks[c] = depot[c].count;
 }
 
-/* After teardown (every segment unmapped), or when a lock was held by a
- * thread lost in a fork: forget the blocks (in the latter case their pages
- * keep them counted as out: a leak beats a corruption). */
+/* After teardown (every segment unmapped): forget the blocks. */
 static void depot_forget_all(void)
 {
     for (unsigned c = 1; c < CLASS_COUNT; c++)
