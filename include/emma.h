@@ -119,8 +119,12 @@ struct emma_stats {
     size_t heaps_live;          /* heaps whose owner thread is alive (TLS),
                                    or heaps in service (--disable-tls) */
     size_t heaps_reclaimed;     /* times a dead thread's heap was adopted */
-    size_t heaps_abandoned;     /* heaps never to be reused (owner died
-                                   inside emma, or did not survive fork) */
+    size_t heaps_abandoned;     /* heaps never to be adopted by another
+                                   thread: the owner died inside emma, or
+                                   the heap was owned when this process was
+                                   forked (in a fork child this counts the
+                                   forking thread's own heap too, which it
+                                   keeps using) */
     size_t purges;              /* madvise(MADV_DONTNEED) calls that gave
                                    memory back */
     size_t bytes_purged;        /* bytes they covered */
