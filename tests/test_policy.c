@@ -721,14 +721,23 @@ START_TEST(t_small_at_map_limit)
         if (!h)
             _exit(10);
         free(h);
-        /* use up the mapping count: one-page mappings that cannot merge */
+        /* use up the mapping count: one-page mappings that cannot merge.
+         * The cached huge mapping is taken and freed again every 1024 of
+         * them: a mapping cached for 16 decay times gives its address
+         * space back (emma(7)), and under load, or with a short
+         * EMMA_DECAY_MS, this loop can take that long (exit 13 without it
+         * at EMMA_DECAY_MS=1). */
         long pages = 0;
         for (;;) {
             void *m = mmap(NULL, 4096, (pages & 1) ? PROT_READ : PROT_NONE,
                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
             if (m == MAP_FAILED)
                 break;
-            pages++;
+            if (++pages % 1024 == 0) {
+                if (!(h = malloc(3 * TU_MIB)))
+                    _exit(14);
+                free(h);
+            }
         }
         if (pages < 1000)
             _exit(11);
@@ -744,7 +753,7 @@ START_TEST(t_small_at_map_limit)
         free(h);
         _exit(0);
     }
-    tu_wait_exit0(pid, "child at the mapping limit (12: small malloc failed, 13: huge)");
+    tu_wait_exit0(pid, "child at the mapping limit (12: small malloc failed, 13: huge, 14: huge while mapping)");
 }
 END_TEST
 
