@@ -13,7 +13,7 @@
  * instead, and an allocation of its class takes it back before it takes a
  * fresh page, whichever thread it is: memory goes where it is needed, as
  * with tcmalloc's central lists.  For its page the block is still out
- * (counted in page->used); it goes home (page_free_remote, as the free
+ * (counted in page->used); it goes home (remote_push, as the free
  * would have sent it) when the depot is full, when it has waited there for
  * the decay time (policy.c's decay pass), and at trim.  At most a quarter
  * of policy_free_bound (8 MiB by default) waits in the depot; like free
@@ -95,16 +95,14 @@ static bool depot_holds(const struct depot_class *d, const void *p)
 
 /* A block of `size` bytes (its page's remote_size: the class is known
  * without reading the owner's cache line) into the depot, or false.  A
- * block freed twice in a row by other threads is reported (emma(7): every
- * build reports that), whether its first free left it here or on its
- * page's remote list. */
+ * block freed twice by other threads is reported (emma(7)), whether its
+ * first free left it here or on its page's remote list (which remote_push
+ * checks for a block the depot refuses). */
 bool depot_put(segment_t *seg, page_t *page, size_t size, void *p, const char *func)
 {
     if (seg->flags & SEG_PRIVATE)
         return false;
     struct depot_class *d = &depot[class_of_size(size)];
-    if (unlikely(atomic_load_explicit(&page->thread_free, memory_order_relaxed) == p))
-        emma_fatal(func, "double free", p);
     if (atomic_load_explicit(&depot_total, memory_order_relaxed) + size >
             DEPOT_MAX_BYTES(policy_free_bound) ||
         d->count == DEPOT_SLOTS || !depot_lock(d)) {
@@ -112,7 +110,9 @@ bool depot_put(segment_t *seg, page_t *page, size_t size, void *p, const char *f
             emma_fatal(func, "double free", p);
         return false;
     }
-    if (unlikely(depot_holds(d, p))) {
+    /* refused, the block goes to its page's list, whose push checks that
+     * list (free.c); kept, it must not be on it */
+    if (unlikely(depot_holds(d, p) || remote_listed_now(seg, page, p))) {
         gen_unlock(&d->lock);
         emma_fatal(func, "double free", p);
     }
@@ -170,7 +170,7 @@ size_t depot_release(uint64_t before)
         atomic_fetch_sub_explicit(&depot_total, n * size, memory_order_relaxed);
         for (unsigned i = 0; i < n; i++) {
             segment_t *seg = segment_of(gone[i]);
-            page_free_remote(seg, page_of(seg, gone[i]), (block_t *)gone[i], "free");
+            remote_push(seg, page_of(seg, gone[i]), (block_t *)gone[i], "free");
         }
         bytes += n * size;
     }

@@ -37,31 +37,129 @@ static EMMA_NOINLINE void free_huge(segment_t *seg, void *p, const char *func)
     slow_leave_self(h, st);
 }
 
-/* Lock-free push of a block freed by a thread that does not own the page.
- * The first block to arrive also pushes the page onto its heap's
- * remote_pages stack; a page is on that stack exactly while its
- * thread_free list is non-empty, and only the owner empties both (page.c's
- * heap_collect_remote), with exchanges, so neither stack can suffer ABA. */
-static inline void remote_push(segment_t *seg, page_t *page, block_t *b, const char *func)
+/* The tag a remote free leaves in its block's second word (every block
+ * has two): a block whose second word is the tag of its page's current
+ * list is likely on that list, freed already.  A different value per page
+ * and per list (tf_gen moves whenever a list is taken, internal.h's
+ * tf_take), so the tag a block kept from an earlier free does not match
+ * once that free was collected; the address of a page descriptor, which
+ * no block holds, with the generation in its high half (and the secret of
+ * the links with hardening), is no pointer a program keeps, and other
+ * data matches by chance about once in 2^64 frees (costing one walk of
+ * the list, remote_listed, never a false report). */
+static inline uintptr_t remote_tag(const page_t *page, uint32_t gen)
 {
-    block_t *old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
-    do {
-        if (unlikely(old == b)) /* freed twice in a row: a cycle otherwise */
-            emma_fatal(func, "double free", b);
-        link_set(b, old ? old : PAGE_END(page));
-    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, b,
-                                                    memory_order_release, memory_order_relaxed));
-    if (old != NULL)
-        return;
-    /* Our block pins the page, but reclaim.c may hand its segment to
-     * another heap meanwhile: the old owner's collect then forwards it. */
+    return ((uintptr_t)page ^ ((uintptr_t)gen << 32)) ^ link_key();
+}
+
+static inline uintptr_t *tag_word(block_t *b) { return (uintptr_t *)b + 1; }
+
+/* The word of a list with b pushed onto the list of word old. */
+static inline uintptr_t tf_pushed(uintptr_t old, block_t *b)
+{
+    return (((old >> TF_SHIFT) + 1) << TF_SHIFT) | (uintptr_t)b;
+}
+
+/* Block b carries the tag of its page's list of generation gen: is it on
+ * that list?  Walked from the head (at most the count of blocks it holds,
+ * each link checked to stay inside the page), and trusted only if the
+ * generation has not moved meanwhile: then nobody took the list while we
+ * read it (tf_take moves it before it takes the list, x86-64 keeps stores
+ * in order and loads in order), so what we read were its links, not data
+ * written into blocks handed out since. */
+static EMMA_NOINLINE EMMA_COLD bool remote_listed(segment_t *seg, page_t *page, block_t *b,
+                                                   uint32_t gen)
+{
+    uintptr_t w = atomic_load_explicit(&page->thread_free, memory_order_acquire);
+    uintptr_t area = (uintptr_t)seg + ((uintptr_t)(page - seg->pages) << seg->page_shift);
+    uintptr_t end = area + ((uintptr_t)1 << seg->page_shift) - sizeof(block_t);
+    block_t *x = tf_head(w);
+    bool found = false;
+    for (uint32_t n = tf_count(w); n > 0 && x && !found; n--) {
+        if ((uintptr_t)x < area || (uintptr_t)x > end)
+            break;
+        found = x == b;
+        x = (block_t *)((uintptr_t)__atomic_load_n(&x->next, __ATOMIC_RELAXED) ^ link_key());
+    }
+    atomic_thread_fence(memory_order_acquire);
+    return found && atomic_load_explicit(&page->tf_gen, memory_order_relaxed) == gen;
+}
+
+bool remote_listed_now(segment_t *seg, page_t *page, block_t *b)
+{
+    uint32_t gen = atomic_load_explicit(&page->tf_gen, memory_order_relaxed);
+    return __atomic_load_n(tag_word(b), __ATOMIC_RELAXED) == remote_tag(page, gen) &&
+           remote_listed(seg, page, b, gen);
+}
+
+/* The first block of a list: it is the list's last block (for the
+ * collect; the stack's push orders it).  Our block pins the page, but
+ * reclaim.c may hand its segment to another heap meanwhile: the old
+ * owner's collect then forwards it. */
+static inline void remote_list_started(segment_t *seg, page_t *page, block_t *b)
+{
+    page->thread_tail = b;
     remote_pages_push(atomic_load_explicit((_Atomic(heap_t *) *)&seg->heap, memory_order_acquire),
                       page);
 }
 
-void page_free_remote(segment_t *seg, page_t *page, block_t *b, const char *func)
+/* remote_push for a block that carried (`seen`) its page's current tag,
+ * a list whose count is full, or a push that lost a race: reported if the
+ * block is on the list, else pushed. */
+static EMMA_NOINLINE EMMA_COLD void remote_push_slow(segment_t *seg, page_t *page, block_t *b,
+                                                      uintptr_t seen, const char *func)
 {
-    remote_push(seg, page, b, func);
+    uintptr_t old = atomic_load_explicit(&page->thread_free, memory_order_acquire);
+    do {
+        uint32_t gen = atomic_load_explicit(&page->tf_gen, memory_order_relaxed);
+        uintptr_t tag = remote_tag(page, gen);
+        /* more frees than the page has blocks: some block freed twice */
+        if ((seen == tag && remote_listed(seg, page, b, gen)) ||
+            tf_count(old) >= PAGE_MAX_BLOCKS)
+            emma_fatal(func, "double free", b);
+        block_t *head = tf_head(old);
+        link_set(b, head ? head : PAGE_END(page));
+        __atomic_store_n(tag_word(b), tag, __ATOMIC_RELAXED);
+    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, tf_pushed(old, b),
+                                                    memory_order_release, memory_order_acquire));
+    if (old == 0)
+        remote_list_started(seg, page, b);
+}
+
+/* Lock-free push of a block freed by a thread that does not own the page,
+ * counted in the list's word (types.h: TF_*) and tagged (remote_tag).  A
+ * block found on the list already (its tag, then the list) is being freed
+ * twice: reported, where the push would make the list a cycle.  The first
+ * block to arrive also pushes the page onto its heap's remote_pages
+ * stack; a page is on that stack exactly while its thread_free list is
+ * non-empty, and only the owner empties both (page.c's
+ * heap_collect_remote), with exchanges, so neither stack can suffer ABA.
+ * One attempt here, every other case in remote_push_slow (which also
+ * stops a count about to overflow: a list of more blocks than a page has
+ * holds a block twice, which the owner's collect reports too).  Inline
+ * in free_generic, its one caller on the way of every remote free. */
+__attribute__((always_inline)) inline void remote_push(segment_t *seg, page_t *page, block_t *b,
+                                                       const char *func)
+{
+    uintptr_t old = atomic_load_explicit(&page->thread_free, memory_order_acquire);
+    uintptr_t seen = __atomic_load_n(tag_word(b), __ATOMIC_RELAXED);
+    /* after the word: a list taken since carries a newer generation */
+    uintptr_t tag = remote_tag(page, atomic_load_explicit(&page->tf_gen, memory_order_relaxed));
+    if (unlikely(seen == tag)) {
+        remote_push_slow(seg, page, b, seen, func);
+        return;
+    }
+    block_t *head = tf_head(old);
+    link_set(b, head ? head : PAGE_END(page));
+    __atomic_store_n(tag_word(b), tag, __ATOMIC_RELAXED);
+    if (unlikely(!atomic_compare_exchange_strong_explicit(&page->thread_free, &old,
+                                                          tf_pushed(old, b), memory_order_release,
+                                                          memory_order_relaxed))) {
+        remote_push_slow(seg, page, b, seen, func);
+        return;
+    }
+    if (old == 0)
+        remote_list_started(seg, page, b);
 }
 
 /* A remote free of a block above SMALL_MAX: to the depot (depot.c), else
@@ -71,7 +169,7 @@ static EMMA_NOINLINE void free_big_remote(segment_t *seg, page_t *page, void *p,
 {
     if (depot_put(seg, page, size, p, func))
         return;
-    page_free_remote(seg, page, (block_t *)p, func);
+    remote_push(seg, page, (block_t *)p, func);
     if (remote_count(size))
         policy_remote_step();
 }
@@ -111,7 +209,7 @@ void free_generic(void *p, const char *func)
         free_big_remote(seg, page, p, size, func); /* a tail call: no frame here */
         return;
     }
-    remote_push(seg, page, (block_t *)p, func); /* inline: one call site */
+    remote_push(seg, page, (block_t *)p, func);
     if (unlikely(remote_count(size)))
         policy_remote_step();
 }

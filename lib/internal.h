@@ -164,6 +164,19 @@ EMMA_HIDDEN void page_free_local_slow_marked(heap_t *h, page_t *page);
 EMMA_HIDDEN void page_mark_full(heap_t *h, page_t *page);
 EMMA_HIDDEN void heap_collect_remote(heap_t *h);
 EMMA_HIDDEN void remote_pages_push(heap_t *h, page_t *page);
+
+/* Take a page's list of remote frees (types.h: TF_*) for its owner or a
+ * reclaimer that took the page off its heap's remote_pages stack.  The
+ * list's generation moves first: the tags (free.c's remote_tag) of the
+ * blocks taken stop matching before any of them can be handed out. */
+static inline uintptr_t tf_take(page_t *page)
+{
+    atomic_store_explicit(&page->tf_gen,
+                          atomic_load_explicit(&page->tf_gen, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    return atomic_exchange_explicit(&page->thread_free, 0, memory_order_acq_rel);
+}
+
 /* Under h->collect_lock: take h's remote_pages stack, and step through it
  * (the journal that lets a holder's death lose one page, not the stack). */
 EMMA_HIDDEN page_t *remote_pages_take(heap_t *h);
@@ -463,7 +476,11 @@ EMMA_HIDDEN size_t usable_size(const void *p);
 EMMA_HIDDEN void mem_copy(void *dst, const void *src, size_t n);
 EMMA_HIDDEN void mem_zero(void *dst, size_t n);
 EMMA_HIDDEN void free_generic(void *p, const char *func);
-EMMA_HIDDEN void page_free_remote(segment_t *seg, page_t *page, block_t *b, const char *func);
+/* Push b onto its page's list of remote frees (types.h: TF_*), reporting
+ * a block that is on it already; is b on it (freed by another thread, not
+ * collected yet)? */
+EMMA_HIDDEN void remote_push(segment_t *seg, page_t *page, block_t *b, const char *func);
+EMMA_HIDDEN bool remote_listed_now(segment_t *seg, page_t *page, block_t *b);
 
 /* depot.c: blocks of medium and large classes (DEPOT_MIN bytes and more)
  * freed by threads that do not own their page, for any thread to take. */

@@ -103,7 +103,6 @@
 #define page_extend emma__page_extend
 #define page_free_local_slow emma__page_free_local_slow
 #define page_free_local_slow_marked emma__page_free_local_slow_marked
-#define page_free_remote emma__page_free_remote
 #define page_init emma__page_init
 #define page_mark_full emma__page_mark_full
 #define page_park emma__page_park
@@ -151,6 +150,8 @@
 #define remote_pages_push emma__remote_pages_push
 #define remote_pages_next emma__remote_pages_next
 #define remote_pages_take emma__remote_pages_take
+#define remote_listed_now emma__remote_listed_now
+#define remote_push emma__remote_push
 #define segment_header_size emma__segment_header_size
 #define segment_move emma__segment_move
 #define segment_purge_page emma__segment_purge_page

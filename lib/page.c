@@ -143,7 +143,11 @@ void page_init(page_t *page, unsigned c)
     page->capacity = 0;
     page->free = PAGE_END(page);
     page->local_free = NULL;
-    atomic_store_explicit(&page->thread_free, NULL, memory_order_relaxed);
+    atomic_store_explicit(&page->thread_free, 0, memory_order_relaxed);
+    /* blocks of the page's previous use keep their tags: not this use's */
+    atomic_store_explicit(&page->tf_gen,
+                          atomic_load_explicit(&page->tf_gen, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     page->used = 0;
     page->absent = 0;
     page->scanned_used = 0; /* "never scanned": see policy.c's page_sparse */
@@ -254,17 +258,22 @@ EMMA_NORETURN EMMA_COLD void remote_double_free(const void *p)
     emma_fatal("free", "double free (found among other threads' frees)", p);
 }
 
+/* The blocks of a remote-free list, without walking it: their number is
+ * in its word, its last block in thread_tail (free.c's remote_push),
+ * read before the list is taken: a free that finds the list empty
+ * afterwards starts a new one and rewrites it. */
 static void page_collect_thread_free(heap_t *h, page_t *page)
 {
-    block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
+    block_t *tail = page->thread_tail;
+    uintptr_t w = tf_take(page);
+    block_t *list = tf_head(w);
+    uint32_t n = tf_count(w);
     if (!list)
         return; /* cannot happen: a page is on the stack while its list is not empty */
-    uint32_t n = 1;
-    block_t *tail = list, *end = PAGE_END(page);
-    for (block_t *b; (b = link_get(tail)) != end; tail = b)
-        if (unlikely(++n > page->used))
-            remote_double_free(b);
-    link_set(tail, page->local_free ? page->local_free : end);
+    if (unlikely(n > page->used))
+        remote_double_free(list);
+    if (page->local_free)
+        link_set(tail, page->local_free);
     page->local_free = list;
     page->used -= n;
     page_free_local_slow(h, page);

@@ -350,7 +350,7 @@ void policy_before_fresh_page(heap_t *h)
 static bool page_sparse(const page_t *page)
 {
     if (page->slow_at == SLOW_AT_HELD || page->in_full ||
-        atomic_load_explicit(&page->thread_free, memory_order_relaxed) != NULL)
+        atomic_load_explicit(&page->thread_free, memory_order_relaxed) != 0)
         return false;
     uint32_t freed = page->scanned_used - page->used; /* wraps when never scanned */
     size_t free_bytes = (size_t)(page->capacity - page->used) * page->block_size;
@@ -383,7 +383,7 @@ bool policy_thin_page(heap_t *h, page_t *page)
 bool policy_thin_cold(const page_t *page)
 {
     if (page->slow_at == SLOW_AT_HELD || page->in_full ||
-        atomic_load_explicit(&page->thread_free, memory_order_relaxed) != NULL)
+        atomic_load_explicit(&page->thread_free, memory_order_relaxed) != 0)
         return false;
     uint32_t freed = page->scanned_used - page->used;
     return (size_t)freed * page->block_size >= COLD_MIN_FREED;

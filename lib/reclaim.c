@@ -98,17 +98,22 @@ static size_t purge_page(page_t *page)
     return touched;
 }
 
-/* Give a remote-free list back to its page (prepended to what arrived
- * meanwhile); if the page had none left, it goes back on the stack. */
-static void give_back(heap_t *h, page_t *page, block_t *list, block_t *tail)
+/* Give a remote-free list of n blocks back to its page (prepended to
+ * what arrived meanwhile); if the page had none left, it goes back on the
+ * stack. */
+static void give_back(heap_t *h, page_t *page, block_t *list, block_t *tail, uint32_t n)
 {
-    block_t *old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
+    uintptr_t old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
     do {
-        link_set(tail, old ? old : PAGE_END(page));
-    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, list,
+        link_set(tail, old ? tf_head(old) : PAGE_END(page));
+    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old,
+                                                    (uintptr_t)list + (old & ~(TF_ONE - 1)) +
+                                                        n * TF_ONE,
                                                     memory_order_release, memory_order_relaxed));
-    if (old == NULL)
+    if (old == 0) {
+        page->thread_tail = tail;
         remote_pages_push(h, page);
+    }
 }
 
 /* Blocks of remote-free lists counted per call of reclaim_remote_emptied:
@@ -160,12 +165,14 @@ static size_t reclaim_remote_emptied(heap_t *h, bool purge)
     while (page) {
         page_t *next = remote_pages_next(h, page); /* before the page can be re-pushed */
         uint32_t reserved = PEEK(page->reserved);
-        if (segment_of_page(page)->heap != h || !PEEK(page->in_full) || reserved > budget) {
+        if (segment_of_page(page)->heap != h || !PEEK(page->in_full) || reserved > budget ||
+            tf_count(atomic_load_explicit(&page->thread_free, memory_order_relaxed)) != reserved) {
             remote_pages_push(h, page); /* the owner's (who forwards a moved one) */
             page = next;
             continue;
         }
-        block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
+        uintptr_t w = tf_take(page);
+        block_t *list = tf_head(w);
         uint32_t count = 1;
         block_t *tail = list, *end = PAGE_END(page);
         for (block_t *b; (b = link_get(tail)) != end; tail = b)
@@ -173,7 +180,7 @@ static size_t reclaim_remote_emptied(heap_t *h, bool purge)
                 remote_double_free(b);
         budget -= count;
         if (count != reserved || !release_emptied(h, page, purge, &n))
-            give_back(h, page, list, tail);
+            give_back(h, page, list, tail, tf_count(w));
         page = next;
     }
     gen_unlock(&h->collect_lock);

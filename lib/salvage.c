@@ -140,7 +140,7 @@ static void take_remote_frees(heap_t *h)
             page = next;
             continue;
         }
-        block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
+        block_t *list = tf_head(tf_take(page));
         if (list && page->in_use == 1 && page->capacity <= PAGE_MAX_BLOCKS) {
             /* check the list before splicing it: the end is PAGE_END */
             block_map_t map = {{0}};

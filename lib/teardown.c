@@ -30,7 +30,7 @@ static bool segment_idle(segment_t *seg, void *arg)
         if (!page->in_use)
             continue;
         uint32_t remote = 0;
-        block_t *b = atomic_load_explicit(&page->thread_free, memory_order_acquire);
+        block_t *b = tf_head(atomic_load_explicit(&page->thread_free, memory_order_acquire));
         for (; b && b != PAGE_END(page); b = link_get(b))
             if (++remote > page->reserved) /* a block freed twice: keep it all */
                 return false;

@@ -140,8 +140,12 @@ typedef struct page {
     uint32_t reserved;           /* blocks that fit */
     struct page *next, *prev;    /* bin queue */
     /* second cache line: other threads, and rarely used state */
-    _Alignas(64) _Atomic(block_t *) thread_free; /* frees by other threads; NULL: empty */
+    _Alignas(64) _Atomic uintptr_t thread_free; /* frees by other threads: their list's head
+                                    and how many (TF_* below); 0: none */
     struct page *remote_next;    /* link in heap->remote_pages */
+    block_t *thread_tail;        /* last block of thread_free's list: set by whoever
+                                    made the list non-empty, before it pushed the page
+                                    onto remote_pages */
     uint32_t dirty;              /* free page: bytes that may be resident */
     uint32_t absent;             /* blocks purged off the free list (sparse.c) */
     uint64_t freed_at;           /* free page: when (now_ticks) */
@@ -152,11 +156,25 @@ typedef struct page {
     uint32_t remote_size;        /* block_size while in use, else 0: what a remote
                                     free reads, so that it never reads the first
                                     line, which the owner writes at every malloc */
+    _Atomic uint32_t tf_gen;     /* thread_free's lists taken so far (internal.h:
+                                    tf_take), part of the tag remote frees leave */
 } page_t;
 
 /* The end of a page's lists, and what a pop parks in page->free while it
  * takes the head (alloc.h): the page itself, never a block. */
 #define PAGE_END(page) ((block_t *)(page))
+
+/* page_t.thread_free: the head of the list of other threads' frees in the
+ * low TF_SHIFT bits (user addresses, and so emma's memory, lie below
+ * 2^47: os.c's address map), their number above, so that the owner's
+ * collect knows it without walking the list (each of whose blocks another
+ * core wrote last: a cache miss per block, one after the other).  A page
+ * has at most PAGE_MAX_BLOCKS blocks (internal.h): a count that would pass
+ * it means a block freed twice. */
+#define TF_SHIFT 48
+#define TF_ONE ((uintptr_t)1 << TF_SHIFT)
+static inline block_t *tf_head(uintptr_t w) { return (block_t *)((w << (64 - TF_SHIFT)) >> (64 - TF_SHIFT)); }
+static inline uint32_t tf_count(uintptr_t w) { return (uint32_t)(w >> TF_SHIFT); }
 
 /* page_t.in_use of a quarantined heap's page whose lists salvage.c found
  * broken: never used again (its blocks still out may be freed). */

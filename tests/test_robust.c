@@ -1110,6 +1110,72 @@ static void df_remote_released(void)
     _exit(0);
 }
 
+#if EMMA_CONFIG_TLS || EMMA_CONFIG_CHECKS
+/* Freed twice by another thread with another block freed in between
+ * (A, B, A): the second free finds A on its page's list of other threads'
+ * frees (its tag, then the list), before that list becomes a cycle, and
+ * aborts there, the owner idle.  (Without TLS a thread that can lock the
+ * owner's heap frees as its owner would, where only boundary checks see
+ * this: emma(7).) */
+static void *dfb_free(void *arg)
+{
+    void **v = arg;
+    free(v[0]);
+    free(v[1]);
+    free(v[0]);
+    return NULL;
+}
+
+static void df_remote_between(void)
+{
+    void *v[2] = {malloc(48), malloc(48)};
+    pthread_t t;
+    if (!v[0] || !v[1] || pthread_create(&t, NULL, dfb_free, v) != 0)
+        _exit(3);
+    pthread_join(t, NULL);
+    _exit(5); /* not reported at the free */
+}
+
+/* The same above 8 KiB, the second free kept by the depot: A's first
+ * free finds the depot's class full (16 blocks) and goes to its page's
+ * list; emma_trim sends the depot's blocks home, onto that list in front
+ * of A; the depot then takes A again unless it looks for A on the list. */
+enum { DFD_N = 17 };
+
+static void *dfd_free(void *arg)
+{
+    void **v = arg;
+    for (int i = 1; i < DFD_N; i++)
+        free(v[i]);
+    free(v[0]);
+    emma_trim();
+    free(v[0]);
+    return NULL;
+}
+
+static void df_remote_depot(void)
+{
+    void *v[DFD_N];
+    for (int i = 0; i < DFD_N; i++)
+        if (!(v[i] = malloc(16384)))
+            _exit(3);
+    pthread_t t;
+    if (pthread_create(&t, NULL, dfd_free, v) != 0)
+        _exit(3);
+    pthread_join(t, NULL);
+    _exit(5);
+}
+
+START_TEST(t_double_free_remote_between)
+{
+    expect_double_free_abort(df_remote_between, "free",
+                             "freed by another thread, another block in between (48 B)");
+    expect_double_free_abort(df_remote_depot, "free",
+                             "freed by another thread to its page, then to the depot (16 KiB)");
+}
+END_TEST
+#endif
+
 START_TEST(t_double_free_detected)
 {
     expect_double_free_abort(df_remote, "free", "freed by two other threads in turn (48 B)");
@@ -1313,6 +1379,11 @@ int main(void)
     add(s, "first_alloc_room", t_first_alloc_room, 30);
     add(s, "owns_races_unmap", t_owns_races_unmap, 30);
     add(s, "double_free_detected", t_double_free_detected, 30);
+#if EMMA_CONFIG_TLS || EMMA_CONFIG_CHECKS
+    add(s, "double_free_remote_between", t_double_free_remote_between, 30);
+#else
+    fprintf(stderr, "# SKIP double_free_remote_between: without TLS a free may lock the owner's heap\n");
+#endif
 #if EMMA_CONFIG_HARDENING
     add(s, "hardening_forged_link", t_hardening_forged_link, 30);
 #endif

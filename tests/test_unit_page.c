@@ -121,7 +121,7 @@ START_TEST(t_parked_page_drained_remotely)
     for (size_t i = 0; i < sc.n[0]; i++) {
         if (!sc.v[0][i])
             continue;
-        page_free_remote(segment_of(sc.v[0][i]), sc.page[0], (block_t *)sc.v[0][i], "free");
+        remote_push(segment_of(sc.v[0][i]), sc.page[0], (block_t *)sc.v[0][i], "free");
         sc.v[0][i] = NULL;
     }
     TU_ASSERT(sc.page[0]->in_use);
@@ -132,4 +132,54 @@ START_TEST(t_parked_page_drained_remotely)
 }
 END_TEST
 
-TU_MAIN("unit_page", "page", 60, t_sparse_pages_drain, t_fullest_parked_page_first, t_parked_page_drained_remotely)
+/* Remote frees are counted in their list's word and the list's last block
+ * is noted (free.c's remote_push), so the owner's collect takes them
+ * without walking them: a second list goes in front of the blocks the
+ * first collect left on local_free, each block once, the count exact.
+ * Until the owner collects it, a pushed block is found on its page's list
+ * (remote_listed_now, the double-free check), and not after. */
+START_TEST(t_remote_lists_collected)
+{
+    scene_t sc = fill_pages();
+    page_t *page = sc.page[1];
+    size_t n = sc.n[1], pushed = 0;
+    for (int round = 0; round < 2; round++) {
+        size_t before = pushed;
+        for (size_t i = 1 + (size_t)round; i < n; i += 2) {
+            segment_t *seg = segment_of(sc.v[1][i]);
+            remote_push(seg, page, (block_t *)sc.v[1][i], "free");
+            TU_ASSERT(remote_listed_now(seg, page, (block_t *)sc.v[1][i]));
+            pushed++;
+        }
+        uintptr_t w = atomic_load(&page->thread_free);
+        TU_ASSERT_MSG(tf_count(w) == pushed - before, "round %d: count %u, want %zu", round,
+                      tf_count(w), pushed - before);
+        heap_collect_remote(sc.h);
+        TU_ASSERT(atomic_load(&page->thread_free) == 0);
+        TU_ASSERT_MSG(page->used == n - pushed, "used %u, want %zu", page->used, n - pushed);
+        for (size_t i = 1 + (size_t)round; i < n; i += 2)
+            TU_ASSERT(!remote_listed_now(segment_of(sc.v[1][i]), page, (block_t *)sc.v[1][i]));
+    }
+    TU_ASSERT(pushed == n - 1);
+    /* local_free: every block but v[1][0], once each, then PAGE_END */
+    char *seen = calloc(n, 1);
+    TU_ASSERT(seen != NULL);
+    size_t count = 0;
+    for (block_t *b = page->local_free; b != PAGE_END(page); b = link_get(b)) {
+        size_t i = (size_t)((uint8_t *)b - page->start) / page->block_size;
+        TU_ASSERT_MSG(i > 0 && i < n && (uint8_t *)b == page->start + i * page->block_size &&
+                          !seen[i],
+                      "block %zu on local_free twice or foreign", i);
+        seen[i] = 1;
+        count++;
+    }
+    TU_ASSERT_MSG(count == n - 1, "local_free holds %zu of %zu blocks", count, n - 1);
+    free(seen);
+    for (size_t i = 1; i < n; i++)
+        sc.v[1][i] = NULL;
+    check_survivors(&sc);
+}
+END_TEST
+
+TU_MAIN("unit_page", "page", 60, t_sparse_pages_drain, t_fullest_parked_page_first, t_parked_page_drained_remotely,
+        t_remote_lists_collected)
