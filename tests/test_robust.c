@@ -1139,13 +1139,16 @@ static void df_remote_between(void)
 /* The same above 8 KiB, the second free kept by the depot: A's first
  * free finds the depot's class full (16 blocks) and goes to its page's
  * list; emma_trim sends the depot's blocks home, onto that list in front
- * of A; the depot then takes A again unless it looks for A on the list. */
-enum { DFD_N = 17 };
+ * of A; the depot then takes A again unless it looks for A on the list.
+ * One more block stays live, so that the page is never released (and
+ * emma_trim never unmaps it) whoever frees the others: with boundary
+ * checks and without TLS the thread may free as the owner. */
+enum { DFD_N = 18 };
 
 static void *dfd_free(void *arg)
 {
     void **v = arg;
-    for (int i = 1; i < DFD_N; i++)
+    for (int i = 1; i < DFD_N - 1; i++)
         free(v[i]);
     free(v[0]);
     emma_trim();
