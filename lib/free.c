@@ -43,13 +43,13 @@ static EMMA_NOINLINE void free_huge(segment_t *seg, void *p, const char *func)
  * and per list (tf_gen moves whenever a list is taken, internal.h's
  * tf_take), so the tag a block kept from an earlier free does not match
  * once that free was collected; the address of a page descriptor, which
- * no block holds, with the generation in its high half (and the secret of
- * the links with hardening), is no pointer a program keeps, and other
- * data matches by chance about once in 2^64 frees (costing one walk of
- * the list, remote_listed, never a false report). */
+ * no block holds, with the generation in its high half, is no pointer a
+ * program keeps.  A match is only a reason to look: data that matches by
+ * chance, or a forged tag, costs one walk of the list (remote_listed),
+ * never a false report, so the tag needs no secret. */
 static inline uintptr_t remote_tag(const page_t *page, uint32_t gen)
 {
-    return ((uintptr_t)page ^ ((uintptr_t)gen << 32)) ^ link_key();
+    return (uintptr_t)page ^ ((uintptr_t)gen << 32);
 }
 
 static inline uintptr_t *tag_word(block_t *b) { return (uintptr_t *)b + 1; }
@@ -174,6 +174,15 @@ static EMMA_NOINLINE void free_big_remote(segment_t *seg, page_t *page, void *p,
         policy_remote_step();
 }
 
+/* A remote free that makes the calling thread due for a remote step: the
+ * push, then the step (which may give back the block's page). */
+static EMMA_NOINLINE void free_remote_stepping(segment_t *seg, page_t *page, void *p,
+                                               const char *func)
+{
+    remote_push(seg, page, (block_t *)p, func);
+    policy_remote_step();
+}
+
 /* Everything free_validated() does not do inline: with TLS its caller has
  * already found that the calling thread does not own the block. */
 void free_generic(void *p, const char *func)
@@ -209,8 +218,11 @@ void free_generic(void *p, const char *func)
         free_big_remote(seg, page, p, size, func); /* a tail call: no frame here */
         return;
     }
+    /* counted first: nothing is live across the push's calls (no frame) */
+    if (unlikely(remote_count(size))) {
+        free_remote_stepping(seg, page, p, func);
+        return;
+    }
     remote_push(seg, page, (block_t *)p, func);
-    if (unlikely(remote_count(size)))
-        policy_remote_step();
 }
 
