@@ -162,11 +162,43 @@ __attribute__((always_inline)) inline void remote_push(segment_t *seg, page_t *p
         remote_list_started(seg, page, b);
 }
 
-/* A remote free of a block above SMALL_MAX: to the depot (depot.c), else
- * home as any remote free. */
+/* A free of a block above SMALL_MAX by a thread that does not own its
+ * page: a shared heap's block (heap.c) under that heap's lock; else to the
+ * depot (depot.c), else home as any remote free. */
 static EMMA_NOINLINE void free_big_remote(segment_t *seg, page_t *page, void *p, size_t size,
                                           const char *func)
 {
+    heap_t *owner = atomic_load_explicit((_Atomic(heap_t *) *)&seg->heap, memory_order_relaxed);
+    if (owner && heap_is_shared(owner)) {
+        /* a shared heap's block: freed under its lock, inside its slow
+         * path (a signal handler meanwhile keeps off the shared heaps; a
+         * death here has it quarantined: heap.c), else (taken: never
+         * wait; or a signal handler that interrupted this thread inside
+         * emma, which does no policy work) pushed to the page's remote
+         * list, which the lock's holder collects when it unlocks */
+        if (!call_interrupted() && shared_trylock(owner)) {
+            slow_state st = slow_enter(owner);
+            heap_free_local(owner, page, p, func);
+            slow_leave(owner, st);
+            shared_unlock(owner);
+            return;
+        }
+        if (unlikely(__atomic_load_n(&page->free, __ATOMIC_RELAXED) == (block_t *)p))
+            emma_fatal(func, "double free", p);
+        remote_push(seg, page, (block_t *)p, func);
+        /* the holder may have unlocked before our push: then it did not
+         * see the block, and we collect it (heap.c, shared_unlock) */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (!call_interrupted() && shared_trylock(owner)) {
+            slow_state st = slow_enter(owner);
+            heap_collect_remote(owner);
+            slow_leave(owner, st);
+            shared_unlock(owner);
+        }
+        if (remote_count(size))
+            policy_remote_step();
+        return;
+    }
     if (depot_put(seg, page, size, p, func))
         return;
     remote_push(seg, page, (block_t *)p, func);
@@ -198,7 +230,9 @@ void free_generic(void *p, const char *func)
      * heap is likely in use, and fighting over its lock and its free list
      * (producer/consumer) costs more than one push on the remote list. */
     heap_t *h = seg->heap;
-    if (h == preferred_heap() && heap_trylock(h)) {
+    /* (NULL: a pooled segment, the block freed already; so is a thread's
+     * preferred slot before its first allocation) */
+    if (h == preferred_heap() && h && heap_trylock(h)) {
         heap_free_local(h, page, p, func);
         heap_unlock(h);
         return;

@@ -63,6 +63,7 @@ void heap_delete(heap_t *h) { os_unmap(h, HEAP_MAP_SIZE); }
 #if EMMA_CONFIG_TLS
 static void spare_heaps_forget(void);
 #endif
+static void shared_heaps_forget(void);
 
 /* emma_teardown: unmap every heap's metadata and forget them all (their
  * memory is gone already); the calling thread starts afresh. */
@@ -74,9 +75,10 @@ void heap_teardown(void)
         heap_delete(h);
         h = next;
     }
+    shared_heaps_forget(); /* unmapped with the rest just now */
 #if EMMA_CONFIG_TLS
     tls_heap = &heap_empty;
-    spare_heaps_forget(); /* unmapped with the rest just now */
+    spare_heaps_forget();
 #else
     for (unsigned i = 0; i < HEAP_SLOTS; i++)
         atomic_store(&heap_slots[i], NULL);
@@ -98,6 +100,64 @@ heap_t *heap_map(size_t extra)
         return NULL;
     heap_reset(h);
     return h;
+}
+
+/* The shared heaps (internal.h: heap_lock_shared): made on demand, each
+ * behind a try-lock. */
+static _Atomic(heap_t *) shared_heaps[SHARED_HEAPS];
+
+heap_t *heap_lock_shared(unsigned i, bool probe)
+{
+    heap_t *h = atomic_load_explicit(&shared_heaps[i], memory_order_acquire);
+    if (h) {
+        if (!(probe ? gen_lock_try_as(&h->lock, NULL, EMMA_CONFIG_TLS) : shared_trylock(h)))
+            return NULL;
+        if (likely(!h->busy))
+            return h; /* a dead holder outside a slow path left it whole */
+        /* taken over from a holder that died (or was lost in a fork)
+         * inside a slow path: maybe half updated.  Never used again (kept
+         * locked); with TLS salvage.c recovers its pages. */
+#if EMMA_CONFIG_TLS
+        heap_quarantine(h);
+#endif
+    }
+    heap_t *fresh = heap_new();
+    if (!fresh)
+        return NULL;
+    fresh->spare = SPARE_SHARED;
+    atomic_store(&fresh->lock, gen_word(EMMA_CONFIG_TLS));
+    if (atomic_compare_exchange_strong(&shared_heaps[i], &h, fresh)) {
+        heap_list_push(fresh);
+        return fresh;
+    }
+    heap_delete(fresh);
+    return h && shared_trylock(h) ? h : NULL;
+}
+
+void shared_unlock(heap_t *h)
+{
+    /* a few rounds: frees keep coming while others allocate, and a taken
+     * collect_lock (a reclaimer's) would make this spin */
+    for (unsigned k = 0;; k++) {
+        /* an exchange, a full barrier: the load below is not done before
+         * the lock is seen free (free.c pushes, then tries the lock) */
+        atomic_exchange_explicit(&h->lock, 0, memory_order_seq_cst);
+        if (k == 4 || atomic_load_explicit(&h->remote_pages, memory_order_seq_cst) == NULL ||
+            !shared_trylock(h))
+            return;
+        slow_state st = slow_enter(h);
+        heap_collect_remote(h);
+        slow_leave(h, st);
+    }
+}
+
+heap_t *heap_shared(unsigned i) { return atomic_load_explicit(&shared_heaps[i], memory_order_acquire); }
+
+/* emma_teardown: the shared heaps were unmapped with the rest. */
+static void shared_heaps_forget(void)
+{
+    for (unsigned i = 0; i < SHARED_HEAPS; i++)
+        atomic_store(&shared_heaps[i], NULL);
 }
 
 #if EMMA_CONFIG_TLS

@@ -331,6 +331,28 @@ EMMA_HIDDEN void heap_reset(heap_t *h);
 EMMA_HIDDEN heap_t *heap_acquire_for_thread(void);
 EMMA_HIDDEN heap_t *heap_list_first(void);
 EMMA_HIDDEN bool heap_take_if_dead(heap_t *h, uint32_t tid);
+/* The shared heaps: blocks of the classes above SHARED_MIN come from them,
+ * whichever thread asks (alloc.c) and frees (free.c), each used under its
+ * lock, only ever try-locked (shared_trylock: the lock word names its
+ * holder, as the policy's locks do, with TLS).  heap_lock_shared(i) is
+ * shared heap i locked (made on first use), or NULL if it is taken or
+ * cannot be made; with `probe`, a lock whose holder died or was lost in
+ * a fork is taken over, and a heap such a holder left in the middle of a
+ * slow path is quarantined and replaced.  heap_t.spare is SPARE_SHARED
+ * for them (1 for the signal handlers'). */
+#define SHARED_HEAPS 1
+#define SPARE_SHARED 2
+#define SHARED_MIN (SMALL_MAX + 1) /* the classes above CLASS_SMALL_LAST */
+EMMA_HIDDEN heap_t *heap_lock_shared(unsigned i, bool probe);
+/* Shared heap i, unlocked, or NULL if not made yet. */
+EMMA_HIDDEN heap_t *heap_shared(unsigned i);
+static inline bool heap_is_shared(const heap_t *h) { return h->spare == SPARE_SHARED; }
+static inline bool shared_trylock(heap_t *h) { return gen_trylock_as(&h->lock, EMMA_CONFIG_TLS); }
+/* Unlock, then collect the frees other threads pushed to the heap's
+ * pages' remote lists meanwhile, finding its lock taken (free.c: such a
+ * free tries the lock again after its push, so every pushed block is
+ * collected by the pusher or by the holder it found). */
+EMMA_HIDDEN void shared_unlock(heap_t *h);
 
 #if EMMA_CONFIG_TLS
 /* tls_heap: the thread's heap, or heap_empty before its first allocation,

@@ -51,6 +51,8 @@
 #define heap_empty emma__heap_empty
 #define heap_list_first emma__heap_list_first
 #define heap_lock_any emma__heap_lock_any
+#define heap_lock_shared emma__heap_lock_shared
+#define heap_shared emma__heap_shared
 #define heap_lock_spare emma__heap_lock_spare
 #define heap_new emma__heap_new
 #define heap_map emma__heap_map
@@ -128,6 +130,7 @@
 #define policy_resident emma__policy_resident
 #define policy_resident_add emma__policy_resident_add
 #define policy_resident_sub emma__policy_resident_sub
+#define policy_shared_heaps emma__policy_shared_heaps
 #define policy_teardown emma__policy_teardown
 #define policy_thin_page emma__policy_thin_page
 #define policy_thin_cold emma__policy_thin_cold
@@ -166,6 +169,7 @@
 #define segment_page_release emma__segment_page_release
 #define segment_reset emma__segment_reset
 #define segment_unmap emma__segment_unmap
+#define shared_unlock emma__shared_unlock
 #define sparse_pass emma__sparse_pass
 #define tls_heap emma__tls_heap
 #define tls_slow_heap emma__tls_slow_heap

@@ -3,6 +3,7 @@
  * full, and the owner collecting other threads' frees (pushed by free.c).
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
+#include "policy.h"
 
 /* Sizes <= DIRECT_MAX map to direct[] slots lo..hi of class c. */
 static void direct_update(heap_t *h, unsigned c)
@@ -194,7 +195,11 @@ void page_extend(page_t *page)
  * small: up to HOLD_MAX or the blocks of a first carving (page_extend),
  * whichever is more; a page that took more (a burst of blocks of its
  * class, all freed) goes back to its segment, where its memory counts as
- * free and policy.c bounds it process-wide. */
+ * free and policy.c bounds it process-wide.  A thread's heap holds no page
+ * of a class the shared heaps serve (one it took when their lock stayed
+ * taken, alloc.c): up to 1 MiB per class and thread otherwise (bench
+ * mstress, 8 threads: 15-30 MiB of held pages at the peak); the shared
+ * heap holds its own as any heap does. */
 #define HOLD_MAX ((size_t)64 << 10)
 static void page_retire(heap_t *h, page_t *page)
 {
@@ -202,7 +207,8 @@ static void page_retire(heap_t *h, page_t *page)
     segment_t *seg = segment_of_page(page);
     size_t carved = (size_t)page->capacity * page->block_size;
     if (q->first == page && q->last == page && !h->parked[page->class_idx].first &&
-        seg->kind != KIND_XLARGE && (carved <= HOLD_MAX || page->capacity <= 4)) {
+        seg->kind != KIND_XLARGE && (carved <= HOLD_MAX || page->capacity <= 4) &&
+        !(page->block_size >= SHARED_MIN && heap_uses_shared(h))) {
         page->slow_at = SLOW_AT_HELD;
         return;
     }

@@ -26,6 +26,18 @@ EMMA_HIDDEN extern uint64_t policy_decay_ticks;
  * reuse them at once (a warm program may keep up to policy_free_bound).
  * Default 4 MiB. */
 EMMA_HIDDEN extern size_t policy_huge_cold_bytes;
+/* Blocks above SMALL_MAX come from the shared heaps (internal.h:
+ * heap_lock_shared).  Default true; white-box tests that drive one heap
+ * with big blocks turn it off. */
+EMMA_HIDDEN extern bool policy_shared_heaps;
+/* Does h take its big blocks from the shared heaps?  A thread's heap
+ * with TLS (without, heaps are shared already, and a dead holder of a
+ * shared heap's lock could not be told from a live one); never a private
+ * heap, a spare one or a shared one. */
+static inline bool heap_uses_shared(const heap_t *h)
+{
+    return config_tls && policy_shared_heaps && !h->is_private && !h->spare;
+}
 
 /* The least time between two sparse passes of a heap (sparse.c), in
  * time-stamp counter ticks: about 20-60 ms on current x86. */

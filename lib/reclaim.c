@@ -220,10 +220,15 @@ size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
     if (h->spare) {
         /* a signal handlers' heap (heap.c): has no owner, is used under
          * its lock; never handed on */
-        if (!heap_trylock(h))
+        /* (a shared heap's lock names its holder: heap.c) */
+        bool shared = heap_is_shared(h);
+        if (!(shared ? shared_trylock(h) : heap_trylock(h)))
             return 0;
         size_t n = trim_held(NULL, h, before, all);
-        heap_unlock(h);
+        if (shared)
+            shared_unlock(h);
+        else
+            heap_unlock(h);
         return n;
     }
     uint32_t w = atomic_load(&h->owner);

@@ -273,6 +273,8 @@ typedef struct heap {
     struct segment *huge_blocks;         /* private: its huge blocks */
     struct segment *lost_segments;       /* private: quarantined (heap_private.c) */
     uint32_t fork_gen;                   /* private: lock_generation when last checked */
+    struct heap *borrower;               /* shared (heap.c): the heap of the thread
+                                            allocating from it now (alloc.c) */
 } heap_t;
 
 /* A heap's metadata mapping; a private heap's is followed by one page that

@@ -283,10 +283,69 @@ START_TEST(t_depot_goes_home_at_trim)
 }
 END_TEST
 
+#if EMMA_CONFIG_TLS
+/* Blocks above 8 KiB come from one shared heap (lib/heap.c,
+ * heap_lock_shared; with TLS only), whoever allocates them: a block freed
+ * by the very thread that allocated it (its own free, no remote list)
+ * serves another thread's next allocation of its class while the first
+ * thread idles.  Before, that free went back to the first thread's own
+ * page, and the other thread took a fresh page of its own (every thread
+ * kept pages of every big class it used: bench mstress). */
+static const size_t shared_sizes[] = {20000, 200000, 700000};
+#define SHARED_N (sizeof shared_sizes / sizeof shared_sizes[0])
+static char *shared_kept[SHARED_N], *shared_freed[SHARED_N];
+
+static void *shared_owner(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < SHARED_N; i++) {
+        shared_kept[i] = malloc(shared_sizes[i]);
+        shared_freed[i] = malloc(shared_sizes[i]);
+        TU_ASSERT(shared_kept[i] != NULL && shared_freed[i] != NULL);
+        memset(shared_kept[i], 0x11, shared_sizes[i]);
+        memset(shared_freed[i], 0x22, shared_sizes[i]);
+        free(shared_freed[i]); /* by its own thread */
+    }
+    made_then_wait(1);
+    return NULL;
+}
+
+START_TEST(t_shared_heap_serves_another_thread)
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, shared_owner, NULL), 0); /* stays, idle */
+    pthread_mutex_lock(&mu);
+    while (made < 1)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    for (size_t i = 0; i < SHARED_N; i++) {
+        char *q = malloc(shared_sizes[i]);
+        ck_assert_msg(q == shared_freed[i],
+                      "%zu bytes: main got %p, not the block its idle owner freed (%p)",
+                      shared_sizes[i], (void *)q, (void *)shared_freed[i]);
+        memset(q, 0x33, shared_sizes[i]);
+        ck_assert_int_eq(shared_kept[i][0], 0x11);
+        ck_assert_int_eq(shared_kept[i][shared_sizes[i] - 1], 0x11);
+        free(q);
+        free(shared_kept[i]);
+    }
+    pthread_mutex_lock(&mu);
+    released = 1;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+END_TEST
+#endif
+
 int main(void)
 {
     const TTest *const tests[] = {t_remote_free_dead_owners, t_remote_free_idle_owners,
                                   t_remote_free_by_free_only_thread,
-                                  t_depot_serves_another_thread, t_depot_goes_home_at_trim, NULL};
+                                  t_depot_serves_another_thread, t_depot_goes_home_at_trim,
+#if EMMA_CONFIG_TLS
+                                  t_shared_heap_serves_another_thread,
+#endif
+                                  NULL};
     return tu_run_case("remote", "remote", 10, tests);
 }

@@ -248,6 +248,7 @@ END_TEST
 START_TEST(t_thin_big_blocks)
 {
     const size_t size = 16384;
+    policy_shared_heaps = false; /* the blocks in sc.h, not the shared heap */
     scene_t sc = fill_three_pages(size);
     void *freed_blocks[64];
     size_t freed;
