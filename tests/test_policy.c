@@ -144,6 +144,30 @@ static size_t work_until_rss_below(size_t limit, double seconds)
 
 /* ------------------------------------------------------------------ */
 
+/* Fresh pages of another class (what runs sparse passes: sparse.c), and a
+ * 2 ms nap. */
+static void other_class_work(void)
+{
+        void *q[256];
+        for (int i = 0; i < 256; i++)
+            TU_ASSERT((q[i] = malloc(1000)) != NULL);
+        for (int i = 0; i < 256; i++)
+            free(q[i]);
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+}
+
+/* other_class_work until RSS is at most `limit` or `seconds` passed;
+ * returns the last RSS. */
+static size_t other_work_until_rss(size_t limit, double seconds)
+{
+    double end = now_s() + seconds;
+    size_t r;
+    while ((r = tu_rss()) > limit && now_s() < end)
+        other_class_work();
+    return r;
+}
+
 /* A size the program stopped using: 24 MiB of 256-byte blocks, of which
  * one per 16 KiB survives (so no page empties and no page is ever walked
  * by allocation again, which is what parks a page).  Their free OS pages
@@ -165,23 +189,58 @@ START_TEST(t_cold_class_thinned)
         if (i % KEEP)
             free(p[i]);
     size_t full = tu_rss(); /* about 22.5 MiB free and resident */
-    double end = now_s() + 3.0;
-    size_t r;
-    while ((r = tu_rss()) > full - 12 * TU_MIB && now_s() < end) {
-        void *q[256];
-        for (int i = 0; i < 256; i++)
-            TU_ASSERT((q[i] = malloc(1000)) != NULL);
-        for (int i = 0; i < 256; i++)
-            free(q[i]);
-        struct timespec ts = {0, 2 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
+    size_t r = other_work_until_rss(full - 12 * TU_MIB, 3.0);
     ck_assert_msg(r <= full - 12 * TU_MIB, "RSS %zu KiB, %zu KiB with the blocks just freed",
                   r / 1024, full / 1024);
     for (int i = 0; i < N; i += KEEP)
         TU_ASSERT(((unsigned char *)p[i])[SZ - 1] == 1);
     for (int i = 0; i < N; i += KEEP)
         free(p[i]);
+    free(p);
+}
+END_TEST
+
+/* A page thinned once goes on being thinned as its survivors die.  24 MiB
+ * of 256-byte blocks, one in 8 kept: every OS page still holds two live
+ * blocks, so the first scan of each (now parked) page gives nothing back.
+ * Then all but one in 64 die: three OS pages in four hold only free
+ * blocks.  Before, a page was scanned again only once a quarter of its
+ * capacity had been freed since its last scan, which a page scanned at an
+ * eighth used never reaches: those 18 MiB stayed resident for good. */
+START_TEST(t_sparse_page_rethinned)
+{
+    enum { N = 24 * 1024 * 4, SZ = 256, Q = 512 };
+    void **p = malloc(N * sizeof *p);
+    void **warm = malloc(Q * sizeof *warm);
+    TU_ASSERT(p != NULL && warm != NULL);
+    for (int i = 0; i < N; i++) {
+        p[i] = malloc(SZ);
+        TU_ASSERT(p[i] != NULL);
+        memset(p[i], 1, SZ);
+    }
+    for (int i = 0; i < N; i++)
+        if (i % 8)
+            free(p[i]);
+    /* allocation of the class walks its queue: the sparse pages park */
+    for (int i = 0; i < Q; i++)
+        TU_ASSERT((warm[i] = malloc(SZ)) != NULL);
+    /* sparse passes (fresh pages of another class) scan them, give nothing */
+    for (double end = now_s() + 0.5; now_s() < end;)
+        other_class_work();
+    for (int i = 0; i < N; i++)
+        if (i % 8 == 0 && i % 64)
+            free(p[i]);
+    size_t full = tu_rss();
+    size_t r = other_work_until_rss(full - 12 * TU_MIB, 3.0);
+    ck_assert_msg(r <= full - 12 * TU_MIB, "RSS %zu KiB, %zu KiB with the blocks just freed",
+                  r / 1024, full / 1024);
+    for (int i = 0; i < N; i += 64)
+        TU_ASSERT(((unsigned char *)p[i])[SZ - 1] == 1);
+    for (int i = 0; i < N; i += 64)
+        free(p[i]);
+    for (int i = 0; i < Q; i++)
+        free(warm[i]);
+    free(warm);
     free(p);
 }
 END_TEST
@@ -763,7 +822,7 @@ int main(void)
         t_trim_other_thread, t_malloc_trim, t_dead_thread_reclaimed, t_idle_owner_remote_free,
         t_huge_cache_bound, t_huge_warm_decays, t_bound_threads_free_together, t_bound_everything_idle,
         t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_oom_retry, t_small_at_map_limit,
-        t_cold_class_thinned,
+        t_cold_class_thinned, t_sparse_page_rethinned,
         EMMA_CONFIG_TLS ? t_dead_thread_pages_reused : NULL, NULL};
     return tu_run_case("policy", "policy", 60, tests);
 }
