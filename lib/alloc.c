@@ -158,7 +158,7 @@ static void *alloc_in(heap_t *h, size_t size, size_t align)
                                        : huge_alloc(size, align, false, h);
     heap_collect_remote(h);
     unsigned c = class_for(size, align);
-    if (c > CLASS_SMALL_LAST && alloc_shares(h)) { /* class_size(c) >= SHARED_MIN */
+    if (class_size(c) >= SHARED_MIN && alloc_shares(h)) {
         void *b = alloc_shared(h, c);
         if (b)
             return b;

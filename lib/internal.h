@@ -342,7 +342,13 @@ EMMA_HIDDEN bool heap_take_if_dead(heap_t *h, uint32_t tid);
  * for them (1 for the signal handlers'). */
 #define SHARED_HEAPS 1
 #define SPARE_SHARED 2
-#define SHARED_MIN (SMALL_MAX + 1) /* the classes above CLASS_SMALL_LAST */
+/* Blocks above 64 KiB only (the large and extra large classes): below, a
+ * tight malloc+free loop of 16-32 KiB blocks ran 2.5-3x slower behind the
+ * lock (bench/tight 1 3000000 16384,32768 1: 0.25-0.83 s against
+ * 0.13-0.53 s without it), while the medium classes' share of bench
+ * mstress's peak was small (69-72 MiB served from 64 KiB up, 59-63 MiB
+ * from 8 KiB up, 112-115 MiB with no shared heap). */
+#define SHARED_MIN (MEDIUM_MAX + 1)
 EMMA_HIDDEN heap_t *heap_lock_shared(unsigned i, bool probe);
 /* Shared heap i, unlocked, or NULL if not made yet. */
 EMMA_HIDDEN heap_t *heap_shared(unsigned i);

@@ -26,7 +26,7 @@ EMMA_HIDDEN extern uint64_t policy_decay_ticks;
  * reuse them at once (a warm program may keep up to policy_free_bound).
  * Default 4 MiB. */
 EMMA_HIDDEN extern size_t policy_huge_cold_bytes;
-/* Blocks above SMALL_MAX come from the shared heaps (internal.h:
+/* Blocks above SHARED_MIN come from the shared heaps (internal.h:
  * heap_lock_shared).  Default true; white-box tests that drive one heap
  * with big blocks turn it off. */
 EMMA_HIDDEN extern bool policy_shared_heaps;

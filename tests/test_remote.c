@@ -291,7 +291,7 @@ END_TEST
  * thread idles.  Before, that free went back to the first thread's own
  * page, and the other thread took a fresh page of its own (every thread
  * kept pages of every big class it used: bench mstress). */
-static const size_t shared_sizes[] = {20000, 200000, 700000};
+static const size_t shared_sizes[] = {100000, 200000, 700000};
 #define SHARED_N (sizeof shared_sizes / sizeof shared_sizes[0])
 static char *shared_kept[SHARED_N], *shared_freed[SHARED_N];
 
@@ -347,5 +347,5 @@ int main(void)
                                   t_shared_heap_serves_another_thread,
 #endif
                                   NULL};
-    return tu_run_case("remote", "remote", 10, tests);
+    return tu_run_case("remote", "remote", 20, tests);
 }
