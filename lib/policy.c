@@ -412,7 +412,8 @@ void policy_before_fresh_page(heap_t *h)
  * scan (4 KiB at least) freed since.  A quarter of its capacity, as before,
  * is more than a page scanned at an eighth used can ever free: such pages
  * were thinned once and then kept every OS page their dying survivors
- * left empty (bench frag: peak RSS 124.4 -> 120.9 MiB). */
+ * left empty (bench frag at load 6-9: peak RSS 124.4 -> 120.9 MiB; on a
+ * quiet machine the same, 127-131 MiB: passes go by the clock). */
 static bool page_sparse(const page_t *page)
 {
     if (page->slow_at == SLOW_AT_HELD || page->in_full ||
