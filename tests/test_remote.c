@@ -57,6 +57,15 @@ static void made_then_wait(int wait)
     pthread_mutex_unlock(&mu);
 }
 
+/* Let every thread idling in made_then_wait go on. */
+static void let_go(void)
+{
+    pthread_mutex_lock(&mu);
+    released = 1;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -109,10 +118,7 @@ static void release_workers(void)
 {
     if (!stay)
         return;
-    pthread_mutex_lock(&mu);
-    released = 1;
-    pthread_cond_broadcast(&cv);
-    pthread_mutex_unlock(&mu);
+    let_go();
     for (int i = 0; i < WORKERS; i++)
         ck_assert_int_eq(pthread_join(workers[i].t, NULL), 0);
 }
@@ -259,10 +265,7 @@ START_TEST(t_depot_serves_another_thread)
     free(q);
     free(depot_blocks[0]);
     free(depot_blocks[2]);
-    pthread_mutex_lock(&mu);
-    released = 1;
-    pthread_cond_broadcast(&cv);
-    pthread_mutex_unlock(&mu);
+    let_go();
     ck_assert_int_eq(pthread_join(t, NULL), 0);
 }
 END_TEST
@@ -284,7 +287,7 @@ START_TEST(t_depot_goes_home_at_trim)
 END_TEST
 
 #if EMMA_CONFIG_TLS
-/* Blocks above 8 KiB come from one shared heap (lib/heap.c,
+/* Blocks above 64 KiB come from one shared heap (lib/heap.c,
  * heap_lock_shared; with TLS only), whoever allocates them: a block freed
  * by the very thread that allocated it (its own free, no remote list)
  * serves another thread's next allocation of its class while the first
@@ -329,10 +332,7 @@ START_TEST(t_shared_heap_serves_another_thread)
         free(q);
         free(shared_kept[i]);
     }
-    pthread_mutex_lock(&mu);
-    released = 1;
-    pthread_cond_broadcast(&cv);
-    pthread_mutex_unlock(&mu);
+    let_go();
     ck_assert_int_eq(pthread_join(t, NULL), 0);
 }
 END_TEST
