@@ -72,12 +72,9 @@ static inline __attribute__((always_inline)) void *alloc_class(heap_t *h, unsign
         if (b)
             return b;
     }
-    policy_before_fresh_page(h);
-    page = segment_page_alloc(h, class_kind(c));
+    page = page_fresh(h, c);
     if (!page)
         return NULL;
-    page_init(page, c);
-    page_extend(page);
     bin_push_front(h, page);
     return page_pop(page);
 }

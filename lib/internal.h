@@ -130,6 +130,10 @@ static inline void link_set(block_t *b, const block_t *next)
 /* segment.c: segments, their pages, purging free pages                */
 
 EMMA_HIDDEN page_t *segment_page_alloc(heap_t *h, enum segment_kind kind);
+/* the same, with c nonzero a page last used for class c first, now being
+ * now_ticks() (page_fresh) */
+EMMA_HIDDEN page_t *segment_page_alloc_class(heap_t *h, enum segment_kind kind, unsigned c,
+                                             uint64_t now);
 EMMA_HIDDEN void segment_page_release(heap_t *h, page_t *page);
 /* segment_page_release without the policy's event, for a caller holding
  * h->seg_lock (reclaim.c, releasing a page for its owner) */
@@ -153,6 +157,7 @@ EMMA_HIDDEN void segment_salvaged(segment_t *seg);
 
 EMMA_HIDDEN void page_init(page_t *page, unsigned c);
 EMMA_HIDDEN void page_extend(page_t *page);
+EMMA_HIDDEN page_t *page_fresh(heap_t *h, unsigned c);
 EMMA_HIDDEN void bin_push_front(heap_t *h, page_t *page);
 EMMA_HIDDEN void bin_push_back(heap_t *h, page_t *page);
 EMMA_HIDDEN void bin_remove(heap_t *h, page_t *page);

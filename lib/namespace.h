@@ -103,6 +103,7 @@
 #define os_signals_restore emma__os_signals_restore
 #define os_yield emma__os_yield
 #define page_extend emma__page_extend
+#define page_fresh emma__page_fresh
 #define page_free_local_slow emma__page_free_local_slow
 #define page_free_local_slow_marked emma__page_free_local_slow_marked
 #define page_init emma__page_init
@@ -135,6 +136,7 @@
 #define policy_thin_page emma__policy_thin_page
 #define policy_thin_cold emma__policy_thin_cold
 #define policy_tick emma__policy_tick
+#define policy_tick_at emma__policy_tick_at
 #define policy_trim emma__policy_trim
 #define pool_forget emma__pool_forget
 #define pool_mend emma__pool_mend
@@ -165,6 +167,7 @@
 #define heap_quarantine emma__heap_quarantine
 #define segment_of_page emma__segment_of_page
 #define segment_page_alloc emma__segment_page_alloc
+#define segment_page_alloc_class emma__segment_page_alloc_class
 #define segment_page_put emma__segment_page_put
 #define segment_page_release emma__segment_page_release
 #define segment_reset emma__segment_reset

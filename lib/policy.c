@@ -274,12 +274,14 @@ static EMMA_NOINLINE void decay_pass(heap_t *self, uint64_t now)
                           memory_order_relaxed);
 }
 
-void policy_tick(heap_t *self)
+/* A clock read costs 24 ns in some virtual machines (rdtsc): a slow path
+ * that has read it passes it on (bench tight-medium read it six times per
+ * page taken and given back, half of emma's time). */
+void policy_tick_at(heap_t *self, uint64_t now)
 {
     if (slow_interrupted())
         return; /* a signal handler: the interrupted code may hold our locks */
     self = public_heap(self);
-    uint64_t now = now_ticks();
     if (self)
         self->active_at = now;
     uint64_t next = atomic_load_explicit(&next_pass, memory_order_relaxed);
@@ -288,9 +290,11 @@ void policy_tick(heap_t *self)
         decay_pass(self, now); /* else not yet, or another thread runs it */
 }
 
-void policy_page_freed(heap_t *h)
+void policy_tick(heap_t *self) { policy_tick_at(self, now_ticks()); }
+
+void policy_page_freed(heap_t *h, uint64_t now)
 {
-    policy_tick(h);
+    policy_tick_at(h, now);
     over_bound(public_heap(h));
 }
 
@@ -395,16 +399,17 @@ static void sparse_shared(uint64_t now)
     }
 }
 
-void policy_before_fresh_page(heap_t *h)
+uint64_t policy_before_fresh_page(heap_t *h)
 {
-    policy_tick(h);
     uint64_t now = now_ticks();
+    policy_tick_at(h, now);
     if (now - h->sparse_checked < PURGE_DELAY)
-        return;
+        return now;
     h->sparse_checked = now;
     sparse_pass(h);
     if (heap_uses_shared(h))
         sparse_shared(now);
+    return now;
 }
 
 /* Worth a scan: at most a quarter of it live (absent blocks, purged by an

@@ -58,12 +58,15 @@ EMMA_HIDDEN extern uint64_t policy_decay_ticks;   /* PURGE_DELAY */
 EMMA_HIDDEN extern size_t policy_huge_cold_bytes; /* HUGE_CACHE_BYTES */
 
 /* Events.  segment.c: */
-EMMA_HIDDEN void policy_page_freed(heap_t *h);       /* a page went back to its segment */
+EMMA_HIDDEN void policy_page_freed(heap_t *h, uint64_t now); /* a page went back to its segment */
 EMMA_HIDDEN void policy_before_map(heap_t *h);       /* a new segment is about to be mapped */
-/* alloc.c: the heap is about to take a fresh page for a class. */
-EMMA_HIDDEN void policy_before_fresh_page(heap_t *h);
+/* page.c: the heap is about to take a fresh page for a class; returns
+ * now_ticks(), read once for both. */
+EMMA_HIDDEN uint64_t policy_before_fresh_page(heap_t *h);
 /* Any slow path: time for a decay pass?  (One clock read when not.) */
 EMMA_HIDDEN void policy_tick(heap_t *self);
+/* the same for a caller that has read the clock */
+EMMA_HIDDEN void policy_tick_at(heap_t *self, uint64_t now);
 /* free.c: a huge block went to the huge cache (self: the caller's heap, or
  * NULL): a tick, and the bound. */
 EMMA_HIDDEN void policy_huge_freed(heap_t *self);

@@ -222,6 +222,8 @@ static void heap_revive(heap_t *h)
     atomic_store(&h->remote_pages, NULL);
     h->collect_next = NULL;
     h->dirty_bytes = h->used_bytes = 0;
+    for (unsigned i = 0; i < UNMEASURED_PAGES; i++)
+        h->unmeasured[i] = NULL;
     h->sparse_checked = 0;
     h->sparse_passes = 0;
     h->active_at = h->liveness_checked = 0;

@@ -117,6 +117,7 @@ static void segment_cut(heap_t *h, segment_t *seg, enum segment_kind kind, bool 
         if (d)
             dirty_mask |= (uint64_t)1 << i;
     }
+    bool same_cut = recycled && seg->kind == kind;
     seg->heap = h;
     seg->kind = (uint8_t)kind;
     seg->page_shift = (uint8_t)shift;
@@ -128,6 +129,8 @@ static void segment_cut(heap_t *h, segment_t *seg, enum segment_kind kind, bool 
     seg->cookie = (uintptr_t)seg ^ os_secret();
     for (unsigned i = 0; i < pages; i++) {
         page_t *p = &seg->pages[i];
+        if (!same_cut)
+            p->class_idx = 0; /* its carving tells nothing of this cut (page_fresh) */
         p->in_use = 0;
         p->remote_size = 0;
         p->page_idx = (uint8_t)i;
@@ -308,13 +311,125 @@ static void purge_cold_kinds(heap_t *h, enum segment_kind taking)
     gen_unlock(&h->seg_lock);
 }
 
+/* ------------------------------------------------------------------ */
+/* Free medium pages not measured yet                                  */
+
+/* A free page of 512 KiB or more is counted at what is resident of its
+ * carved part, which only the kernel knows (mincore): a program may touch
+ * its blocks sparsely.  That system call cost more than the page's release
+ * and retake together when a program fills a medium page and empties it
+ * over and over (bench tight-medium: 41,668 mincore calls for 500,000
+ * malloc+free pairs, 99.8% of the system time, emma 3-6x mimalloc's time).
+ * So a heap counts the medium pages it released last, UNMEASURED_PAGES of
+ * them, at their carved extent (never less than what is resident: the
+ * bound holds, it may only purge a little sooner, by at most 2 MiB per
+ * heap), and asks the kernel only when a newer release pushes the oldest
+ * out; its count is then corrected (dirty_sub).  A page taken back before
+ * that is never measured: the next page of a class is taken from them
+ * first (segment_page_alloc_class), so a program cycling through a few
+ * medium classes gets each class's own page back, warm and carved
+ * (page_fresh).  The list is under seg_lock; an entry whose page was
+ * purged meanwhile (dirty bit clear) is skipped; a page leaves it when it
+ * is taken, and its segment's pages when the segment goes to the pool or
+ * to another heap.  Private heaps measure at once, as before. */
+
+static size_t page_carved(const page_t *page)
+{
+    return align_up((size_t)page->capacity * page->block_size, OS_PAGE_SIZE);
+}
+
+static size_t page_resident(page_t *page, size_t carved)
+{
+    return os_resident_bytes((void *)align_up((uintptr_t)page->start, OS_PAGE_SIZE), carved);
+}
+
+static bool page_is_dirty(page_t *page)
+{
+    return (segment_of_page(page)->dirty_mask >> page->page_idx) & 1;
+}
+
+static void unmeasured_drop(heap_t *h, unsigned i)
+{
+    for (; i + 1 < UNMEASURED_PAGES; i++)
+        h->unmeasured[i] = h->unmeasured[i + 1];
+    h->unmeasured[UNMEASURED_PAGES - 1] = NULL;
+}
+
+/* page (or, for page NULL, every page of seg) leaves h's list. */
+static void unmeasured_forget(heap_t *h, page_t *page, segment_t *seg)
+{
+    for (unsigned i = 0; i < UNMEASURED_PAGES && h->unmeasured[i];)
+        if (h->unmeasured[i] == page || (!page && segment_of_page(h->unmeasured[i]) == seg))
+            unmeasured_drop(h, i);
+        else
+            i++;
+}
+
+/* The pages of seg on h's list. */
+static uint64_t unmeasured_in(heap_t *h, segment_t *seg)
+{
+    uint64_t m = 0;
+    for (unsigned i = 0; i < UNMEASURED_PAGES && h->unmeasured[i]; i++)
+        if (segment_of_page(h->unmeasured[i]) == seg)
+            m |= (uint64_t)1 << h->unmeasured[i]->page_idx;
+    return m;
+}
+
+/* A free page h counts at its carved extent: the kernel's word instead. */
+static void page_measure(heap_t *h, page_t *page)
+{
+    if (!page_is_dirty(page))
+        return; /* purged meanwhile: no longer counted */
+    size_t r = page_resident(page, page_carved(page));
+    if (r < page->dirty) {
+        dirty_sub(h, page->dirty - r);
+        page->dirty = (uint32_t)r;
+    }
+}
+
+static void unmeasured_push(heap_t *h, page_t *page)
+{
+    if (h->unmeasured[UNMEASURED_PAGES - 1]) {
+        page_measure(h, h->unmeasured[0]);
+        unmeasured_drop(h, 0);
+    }
+    unsigned i = 0;
+    while (h->unmeasured[i])
+        i++;
+    h->unmeasured[i] = page;
+}
+
+/* The newest of h's unmeasured pages last carved for class c, still free
+ * and resident, or NULL. */
+static page_t *unmeasured_of_class(heap_t *h, unsigned c)
+{
+    for (unsigned i = UNMEASURED_PAGES; i-- > 0;) {
+        page_t *page = h->unmeasured[i];
+        if (page && page->class_idx == c && page_is_dirty(page))
+            return page;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Taking a page                                                       */
+
 #define WARM_LOOK 8
-page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
+page_t *segment_page_alloc_class(heap_t *h, enum segment_kind kind, unsigned c, uint64_t now)
 {
     segment_t *seg;
+    unsigned i;
     bool pool_tried = false;
     for (;;) {
         heap_gen_lock(&h->seg_lock);
+        if (c && h->unmeasured[0]) {
+            page_t *page = unmeasured_of_class(h, c);
+            if (page) {
+                seg = segment_of_page(page);
+                i = page->page_idx;
+                goto take_page;
+            }
+        }
         seg = h->segments[kind];
         /* a free page still resident first (no page faults, and what the
          * policy gives back is what stayed unused longest): in the first
@@ -357,15 +472,29 @@ page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
         }
     }
 take:;
-    h->kind_taken_at[kind] = now_ticks();
+    /* a resident page first, but one that another class left on the
+     * unmeasured list last: its class is likely to want it back (a clean
+     * page is faulted in once; stealing it back and forth would re-carve
+     * a page at every take) */
+    uint64_t listed = h->unmeasured[0] ? unmeasured_in(h, seg) : 0;
     uint64_t warm = seg->free_mask & seg->dirty_mask;
-    unsigned i = (unsigned)__builtin_ctzll(warm ? warm : seg->free_mask);
+    uint64_t clean = seg->free_mask & ~seg->dirty_mask;
+    uint64_t pick = warm & ~listed ? warm & ~listed : clean ? clean : seg->free_mask;
+    i = (unsigned)__builtin_ctzll(pick);
+take_page:;
+    h->kind_taken_at[kind] = now;
     uint64_t bit = (uint64_t)1 << i;
     seg->free_mask &= ~bit;
+    /* page->dirty of a page just taken: what may be resident of it, 0 if
+     * nothing (page_fresh) */
     if (seg->dirty_mask & bit) {
         seg->dirty_mask &= ~bit;
         dirty_sub(h, seg->pages[i].dirty);
+    } else {
+        seg->pages[i].dirty = 0;
     }
+    if (h->unmeasured[0])
+        unmeasured_forget(h, &seg->pages[i], NULL);
     seg->used_pages++;
     h->used_bytes += page_bytes(seg);
     if (seg->free_mask == 0)
@@ -374,12 +503,19 @@ take:;
     return &seg->pages[i];
 }
 
+page_t *segment_page_alloc(heap_t *h, enum segment_kind kind)
+{
+    return segment_page_alloc_class(h, kind, 0, now_ticks());
+}
+
 /* An empty segment goes to the pool, with its dirty bytes. */
 static void segment_release(heap_t *h, segment_t *seg)
 {
     if (h->is_private)
         return; /* kept, on its lists, until emma_heap_reset or _destroy */
     seglist_remove(h, seg);
+    if (h->unmeasured[0])
+        unmeasured_forget(h, NULL, seg); /* counted as they are, in seg->resident */
     size_t d = dirty_in_range(seg, 0, SEGMENT_SIZE);
     dirty_sub(h, d);
     seg->heap = NULL;
@@ -390,7 +526,7 @@ static void segment_release(heap_t *h, segment_t *seg)
 
 /* Page `page` of seg is no longer in use: a free page, dirty where its
  * blocks were carved. */
-static void page_set_free(heap_t *h, segment_t *seg, page_t *page)
+static void page_set_free(heap_t *h, segment_t *seg, page_t *page, uint64_t now)
 {
     uint64_t bit = (uint64_t)1 << page->page_idx;
     page->in_use = 0;
@@ -404,13 +540,15 @@ static void page_set_free(heap_t *h, segment_t *seg, page_t *page)
          * (pages of 512 KiB and more), only what the program wrote, which
          * the kernel tells (a system call per such page released, cheaper
          * than purging memory that is not there for the sake of a count
-         * that has it). */
-        size_t touched = align_up((size_t)page->capacity * page->block_size, OS_PAGE_SIZE);
-        if (seg->page_shift >= MEDIUM_PAGE_SHIFT)
-            touched = os_resident_bytes((void *)align_up((uintptr_t)page->start, OS_PAGE_SIZE),
-                                        touched);
+         * that has it), later for a heap's last few medium pages (above:
+         * unmeasured pages). */
+        size_t touched = page_carved(page);
+        if (seg->kind == KIND_MEDIUM && !h->is_private)
+            unmeasured_push(h, page);
+        else if (seg->page_shift >= MEDIUM_PAGE_SHIFT)
+            touched = page_resident(page, touched);
         page->dirty = (uint32_t)touched;
-        page->freed_at = now_ticks();
+        page->freed_at = now;
         seg->dirty_mask |= bit;
         dirty_add(h, page->dirty);
     }
@@ -422,29 +560,33 @@ static void page_set_free(heap_t *h, segment_t *seg, page_t *page)
 void segment_reset(heap_t *h, segment_t *seg)
 {
     heap_gen_lock(&h->seg_lock);
+    uint64_t now = now_ticks();
     for (unsigned i = 0; i < seg->page_count; i++)
         if (seg->pages[i].in_use)
-            page_set_free(h, seg, &seg->pages[i]);
+            page_set_free(h, seg, &seg->pages[i], now);
     seglist_push(h, seg);
     gen_unlock(&h->seg_lock);
 }
 
-void segment_page_put(heap_t *h, page_t *page)
+static void page_put(heap_t *h, page_t *page, uint64_t now)
 {
     segment_t *seg = segment_of_page(page);
     if (seg->free_mask == 0)
         seglist_push(h, seg);
-    page_set_free(h, seg, page);
+    page_set_free(h, seg, page, now);
     if (seg->used_pages == 0)
         segment_release(h, seg);
 }
 
+void segment_page_put(heap_t *h, page_t *page) { page_put(h, page, now_ticks()); }
+
 void segment_page_release(heap_t *h, page_t *page)
 {
+    uint64_t now = now_ticks(); /* one clock read (policy.c: policy_tick_at) */
     heap_gen_lock(&h->seg_lock);
-    segment_page_put(h, page);
+    page_put(h, page, now);
     gen_unlock(&h->seg_lock);
-    policy_page_freed(h);
+    policy_page_freed(h, now);
 }
 
 /* Return the memory of free pages [first, last] of seg to the kernel. */
@@ -549,6 +691,8 @@ bool segment_move(heap_t *from, heap_t *to, segment_t *seg)
         return false;
     heap_gen_lock(&from->seg_lock);
     heap_gen_lock(&to->seg_lock);
+    if (from->unmeasured[0])
+        unmeasured_forget(from, NULL, seg); /* counted at their extent still, in to's count */
     size_t used = 0, dirty = 0;
     for (unsigned i = 0; i < seg->page_count; i++) {
         page_t *page = &seg->pages[i];

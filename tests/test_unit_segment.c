@@ -330,5 +330,119 @@ START_TEST(t_pool_list_mended)
 }
 END_TEST
 
+/* Bytes of page's carved blocks resident now, as segment.c measures them. */
+static size_t carved_resident(page_t *page)
+{
+    size_t carved = align_up((size_t)page->capacity * page->block_size, OS_PAGE_SIZE);
+    uint8_t *from = (uint8_t *)align_up((uintptr_t)page->start, OS_PAGE_SIZE);
+    long n = tu_resident_pages(from, carved);
+    TU_ASSERT(n >= 0);
+    return (size_t)n * OS_PAGE_SIZE;
+}
+
+/* A page of class c from page_fresh, every block carved, and one byte of
+ * each written (sparse) or all of them (whole). */
+static page_t *medium_page(heap_t *h, unsigned c, bool whole)
+{
+    page_t *page = page_fresh(h, c);
+    TU_ASSERT(page != NULL);
+    while (page->capacity < page->reserved)
+        page_extend(page);
+    if (whole)
+        memset(page->start, 0x5a, (size_t)page->capacity * page->block_size);
+    else
+        for (uint32_t i = 0; i < page->capacity; i++)
+            page->start[(size_t)i * page->block_size] = 0x5a;
+    return page;
+}
+
+/* What h counts for the free pages of seg: their page->dirty. */
+static size_t counted_in(segment_t *seg)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < seg->page_count; i++)
+        if (seg->dirty_mask & ((uint64_t)1 << i))
+            n += seg->pages[i].dirty;
+    return n;
+}
+
+static bool unmeasured_has(heap_t *h, page_t *page)
+{
+    for (unsigned i = 0; i < UNMEASURED_PAGES; i++)
+        if (h->unmeasured[i] == page)
+            return true;
+    return false;
+}
+
+/* Free medium pages (segment.c, "unmeasured"): the last UNMEASURED_PAGES
+ * a heap released are counted at their carved extent, without a system
+ * call, and measured when newer releases push them out; whatever an
+ * earlier use of the page left measured, the count never falls below
+ * what is resident now.  A class takes its own page back first, with as
+ * many blocks carved as before; a segment going to the pool leaves no
+ * page on the list. */
+START_TEST(t_unmeasured_medium_pages)
+{
+    heap_t *h = heap_new();
+    TU_ASSERT(h != NULL);
+    unsigned c64 = class_of_size((size_t)64 << 10), c16 = class_of_size((size_t)16 << 10);
+    page_t *keep = medium_page(h, c64, false); /* page 0: the segment stays out of the pool */
+    segment_t *seg = segment_of_page(keep);
+    page_t *sparse = medium_page(h, c64, false);
+    page_t *other[UNMEASURED_PAGES];
+    for (int i = 0; i < UNMEASURED_PAGES; i++) {
+        other[i] = medium_page(h, c16, false);
+        TU_ASSERT(segment_of_page(other[i]) == seg && other[i]->page_idx != 0);
+    }
+    TU_ASSERT(segment_of_page(sparse) == seg && sparse->page_idx != 0);
+    size_t extent = align_up((size_t)sparse->capacity * sparse->block_size, OS_PAGE_SIZE);
+    uint32_t carved = sparse->capacity;
+
+    /* released: counted at its extent, more than is there */
+    size_t d0 = h->dirty_bytes;
+    segment_page_release(h, sparse);
+    size_t r = carved_resident(sparse);
+    TU_ASSERT_MSG(r > 0 && r <= extent / 4, "%zu of %zu bytes resident: not sparse", r, extent);
+    ck_assert_uint_eq(h->dirty_bytes - d0, extent);
+    TU_ASSERT(unmeasured_has(h, sparse));
+    /* pushed out by newer releases: measured */
+    for (int i = 0; i < UNMEASURED_PAGES; i++)
+        segment_page_release(h, other[i]);
+    TU_ASSERT(!unmeasured_has(h, sparse));
+    ck_assert_uint_eq(sparse->dirty, r);
+    ck_assert_uint_eq(counted_in(seg), h->dirty_bytes - d0);
+
+    /* a class takes its own page back first (the others wait on the list,
+     * of another class), warm: its blocks carved at once */
+    page_t *again = page_fresh(h, c64);
+    ck_assert_ptr_eq(again, sparse);
+    ck_assert_uint_eq(again->capacity, carved);
+    for (int i = 0; i < UNMEASURED_PAGES; i++) {
+        ck_assert_ptr_eq(page_fresh(h, c16), other[UNMEASURED_PAGES - 1 - i]);
+        TU_ASSERT(!unmeasured_has(h, other[UNMEASURED_PAGES - 1 - i]));
+    }
+    /* written whole this time, released again, then pushed out: counted
+     * at what is resident now, not at the earlier measure */
+    memset(again->start, 0x5a, (size_t)again->capacity * again->block_size);
+    segment_page_release(h, again);
+    r = carved_resident(again);
+    TU_ASSERT_MSG(r >= extent - OS_PAGE_SIZE, "%zu of %zu bytes resident after a memset", r, extent);
+    TU_ASSERT(again->dirty >= r);
+    for (int i = 0; i < UNMEASURED_PAGES; i++)
+        segment_page_release(h, other[i]);
+    TU_ASSERT(!unmeasured_has(h, again));
+    ck_assert_uint_eq(again->dirty, carved_resident(again));
+    TU_ASSERT(again->dirty >= r);
+    ck_assert_uint_eq(counted_in(seg), h->dirty_bytes - d0);
+
+    /* the segment empties: to the pool, none of its pages left listed */
+    segment_page_release(h, keep);
+    for (int i = 0; i < UNMEASURED_PAGES; i++)
+        TU_ASSERT(h->unmeasured[i] == NULL || segment_of_page(h->unmeasured[i]) != seg);
+    ck_assert_uint_eq(h->dirty_bytes, d0);
+}
+END_TEST
+
 TU_MAIN("unit_segment", "segment", 60, t_segment_geometry, t_pages_every_class, t_segment_pages_distinct, t_purge_releases_memory, t_new_segment_purges_free_pages,
-        t_over_bound_purges_free_pages, t_shrink_stops_at_target, t_pool_list_mended)
+        t_over_bound_purges_free_pages, t_shrink_stops_at_target, t_pool_list_mended,
+        t_unmeasured_medium_pages)
