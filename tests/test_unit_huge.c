@@ -244,5 +244,31 @@ START_TEST(t_huge_spill)
 }
 END_TEST
 
+/* realloc shrinking a block written whole: the whole segments past its
+ * new end are unmapped, their pages with them, not purged first; only the
+ * rest of the last segment is purged. */
+START_TEST(t_huge_shrink_unmaps_tail)
+{
+    const size_t mib = (size_t)1 << 20, small = (size_t)100 << 10;
+    uint8_t *p = huge_alloc(20 * mib, 16, false, NULL);
+    TU_ASSERT(p != NULL);
+    tu_fill(p, 20 * mib, 9);
+    struct os_counters c0, c1;
+    os_counters_read(&c0);
+    uint8_t *q = huge_realloc(segment_of(p), p, small, NULL);
+    os_counters_read(&c1);
+    ck_assert_ptr_eq(q, p);
+    TU_ASSERT_MSG(tu_check(q, small, 9) < 0, "contents lost");
+    TU_ASSERT_MSG(c1.bytes_purged - c0.bytes_purged < SEGMENT_SIZE, "%zu bytes purged",
+                  c1.bytes_purged - c0.bytes_purged);
+    ck_assert_uint_eq(c1.munmap_calls - c0.munmap_calls, 1);
+    TU_ASSERT(tu_resident_pages(q + SEGMENT_SIZE, 16 * mib) < 0); /* unmapped */
+    long left = tu_resident_pages(q + small + OS_PAGE_SIZE, SEGMENT_SIZE - small - 2 * OS_PAGE_SIZE);
+    ck_assert_int_eq(left, 0);
+    huge_free(segment_of(q));
+    huge_cache_release(UINT64_MAX, UINT64_MAX);
+}
+END_TEST
+
 TU_MAIN("unit_huge", "huge", 60, t_huge_blocks, t_huge_cache_best_fit, t_huge_gather,
-        t_huge_zeroed_reuse, t_huge_spill)
+        t_huge_zeroed_reuse, t_huge_spill, t_huge_shrink_unmaps_tail)
