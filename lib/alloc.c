@@ -109,21 +109,6 @@ static EMMA_NOINLINE void *alloc_shared(heap_t *h, unsigned c)
     return NULL;
 }
 
-/* A block from the first page of class c of the first shared heap, if
- * its lock is free, or NULL: the shared heap's share of alloc_in's first
- * look, without the rest of the slow path (the clock read alone costs
- * 50 ns in some virtual machines). */
-static void *shared_pop(unsigned c)
-{
-    heap_t *s = heap_shared(0);
-    if (!s || !shared_trylock(s))
-        return NULL;
-    page_t *first = s->bins[c].first;
-    void *b = first ? page_pop(first) : NULL;
-    shared_unlock(s);
-    return b;
-}
-
 /* Big blocks come from the shared heaps (policy.h), but in a signal
  * handler that interrupted a slow path (it may hold a shared heap's
  * seg_lock, policy.c). */
@@ -136,16 +121,13 @@ static void *alloc_in(heap_t *h, size_t size, size_t align)
         /* The class queue's first page: the fast path of sizes above the
          * direct table, and a second look for direct sizes (a heap just
          * acquired for the thread may have blocks where heap_empty had none);
-         * the shared heap's for big sizes. */
-        void *b;
+         * alloc_generic looked at the shared heap's for big sizes. */
         if (size < SHARED_MIN || !alloc_shares(h)) {
             page_t *first = h->bins[class_of_size(size)].first;
-            b = first ? page_pop(first) : NULL;
-        } else {
-            b = shared_pop(class_of_size(size));
+            void *b = first ? page_pop(first) : NULL;
+            if (b)
+                return b;
         }
-        if (b)
-            return b;
     }
     if (unlikely(size > MAX_REQUEST))
         return NULL;
@@ -180,7 +162,8 @@ static void *alloc_spare(size_t size, size_t align)
 }
 #endif
 
-void *alloc_generic(size_t size, size_t align, heap_t *h)
+/* alloc_generic, after its first look at the shared heap. */
+static EMMA_NOINLINE void *alloc_slow(size_t size, size_t align, heap_t *h)
 {
     void *p;
 #if EMMA_CONFIG_TLS
@@ -207,6 +190,40 @@ out:
     if (unlikely(!p))
         os_set_errno(EMMA_ENOMEM);
     return p;
+}
+
+#if EMMA_CONFIG_TLS
+/* A big block from the first page of its class in the first shared
+ * heap, if its lock is free: before (and without) the slow path of the
+ * thread's heap (whose clock read alone costs 50 ns in some virtual
+ * machines).  A signal handler that interrupts it finds the lock taken,
+ * by its own thread; a death inside leaves the page as alloc.h's page_pop
+ * says.  Not for heap_busy (a handler that interrupted a slow path, which
+ * may hold the shared lock) nor heap_empty (the thread's first
+ * allocation). */
+static EMMA_NOINLINE void *alloc_big(size_t size, heap_t *h)
+{
+    if (h != &heap_busy && h != &heap_empty && heap_uses_shared(h)) {
+        heap_t *s = heap_shared(0);
+        if (s && shared_trylock(s)) {
+            page_t *first = s->bins[class_of_size(size)].first;
+            void *b = first ? page_pop(first) : NULL;
+            shared_unlock(s);
+            if (b)
+                return b;
+        }
+    }
+    return alloc_slow(size, MIN_ALIGN, h);
+}
+#endif
+
+void *alloc_generic(size_t size, size_t align, heap_t *h)
+{
+#if EMMA_CONFIG_TLS
+    if (unlikely(size - SHARED_MIN <= LARGE_MAX - SHARED_MIN) && align <= MIN_ALIGN)
+        return alloc_big(size, h);
+#endif
+    return alloc_slow(size, align, h);
 }
 
 size_t usable_size(const void *p)

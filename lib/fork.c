@@ -14,16 +14,16 @@
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
 
-#define FORK_STATE_OK 2u        /* parent, or child already recovered */
+/* FORK_STATE_OK (internal.h): parent, or child already recovered */
 #define FORK_STATE_RECOVERING 1u
 #define FORK_STATE_CHILD 0u     /* what the wiped page reads in a child */
 
-static _Atomic(_Atomic uint32_t *) wipe_word;
+_Atomic(_Atomic uint32_t *) fork_wipe_word;
 static _Atomic int32_t recorded_pid;
 
 void fork_init(void)
 {
-    if (atomic_load_explicit(&wipe_word, memory_order_acquire))
+    if (atomic_load_explicit(&fork_wipe_word, memory_order_acquire))
         return;
     atomic_store(&recorded_pid, os_getpid());
     uint32_t *page = os_map(OS_PAGE_SIZE);
@@ -36,13 +36,13 @@ void fork_init(void)
     _Atomic uint32_t *w = (_Atomic uint32_t *)page;
     atomic_store(w, FORK_STATE_OK);
     _Atomic uint32_t *expected = NULL;
-    if (!atomic_compare_exchange_strong(&wipe_word, &expected, w))
+    if (!atomic_compare_exchange_strong(&fork_wipe_word, &expected, w))
         os_unmap(page, OS_PAGE_SIZE);
 }
 
 bool fork_detected(void)
 {
-    _Atomic uint32_t *w = atomic_load_explicit(&wipe_word, memory_order_acquire);
+    _Atomic uint32_t *w = atomic_load_explicit(&fork_wipe_word, memory_order_acquire);
     if (w)
         return atomic_load_explicit(w, memory_order_acquire) != FORK_STATE_OK;
     int32_t pid = atomic_load(&recorded_pid);
@@ -56,7 +56,7 @@ bool fork_detected(void)
 void fork_recover(void (*recover)(void))
 {
     uint64_t mask;
-    _Atomic uint32_t *w = atomic_load_explicit(&wipe_word, memory_order_acquire);
+    _Atomic uint32_t *w = atomic_load_explicit(&fork_wipe_word, memory_order_acquire);
     if (!w) {
         int32_t pid = atomic_load(&recorded_pid), now = os_getpid();
         os_signals_block(&mask);
@@ -81,7 +81,7 @@ void fork_recover(void (*recover)(void))
 /* emma_teardown: unmap the page; the next thread heap maps it again. */
 void fork_teardown(void)
 {
-    _Atomic uint32_t *w = atomic_exchange(&wipe_word, NULL);
+    _Atomic uint32_t *w = atomic_exchange(&fork_wipe_word, NULL);
     if (w)
         os_unmap((void *)w, OS_PAGE_SIZE);
     atomic_store(&recorded_pid, 0);

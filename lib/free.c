@@ -162,48 +162,59 @@ __attribute__((always_inline)) inline void remote_push(segment_t *seg, page_t *p
         remote_list_started(seg, page, b);
 }
 
-/* A free of a block above SMALL_MAX by a thread that does not own its
- * page: a shared heap's block (heap.c) under that heap's lock; else to the
- * depot (depot.c), else home as any remote free. */
-static EMMA_NOINLINE void free_big_remote(segment_t *seg, page_t *page, void *p, size_t size,
-                                          const char *func)
+/* A free of a shared heap's block (heap.c) whose heap's lock was taken
+ * (never wait), or by a signal handler that interrupted this thread
+ * inside emma (which does no policy work): pushed to the page's remote
+ * list, which the lock's holder collects when it unlocks. */
+static EMMA_NOINLINE void free_shared_busy(heap_t *owner, segment_t *seg, page_t *page, void *p,
+                                           size_t size, const char *func)
 {
-    heap_t *owner = atomic_load_explicit((_Atomic(heap_t *) *)&seg->heap, memory_order_relaxed);
-    if (owner && heap_is_shared(owner)) {
-        /* a shared heap's block: freed under its lock, inside its slow
-         * path (a signal handler meanwhile keeps off the shared heaps; a
-         * death here has it quarantined: heap.c), else (taken: never
-         * wait; or a signal handler that interrupted this thread inside
-         * emma, which does no policy work) pushed to the page's remote
-         * list, which the lock's holder collects when it unlocks */
-        if (!call_interrupted() && shared_trylock(owner)) {
-            slow_state st = slow_enter(owner);
-            heap_free_local(owner, page, p, func);
-            slow_leave(owner, st);
-            shared_unlock(owner);
-            return;
-        }
-        if (unlikely(__atomic_load_n(&page->free, __ATOMIC_RELAXED) == (block_t *)p))
-            emma_fatal(func, "double free", p);
-        remote_push(seg, page, (block_t *)p, func);
-        /* the holder may have unlocked before our push: then it did not
-         * see the block, and we collect it (heap.c, shared_unlock) */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (!call_interrupted() && shared_trylock(owner)) {
-            slow_state st = slow_enter(owner);
-            heap_collect_remote(owner);
-            slow_leave(owner, st);
-            shared_unlock(owner);
-        }
-        if (remote_count(size))
-            policy_remote_step();
-        return;
-    }
+    /* freed just now under the lock, the head of the page's list:
+     * remote_push's tag check covers only the remote list */
+    if (unlikely(__atomic_load_n(&page->free, __ATOMIC_RELAXED) == (block_t *)p))
+        emma_fatal(func, "double free", p);
+    remote_push(seg, page, (block_t *)p, func);
+    /* the holder may have unlocked before our push: then it did not
+     * see the block, and we collect it */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!call_interrupted())
+        shared_collect(owner);
+    if (remote_count(size))
+        policy_remote_step();
+}
+
+/* A free of a block above SMALL_MAX of another heap's page, not a shared
+ * heap's: to the depot (depot.c), else home as any remote free. */
+static EMMA_NOINLINE void free_big_home(segment_t *seg, page_t *page, void *p, size_t size,
+                                        const char *func)
+{
     if (depot_put(seg, page, size, p, func))
         return;
     remote_push(seg, page, (block_t *)p, func);
     if (remote_count(size))
         policy_remote_step();
+}
+
+/* A free of a block above SMALL_MAX by a thread that does not own its
+ * page.  A shared heap's block is freed under that heap's lock, as its
+ * owner would (page_free_local_slow enters its slow path; a signal
+ * handler that interrupts the push finds the lock taken, by its own
+ * thread; a death inside leaves the page as alloc.h's page_push says);
+ * the rest out of line, so that this saves no register. */
+static EMMA_NOINLINE void free_big_remote(segment_t *seg, page_t *page, void *p, size_t size,
+                                          const char *func)
+{
+    heap_t *owner = atomic_load_explicit((_Atomic(heap_t *) *)&seg->heap, memory_order_relaxed);
+    if (!owner || !heap_is_shared(owner)) {
+        free_big_home(seg, page, p, size, func);
+        return;
+    }
+    if (unlikely(call_interrupted() || !shared_trylock(owner))) {
+        free_shared_busy(owner, seg, page, p, size, func);
+        return;
+    }
+    heap_free_local(owner, page, p, func);
+    shared_unlock(owner);
 }
 
 /* A remote free that makes the calling thread due for a remote step: the

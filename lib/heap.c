@@ -104,7 +104,7 @@ heap_t *heap_map(size_t extra)
 
 /* The shared heaps (internal.h: heap_lock_shared): made on demand, each
  * behind a try-lock. */
-static _Atomic(heap_t *) shared_heaps[SHARED_HEAPS];
+_Atomic(heap_t *) shared_heaps[SHARED_HEAPS];
 
 heap_t *heap_lock_shared(unsigned i, bool probe)
 {
@@ -134,24 +134,19 @@ heap_t *heap_lock_shared(unsigned i, bool probe)
     return h && shared_trylock(h) ? h : NULL;
 }
 
-void shared_unlock(heap_t *h)
+void shared_collect(heap_t *h)
 {
     /* a few rounds: frees keep coming while others allocate, and a taken
      * collect_lock (a reclaimer's) would make this spin */
-    for (unsigned k = 0;; k++) {
-        /* an exchange, a full barrier: the load below is not done before
-         * the lock is seen free (free.c pushes, then tries the lock) */
-        atomic_exchange_explicit(&h->lock, 0, memory_order_seq_cst);
-        if (k == 4 || atomic_load_explicit(&h->remote_pages, memory_order_seq_cst) == NULL ||
-            !shared_trylock(h))
-            return;
+    for (unsigned k = 0; k < 4 && shared_trylock(h); k++) {
         slow_state st = slow_enter(h);
         heap_collect_remote(h);
         slow_leave(h, st);
+        atomic_exchange_explicit(&h->lock, 0, memory_order_seq_cst); /* as shared_unlock */
+        if (atomic_load_explicit(&h->remote_pages, memory_order_seq_cst) == NULL)
+            return;
     }
 }
-
-heap_t *heap_shared(unsigned i) { return atomic_load_explicit(&shared_heaps[i], memory_order_acquire); }
 
 /* emma_teardown: the shared heaps were unmapped with the rest. */
 static void shared_heaps_forget(void)
@@ -290,7 +285,7 @@ static void poison_owned_heaps(void)
 }
 
 /* A lock has been waited on for long: are we a fork child? */
-void heap_check_fork(void)
+void heap_check_fork_slow(void)
 {
     if (fork_detected())
         fork_recover(poison_owned_heaps);
@@ -353,7 +348,7 @@ _Atomic unsigned heap_slot_limit = HEAP_SOFT_LIMIT;
 
 heap_t *heap_acquire_for_thread(void) { return NULL; }
 
-void heap_check_fork(void)
+void heap_check_fork_slow(void)
 {
     if (fork_detected())
         fork_recover(policy_after_fork);

@@ -227,6 +227,17 @@ EMMA_HIDDEN void *huge_alloc_private(size_t size, size_t align);
 /* fork.c: noticing a fork                                             */
 
 EMMA_HIDDEN bool fork_detected(void);
+/* fork.c's wipe-on-fork word (NULL until fork_init, or where the kernel
+ * has no MADV_WIPEONFORK), FORK_STATE_OK in a process that is no fork
+ * child (or one that recovered) */
+EMMA_HIDDEN extern _Atomic(_Atomic uint32_t *) fork_wipe_word;
+#define FORK_STATE_OK 2u
+/* false: certainly not a fork child; true: ask fork_detected */
+static inline bool fork_maybe(void)
+{
+    _Atomic uint32_t *w = atomic_load_explicit(&fork_wipe_word, memory_order_acquire);
+    return !w || atomic_load_explicit(w, memory_order_acquire) != FORK_STATE_OK;
+}
 EMMA_HIDDEN void fork_recover(void (*recover)(void));
 EMMA_HIDDEN void fork_init(void);
 EMMA_HIDDEN void fork_teardown(void);
@@ -272,10 +283,34 @@ static inline void spin_lock(_Atomic uint32_t *l)
 #define GEN_TID_MASK ((1u << GEN_TID_BITS) - 1)
 EMMA_HIDDEN extern _Atomic uint32_t lock_generation;
 EMMA_HIDDEN extern _Atomic size_t locks_recovered; /* emma_stats() */
-EMMA_HIDDEN void heap_check_fork(void); /* heap.c: recover if we are a fork child */
+/* heap.c: recover if we are a fork child (heap_check_fork: a load or
+ * two inline, fork_maybe) */
+EMMA_HIDDEN void heap_check_fork_slow(void);
+static inline void heap_check_fork(void)
+{
+    if (unlikely(fork_maybe()))
+        heap_check_fork_slow();
+}
 /* policy.c: the word a lock taken now by this thread holds; named: with
  * the caller's TID (cached per thread with TLS, else a system call). */
 EMMA_HIDDEN uint32_t gen_word(bool named);
+#if EMMA_CONFIG_TLS
+/* policy.c: the thread's named word and the generation it was made in */
+EMMA_HIDDEN extern __thread uint32_t tls_lock_word __attribute__((tls_model("initial-exec")));
+EMMA_HIDDEN extern __thread uint32_t tls_lock_word_gen __attribute__((tls_model("initial-exec")));
+#endif
+/* gen_word, the thread's named word read inline when it is up to date
+ * (the shared heap takes a named lock at every big malloc and free) */
+static inline uint32_t gen_word_now(bool named)
+{
+#if EMMA_CONFIG_TLS
+    if (named && likely(tls_lock_word_gen ==
+                            atomic_load_explicit(&lock_generation, memory_order_relaxed) &&
+                        tls_lock_word != 0))
+        return tls_lock_word;
+#endif
+    return gen_word(named);
+}
 /* false, without the lock, if the calling thread itself holds it (named
  * locks only: a signal handler that interrupted the holder; the caller
  * does without) */
@@ -294,7 +329,7 @@ static inline bool gen_trylock_as(_Atomic uint32_t *l, bool named)
     heap_check_fork();
     uint32_t expected = 0;
     return atomic_load_explicit(l, memory_order_relaxed) == 0 &&
-           atomic_compare_exchange_strong_explicit(l, &expected, gen_word(named),
+           atomic_compare_exchange_strong_explicit(l, &expected, gen_word_now(named),
                                                    memory_order_acquire, memory_order_relaxed);
 }
 static inline bool gen_trylock(_Atomic uint32_t *l) { return gen_trylock_as(l, true); }
@@ -356,14 +391,28 @@ EMMA_HIDDEN bool heap_take_if_dead(heap_t *h, uint32_t tid);
 #define SHARED_MIN (MEDIUM_MAX + 1)
 EMMA_HIDDEN heap_t *heap_lock_shared(unsigned i, bool probe);
 /* Shared heap i, unlocked, or NULL if not made yet. */
-EMMA_HIDDEN heap_t *heap_shared(unsigned i);
+EMMA_HIDDEN extern _Atomic(heap_t *) shared_heaps[SHARED_HEAPS];
+static inline heap_t *heap_shared(unsigned i)
+{
+    return atomic_load_explicit(&shared_heaps[i], memory_order_acquire);
+}
 static inline bool heap_is_shared(const heap_t *h) { return h->spare == SPARE_SHARED; }
 static inline bool shared_trylock(heap_t *h) { return gen_trylock_as(&h->lock, EMMA_CONFIG_TLS); }
+/* If shared heap h's lock is free: collect the frees other threads pushed
+ * to its pages' remote lists (inside its slow path), and unlock it. */
+EMMA_HIDDEN void shared_collect(heap_t *h);
 /* Unlock, then collect the frees other threads pushed to the heap's
  * pages' remote lists meanwhile, finding its lock taken (free.c: such a
  * free tries the lock again after its push, so every pushed block is
  * collected by the pusher or by the holder it found). */
-EMMA_HIDDEN void shared_unlock(heap_t *h);
+static inline void shared_unlock(heap_t *h)
+{
+    /* an exchange, a full barrier: the load below is not done before the
+     * lock is seen free (free.c pushes, then tries the lock) */
+    atomic_exchange_explicit(&h->lock, 0, memory_order_seq_cst);
+    if (unlikely(atomic_load_explicit(&h->remote_pages, memory_order_seq_cst) != NULL))
+        shared_collect(h);
+}
 
 #if EMMA_CONFIG_TLS
 /* tls_heap: the thread's heap, or heap_empty before its first allocation,

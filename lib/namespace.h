@@ -38,6 +38,7 @@
 #define fork_init emma__fork_init
 #define fork_recover emma__fork_recover
 #define fork_teardown emma__fork_teardown
+#define fork_wipe_word emma__fork_wipe_word
 #define free_generic emma__free_generic
 #define gen_lock_try_as emma__gen_lock_try_as
 #define gen_lock_wait_as emma__gen_lock_wait_as
@@ -45,14 +46,13 @@
 #define gen_word emma__gen_word
 #define heap_acquire_for_thread emma__heap_acquire_for_thread
 #define heap_busy emma__heap_busy
-#define heap_check_fork emma__heap_check_fork
+#define heap_check_fork_slow emma__heap_check_fork_slow
 #define heap_collect_remote emma__heap_collect_remote
 #define heap_delete emma__heap_delete
 #define heap_empty emma__heap_empty
 #define heap_list_first emma__heap_list_first
 #define heap_lock_any emma__heap_lock_any
 #define heap_lock_shared emma__heap_lock_shared
-#define heap_shared emma__heap_shared
 #define heap_lock_spare emma__heap_lock_spare
 #define heap_new emma__heap_new
 #define heap_map emma__heap_map
@@ -172,9 +172,12 @@
 #define segment_page_release emma__segment_page_release
 #define segment_reset emma__segment_reset
 #define segment_unmap emma__segment_unmap
-#define shared_unlock emma__shared_unlock
+#define shared_collect emma__shared_collect
+#define shared_heaps emma__shared_heaps
 #define sparse_pass emma__sparse_pass
 #define tls_heap emma__tls_heap
+#define tls_lock_word emma__tls_lock_word
+#define tls_lock_word_gen emma__tls_lock_word_gen
 #define tls_slow_heap emma__tls_slow_heap
 #define usable_size emma__usable_size
 #endif

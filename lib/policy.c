@@ -539,19 +539,20 @@ static uint32_t named_word(uint32_t g, uint32_t tid)
  * the recovery that advances the generation runs before any lock is
  * taken.  The shared heap (heap.c) takes a named lock at every big
  * allocation and free: the word is kept whole, and the system call is
- * out of line, so that gen_word saves no register (32 -> 9 instructions). */
-static __thread uint32_t tls_word __attribute__((tls_model("initial-exec")));
-static __thread uint32_t tls_word_gen __attribute__((tls_model("initial-exec")));
+ * out of line, so that gen_word saves no register (32 -> 9 instructions);
+ * internal.h's gen_trylock_as reads the word inline (gen_word_now). */
+__thread uint32_t tls_lock_word __attribute__((tls_model("initial-exec")));
+__thread uint32_t tls_lock_word_gen __attribute__((tls_model("initial-exec")));
 static EMMA_NOINLINE uint32_t self_word_read(uint32_t g)
 {
-    tls_word = named_word(g, os_gettid());
-    tls_word_gen = g;
-    return tls_word;
+    tls_lock_word = named_word(g, os_gettid());
+    tls_lock_word_gen = g;
+    return tls_lock_word;
 }
 static inline uint32_t self_word(uint32_t g)
 {
-    if (likely(tls_word_gen == g && tls_word != 0))
-        return tls_word;
+    if (likely(tls_lock_word_gen == g && tls_lock_word != 0))
+        return tls_lock_word;
     return self_word_read(g);
 }
 #else

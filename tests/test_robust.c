@@ -303,7 +303,9 @@ static void sa_on_signal(int sig)
 {
     (void)sig;
     int saved = errno;
-    /* keep a few blocks across signals, replace some, churn others */
+    /* keep a few blocks across signals, replace some, churn others; some
+     * above 64 KiB, the shared heap's, whose lock the interrupted thread
+     * may hold outside its slow path (lib/alloc.c, alloc_big; free.c) */
     for (int k = 0; k < 3; k++) {
         unsigned i = (unsigned)(tu_rand(&sa_rng) % SA_HELD);
         if (sa_held[i]) {
@@ -311,10 +313,10 @@ static void sa_on_signal(int sig)
                 atomic_fetch_add(&sa_corrupt, 1);
             free(sa_held[i]);
         }
-        size_t s = any_size(&sa_rng, 64 << 10);
+        size_t s = any_size(&sa_rng, 256 << 10);
         unsigned char *p = (tu_rand(&sa_rng) & 1) ? malloc(s) : emma_alloc(s, 16);
         if (p && (tu_rand(&sa_rng) & 3) == 0) {
-            size_t s2 = any_size(&sa_rng, 64 << 10);
+            size_t s2 = any_size(&sa_rng, 256 << 10);
             unsigned char *q = realloc(p, s2);
             if (q) {
                 p = q;
@@ -707,13 +709,15 @@ END_TEST
 
 /* Victims cancelled asynchronously (pthread_cancel with
  * PTHREAD_CANCEL_ASYNCHRONOUS: they die at any instruction, as with
- * pthread_kill-style deaths, inside emma most of the time).  Even ones
- * replace blocks of 2..8 MiB (the huge-block cache's lock); odd ones churn
- * small blocks and trim the whole process (the segment pool's lock, other
- * heaps' free-page and remote-free locks).  After each death the main
- * thread does what makes emma take those locks and wait for them: a huge
- * block, small blocks, malloc_trim(0).  A lock left held by the dead
- * thread must be found dead and taken over, not waited on forever. */
+ * pthread_kill-style deaths, inside emma most of the time).  Victim r
+ * with r % 4 == 0 replaces blocks of 2..8 MiB (the huge-block cache's
+ * lock); r % 4 == 2 blocks of 64 KiB..1 MiB (the shared heap's lock, taken
+ * at each of their mallocs and frees); odd ones churn small blocks and
+ * trim the whole process (the segment pool's lock, other heaps' free-page
+ * and remote-free locks).  After each death the main thread does what
+ * makes emma take those locks and wait for them: a huge block, small
+ * blocks, shared-heap blocks, malloc_trim(0).  A lock left held by the
+ * dead thread must be found dead and taken over, not waited on forever. */
 static void *dl_victim(void *arg)
 {
     int old;
@@ -727,6 +731,8 @@ static void *dl_victim(void *arg)
             p[k] = malloc(16 + (size_t)(tu_rand(&rng) % 40000));
             if ((tu_rand(&rng) & 63) == 0)
                 malloc_trim(0);
+        } else if ((uintptr_t)arg & 2) {
+            p[k] = malloc((64u << 10) + 1 + (size_t)(tu_rand(&rng) % (960u << 10)));
         } else {
             p[k] = malloc((2u << 20) + (size_t)(tu_rand(&rng) % (6u << 20)));
         }
@@ -760,6 +766,12 @@ START_TEST(t_thread_dies_holding_lock)
         }
         for (int k = 0; k < 64; k++)
             free(small[k]);
+        for (int k = 0; k < 4; k++) { /* the shared heap's */
+            void *b = malloc((size_t)(100 + 200 * k) << 10);
+            ck_assert_ptr_nonnull(b);
+            memset(b, 3, 64);
+            free(b);
+        }
         free(big);
         malloc_trim(0);
     }
