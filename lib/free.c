@@ -175,7 +175,8 @@ static EMMA_NOINLINE void free_shared_busy(heap_t *owner, segment_t *seg, page_t
         emma_fatal(func, "double free", p);
     remote_push(seg, page, (block_t *)p, func);
     /* the holder may have unlocked before our push: then it did not
-     * see the block, and we collect it */
+     * see the block, and we collect it (or, in a race with its unlock,
+     * the next holder does: internal.h, shared_unlock) */
     atomic_thread_fence(memory_order_seq_cst);
     if (!call_interrupted())
         shared_collect(owner);

@@ -142,7 +142,9 @@ void shared_collect(heap_t *h)
         slow_state st = slow_enter(h);
         heap_collect_remote(h);
         slow_leave(h, st);
-        atomic_exchange_explicit(&h->lock, 0, memory_order_seq_cst); /* as shared_unlock */
+        /* an exchange, a full barrier: the load below is not done before
+         * the lock is seen free (free.c pushes, then tries the lock) */
+        atomic_exchange_explicit(&h->lock, 0, memory_order_seq_cst);
         if (atomic_load_explicit(&h->remote_pages, memory_order_seq_cst) == NULL)
             return;
     }
