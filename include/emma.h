@@ -106,8 +106,9 @@ struct emma_stats {
     size_t bytes_free_resident; /* free pages and cached huge mappings that
                                    may still be resident (not yet purged) */
     size_t bytes_mapped;        /* address space mapped now (segments, huge
-                                   blocks, heaps; not the reservation of
-                                   emma's address map) */
+                                   blocks and what is mapped ahead for them,
+                                   heaps; not the reservation of emma's
+                                   address map) */
     size_t peak_bytes_mapped;   /* the most bytes_mapped has been */
     size_t segments;            /* 4 MiB segments mapped */
     size_t segments_cached;     /* of which empty, kept for reuse */

@@ -610,6 +610,84 @@ static bool spill_put(segment_t *seg, uint64_t now)
     return true;
 }
 
+/* The spare: address space mapped ahead, SPARE_BYTES at a time, from
+ * whose top fresh huge mappings of up to a quarter of that are carved
+ * (whole segments, no system call), the next spare mapped just below the
+ * last (os.c's hint) and merged with what is left of it, so that the
+ * blocks still sit one below the other, one mapping for the kernel.  Its
+ * header, at its start, is a cached mapping's (in the address map, not in
+ * use: the teardown's walk unmaps it) but not in the cache: nothing but a
+ * fresh mapping is carved from it, its pages never touched but the
+ * header's (not counted under the bound: one page).  It goes back with the
+ * cache's address space (16 decay times unused, trim, a failed mapping),
+ * and is not used where mappings are exact (space_limited).  bench maps
+ * (10,000 blocks of 1-2 MiB, each a 4 MiB mapping): 10,040 mmap calls ->
+ * 1,291, perf stat task-clock 73 -> 64 ms (medians of 9 interleaved runs;
+ * tcmalloc 66, glibc 106). */
+#define SPARE_BYTES ((size_t)32 << 20)
+static segment_t *spare; /* under cache.lock */
+
+/* A fresh mapping of `reserve` bytes carved from the top of the spare, or
+ * NULL; with the lock held. */
+static segment_t *spare_carve(size_t reserve, uint64_t now)
+{
+    segment_t *s = spare;
+    if (!s || s->reserve_size < reserve)
+        return NULL;
+    size_t left = s->reserve_size - reserve;
+    segment_t *seg = (segment_t *)((uint8_t *)s + left);
+    addrmap_clear(seg, reserve); /* the spare's mark, when it is used up */
+    if (left == 0) {
+        spare = NULL; /* its header page becomes the block's */
+    } else {
+        s->reserve_size = left;
+        s->pages[0].freed_at = now;
+    }
+    return seg;
+}
+
+static segment_t *spare_take(size_t reserve)
+{
+    if (reserve > SPARE_BYTES / 4 || (reserve & (SEGMENT_SIZE - 1)))
+        return NULL; /* big, or exact (space_limited) */
+    uint64_t now = now_ticks();
+    if (!gen_lock_try(&cache.lock, cache_forget))
+        return NULL;
+    segment_t *seg = spare_carve(reserve, now);
+    gen_unlock(&cache.lock);
+    if (seg)
+        return seg;
+    segment_t *m = os_map_aligned(SPARE_BYTES, SEGMENT_SIZE, 0, NULL);
+    if (!m)
+        return NULL;
+    m->resident = 0;
+    if (!huge_init(m, OS_PAGE_SIZE, SPARE_BYTES, HUGE_HEADER, SEGMENT_SIZE) ||
+        !gen_lock_try(&cache.lock, cache_forget)) {
+        addrmap_clear(m, SPARE_BYTES);
+        os_unmap(m, SPARE_BYTES);
+        return NULL;
+    }
+    m->pages[0].in_use = 0;
+    m->pages[0].freed_at = now;
+    segment_t *old = spare, *drop = NULL;
+    if (old && (uint8_t *)m + SPARE_BYTES == (uint8_t *)old) {
+        /* one spare: the old header's bytes read as never written */
+        m->reserve_size += old->reserve_size;
+        addrmap_clear(old, OS_PAGE_SIZE);
+        mem_zero(old, HUGE_HEADER);
+    } else {
+        drop = old;
+    }
+    spare = m;
+    seg = spare_carve(reserve, now);
+    gen_unlock(&cache.lock);
+    if (drop) {
+        addrmap_clear(drop, drop->reserve_size);
+        os_unmap(drop, drop->reserve_size);
+    }
+    return seg;
+}
+
 static void cache_put(segment_t *seg)
 {
     tail_uncount(seg);
@@ -645,10 +723,10 @@ static void cache_put(segment_t *seg)
 
 size_t huge_cache_release(uint64_t before, uint64_t unmap_before)
 {
-    segment_t *gone[CACHE_SLOTS];
+    segment_t *gone[CACHE_SLOTS + 1];
     unsigned ngone = 0;
     size_t n = 0, unmapped = 0, spill_len;
-    if (cache.count == 0 && !spill.lo) /* racy peek: only a hint */
+    if (cache.count == 0 && !spill.lo && !spare) /* racy peek: only a hint */
         return 0;
     /* trim, or a mapping failed: wait (unless this thread holds it, in a
      * signal handler) */
@@ -656,6 +734,10 @@ size_t huge_cache_release(uint64_t before, uint64_t unmap_before)
         return 0;
     /* the spill goes whatever its age: nothing reuses it */
     uint8_t *spilled = spill_take(&spill_len, &unmapped);
+    if (spare && (unmap_before == UINT64_MAX || spare->pages[0].freed_at < unmap_before)) {
+        gone[ngone++] = spare;
+        spare = NULL;
+    }
     for (unsigned i = 0; i < cache.count;) {
         segment_t *seg = cache.seg[i];
         uint64_t t = seg->pages[0].freed_at;
@@ -789,6 +871,7 @@ void cache_forget(void)
     spill.lo = spill.hi = NULL;
     spill.count = 0;
     spill.weight = 0;
+    spare = NULL;
 }
 
 /* teardown.c, after unmapping every huge block: their tails are gone. */
@@ -866,7 +949,9 @@ void *huge_alloc(size_t size, size_t align, bool zero, heap_t *self)
     size_t map_align = align > SEGMENT_SIZE ? align : SEGMENT_SIZE;
     size_t header_pos = align > SEGMENT_SIZE ? SEGMENT_SIZE : 0;
     size_t reserve = align > SEGMENT_SIZE ? map_size : reserve_for(map_size);
-    segment_t *seg = os_map_aligned(reserve, map_align, header_pos, NULL);
+    segment_t *seg = align <= SEGMENT_SIZE ? spare_take(reserve) : NULL;
+    if (!seg)
+        seg = os_map_aligned(reserve, map_align, header_pos, NULL);
     if (!seg && policy_release_for_retry(self)) {
         reserve = map_size;
         seg = os_map_aligned(reserve, map_align, header_pos, NULL);

@@ -270,5 +270,41 @@ START_TEST(t_huge_shrink_unmaps_tail)
 }
 END_TEST
 
+/* Fresh huge mappings of up to 8 MiB are carved from address space mapped
+ * ahead, 32 MiB at a time: one mmap call for several blocks, and a zeroed
+ * block reads as zeroes, also where it covers the header of an earlier
+ * spare merged with the next one (3 + 7 + 7 + 7 MiB blocks leave 4 MiB of
+ * the first spare, which the next, mapped just below, takes in). */
+START_TEST(t_huge_spare)
+{
+    const size_t mib = (size_t)1 << 20;
+    const size_t sizes[] = {3 * mib, 7 * mib, 7 * mib, 7 * mib, 7 * mib, 7 * mib};
+    enum { N = sizeof sizes / sizeof sizes[0] };
+    huge_cache_release(UINT64_MAX, UINT64_MAX);
+    struct os_counters c0, c1, c2;
+    os_counters_read(&c0);
+    uint8_t *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = huge_alloc(sizes[i], 16, i >= 4, NULL);
+        TU_ASSERT(p[i] != NULL);
+    }
+    os_counters_read(&c1);
+    TU_ASSERT_MSG(c1.mmap_calls - c0.mmap_calls <= 3, "%zu mmap calls for %d blocks",
+                  c1.mmap_calls - c0.mmap_calls, N);
+    for (int i = 4; i < N; i++)
+        for (size_t k = 0; k < sizes[i]; k++)
+            if (p[i][k] != 0)
+                ck_abort_msg("byte %zu of zeroed block %d is %d", k, i, p[i][k]);
+    for (int i = 0; i < N; i++) {
+        memset(p[i], i + 1, sizes[i]);
+        huge_free(segment_of(p[i]));
+    }
+    huge_cache_release(UINT64_MAX, UINT64_MAX);
+    os_counters_read(&c2);
+    TU_ASSERT_MSG(c2.bytes_mapped <= c0.bytes_mapped, "%zu bytes still mapped, %zu before",
+                  c2.bytes_mapped, c0.bytes_mapped);
+}
+END_TEST
+
 TU_MAIN("unit_huge", "huge", 60, t_huge_blocks, t_huge_cache_best_fit, t_huge_gather,
-        t_huge_zeroed_reuse, t_huge_spill, t_huge_shrink_unmaps_tail)
+        t_huge_zeroed_reuse, t_huge_spill, t_huge_shrink_unmaps_tail, t_huge_spare)
