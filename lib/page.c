@@ -196,24 +196,26 @@ void page_extend(page_t *page)
 
 /* A page of class c for h, set up, with its first blocks carved, after
  * the policy's look at h (its clock read serves segment.c too).  A
- * medium page that its last use carved for the same class, resident
+ * medium or large page that its last use carved for the same class, resident
  * since (segment.c took it dirty: not purged) and with no block purged
  * in use (sparse.c), gets back as many blocks at once: their first words
  * were written by that carving, so this faults nothing in, and the slow
  * path is spared a trip per block that page_extend carves one at a time
  * (blocks of 8 KiB and more; bench tight-medium, batches of 8 blocks of
- * 16-64 KiB: 4 of 8 mallocs of each batch took it).  Not for small
+ * 16-64 KiB: 4 of 8 mallocs of each batch took it; large pages of 1 MiB
+ * carve one block at a time past the first 4).  Not for small
  * pages: a page carved far beyond what its class needs now would look
  * sparse to sparse.c. */
 page_t *page_fresh(heap_t *h, unsigned c)
 {
     uint64_t now = policy_before_fresh_page(h);
     enum segment_kind kind = class_kind(c);
-    page_t *page = segment_page_alloc_class(h, kind, kind == KIND_MEDIUM ? c : 0, now);
+    bool listed = kind == KIND_MEDIUM || kind == KIND_LARGE; /* segment.c's unmeasured pages */
+    page_t *page = segment_page_alloc_class(h, kind, listed ? c : 0, now);
     if (!page)
         return NULL;
     uint32_t warm = 0;
-    if (kind == KIND_MEDIUM && page->dirty && page->class_idx == c && !page->absent &&
+    if (listed && page->dirty && page->class_idx == c && !page->absent &&
         !page->purged)
         warm = page->capacity;
     page_init(page, c);

@@ -222,7 +222,7 @@ static void heap_revive(heap_t *h)
     atomic_store(&h->remote_pages, NULL);
     h->collect_next = NULL;
     h->dirty_bytes = h->used_bytes = 0;
-    for (unsigned i = 0; i < UNMEASURED_PAGES; i++)
+    for (unsigned i = 0; i < UNMEASURED_ALL; i++)
         h->unmeasured[i] = NULL;
     h->sparse_checked = 0;
     h->sparse_passes = 0;

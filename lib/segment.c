@@ -312,22 +312,28 @@ static void purge_cold_kinds(heap_t *h, enum segment_kind taking)
 }
 
 /* ------------------------------------------------------------------ */
-/* Free medium pages not measured yet                                  */
+/* Free medium and large pages not measured yet                        */
 
 /* A free page of 512 KiB or more is counted at what is resident of its
  * carved part, which only the kernel knows (mincore): a program may touch
  * its blocks sparsely.  That system call cost more than the page's release
  * and retake together when a program fills a medium page and empties it
  * over and over (bench tight-medium: 41,668 mincore calls for 500,000
- * malloc+free pairs, 99.8% of the system time, emma 3-6x mimalloc's time).
- * So a heap counts the medium pages it released last, UNMEASURED_PAGES of
- * them, at their carved extent (never less than what is resident: the
- * bound holds, it may only purge a little sooner, by at most 2 MiB per
- * heap), and asks the kernel only when a newer release pushes the oldest
- * out; its count is then corrected (dirty_sub).  A page taken back before
- * that is never measured: the next page of a class is taken from them
- * first (segment_page_alloc_class), so a program cycling through a few
- * medium classes gets each class's own page back, warm and carved
+ * malloc+free pairs, 99.8% of the system time, emma 3-6x mimalloc's time;
+ * bench/tight 1 200000 131072,262144,524288 8, large pages of 1 MiB in
+ * the shared heap: 49,999 calls, emma 2.5x mimalloc's time).  So a heap
+ * counts the medium and large pages it released last, UNMEASURED_ALL (8)
+ * of them, at most UNMEASURED_PAGES (4) medium ones (about 7 large pages
+ * cycle in that loop: three classes of 2-8 blocks a page), at their
+ * carved extent (never less than what is resident: the bound holds, it
+ * may only purge a little sooner, by at most 8 MiB per heap, 2 MiB in a
+ * thread's heap, which has medium pages only: the large pages are the
+ * shared heap's, alloc.c), and asks the kernel only when a newer release
+ * pushes the oldest of its kind out; its count is then corrected
+ * (dirty_sub).  A page taken back before that is never measured: the
+ * next page of a class is taken from them first
+ * (segment_page_alloc_class), so a program cycling through a few medium
+ * or large classes gets each class's own page back, warm and carved
  * (page_fresh).  The list is under seg_lock; an entry whose page was
  * purged meanwhile (dirty bit clear) is skipped; a page leaves it when it
  * is taken, and its segment's pages when the segment goes to the pool or
@@ -348,17 +354,20 @@ static bool page_is_dirty(page_t *page)
     return (segment_of_page(page)->dirty_mask >> page->page_idx) & 1;
 }
 
+/* Whether free pages of kind go on the list. */
+static bool kind_listed(unsigned kind) { return kind == KIND_MEDIUM || kind == KIND_LARGE; }
+
 static void unmeasured_drop(heap_t *h, unsigned i)
 {
-    for (; i + 1 < UNMEASURED_PAGES; i++)
+    for (; i + 1 < UNMEASURED_ALL && h->unmeasured[i + 1]; i++)
         h->unmeasured[i] = h->unmeasured[i + 1];
-    h->unmeasured[UNMEASURED_PAGES - 1] = NULL;
+    h->unmeasured[i] = NULL;
 }
 
 /* page (or, for page NULL, every page of seg) leaves h's list. */
 static void unmeasured_forget(heap_t *h, page_t *page, segment_t *seg)
 {
-    for (unsigned i = 0; i < UNMEASURED_PAGES && h->unmeasured[i];)
+    for (unsigned i = 0; i < UNMEASURED_ALL && h->unmeasured[i];)
         if (h->unmeasured[i] == page || (!page && segment_of_page(h->unmeasured[i]) == seg))
             unmeasured_drop(h, i);
         else
@@ -369,7 +378,7 @@ static void unmeasured_forget(heap_t *h, page_t *page, segment_t *seg)
 static uint64_t unmeasured_in(heap_t *h, segment_t *seg)
 {
     uint64_t m = 0;
-    for (unsigned i = 0; i < UNMEASURED_PAGES && h->unmeasured[i]; i++)
+    for (unsigned i = 0; i < UNMEASURED_ALL && h->unmeasured[i]; i++)
         if (segment_of_page(h->unmeasured[i]) == seg)
             m |= (uint64_t)1 << h->unmeasured[i]->page_idx;
     return m;
@@ -387,15 +396,22 @@ static void page_measure(heap_t *h, page_t *page)
     }
 }
 
-static void unmeasured_push(heap_t *h, page_t *page)
+/* page of seg joins h's list; the oldest of its kind is measured and
+ * leaves when its kind has as many as it may (UNMEASURED_PAGES medium
+ * ones), the oldest of all when the list is full. */
+static void unmeasured_push(heap_t *h, segment_t *seg, page_t *page)
 {
-    if (h->unmeasured[UNMEASURED_PAGES - 1]) {
-        page_measure(h, h->unmeasured[0]);
-        unmeasured_drop(h, 0);
+    unsigned limit = seg->kind == KIND_MEDIUM ? UNMEASURED_PAGES : UNMEASURED_ALL;
+    unsigned same = 0, oldest = 0, i = 0;
+    for (; i < UNMEASURED_ALL && h->unmeasured[i]; i++)
+        if (segment_of_page(h->unmeasured[i])->kind == seg->kind && same++ == 0)
+            oldest = i;
+    if (same == limit || i == UNMEASURED_ALL) {
+        unsigned out = same == limit ? oldest : 0;
+        page_measure(h, h->unmeasured[out]);
+        unmeasured_drop(h, out);
+        i--;
     }
-    unsigned i = 0;
-    while (h->unmeasured[i])
-        i++;
     h->unmeasured[i] = page;
 }
 
@@ -403,7 +419,7 @@ static void unmeasured_push(heap_t *h, page_t *page)
  * and resident, or NULL. */
 static page_t *unmeasured_of_class(heap_t *h, unsigned c)
 {
-    for (unsigned i = UNMEASURED_PAGES; i-- > 0;) {
+    for (unsigned i = UNMEASURED_ALL; i-- > 0;) {
         page_t *page = h->unmeasured[i];
         if (page && page->class_idx == c && page_is_dirty(page))
             return page;
@@ -540,11 +556,11 @@ static void page_set_free(heap_t *h, segment_t *seg, page_t *page, uint64_t now)
          * (pages of 512 KiB and more), only what the program wrote, which
          * the kernel tells (a system call per such page released, cheaper
          * than purging memory that is not there for the sake of a count
-         * that has it), later for a heap's last few medium pages (above:
-         * unmeasured pages). */
+         * that has it), later for a heap's last few medium and large
+         * pages (above: unmeasured pages). */
         size_t touched = page_carved(page);
-        if (seg->kind == KIND_MEDIUM && !h->is_private)
-            unmeasured_push(h, page);
+        if (kind_listed(seg->kind) && !h->is_private)
+            unmeasured_push(h, seg, page);
         else if (seg->page_shift >= MEDIUM_PAGE_SHIFT)
             touched = page_resident(page, touched);
         page->dirty = (uint32_t)touched;

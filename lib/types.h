@@ -237,9 +237,12 @@ typedef struct page_queue {
 } page_queue_t;
 
 
-/* Free medium pages a heap counts at their carved extent rather than ask
- * the kernel what is resident (segment.c): at most 2 MiB counted over. */
+/* Free medium and large pages a heap counts at their carved extent rather
+ * than ask the kernel what is resident (segment.c), medium ones (512 KiB)
+ * UNMEASURED_PAGES at most: at most 8 MiB counted over. */
 #define UNMEASURED_PAGES 4
+#define UNMEASURED_LARGE_PAGES 8
+#define UNMEASURED_ALL UNMEASURED_LARGE_PAGES
 
 typedef struct heap {
     page_t *direct[DIRECT_COUNT];        /* size/16 -> page to pop from */
@@ -249,8 +252,8 @@ typedef struct heap {
     segment_t *segments[KIND_XLARGE + 1]; /* segments with free pages */
     uint64_t kind_taken_at[KIND_XLARGE + 1]; /* now_ticks of its last page of each kind */
     size_t dirty_bytes;                  /* free but resident page memory */
-    page_t *unmeasured[UNMEASURED_PAGES]; /* segment.c: free medium pages counted at their
-                                            carved extent, not measured yet; oldest first */
+    page_t *unmeasured[UNMEASURED_ALL]; /* segment.c: free medium and large pages counted at
+                                          their carved extent, not measured yet; oldest first */
     size_t used_bytes;                   /* memory of pages in use */
     uint64_t sparse_checked;             /* now_ticks of the last sparse pass */
     uint32_t sparse_passes;              /* sparse passes so far */
