@@ -554,7 +554,10 @@ static uint8_t *evict_run(size_t *len, size_t *w)
  * teardown's walk unmaps them) until the run goes.  bench maps (10,000
  * blocks of 1-2 MiB, the first byte of each written, then freed): 10,000
  * mincore and 315 munmap calls became 32 and 991, perf stat task-clock
- * 84 -> 63 ms (medians of 7 interleaved runs; tcmalloc 58-64). */
+ * 84 -> 63 ms (medians of 7 interleaved runs; tcmalloc 58-64).  Not where
+ * address space is scarce (space_limited): a run holds address space a
+ * later mapping may need (under ulimit -v 256M, 1-2 MiB blocks after
+ * 1-7 MiB ones were freed: 154 MiB with the spill, 183 without). */
 #define SPILL_MAX(b) ((b) / 2)
 static struct {
     uint8_t *lo, *hi; /* the run */
@@ -587,8 +590,9 @@ static bool spill_put(segment_t *seg, uint64_t now)
 {
     size_t w = extent_weight(seg, seg->resident), bound = policy_free_bound;
     /* racy peeks first: the common case takes no lock here */
-    if (cache.count < CACHE_SLOTS || now < cache.warm_until || w > SPILL_MAX(bound) / 4)
-        return false;
+    if (cache.count < CACHE_SLOTS || now < cache.warm_until || w > SPILL_MAX(bound) / 4 ||
+        space_limited())
+        return false; /* where address space is scarce, a spilled run holds it */
     if (!gen_lock_try(&cache.lock, cache_forget))
         return false;
     if (cache.count < CACHE_SLOTS || now < cache.warm_until) {
