@@ -295,6 +295,19 @@ END_TEST
 
 enum { SA_HELD = 16, SA_SIGNALS = 30000 };
 static atomic_long sa_signals, sa_corrupt, sa_null;
+static atomic_int sa_stop;
+/* A one-shot timer, armed again at the end of each handler: a periodic one
+ * livelocked the test wherever a handler took longer than the period (the
+ * --enable-boundary-checks build reads each freed block's header with
+ * process_vm_readv, 2-5 us a call in a virtual machine): the next signal
+ * was always pending when the handler returned, and the interrupted
+ * thread never ran again (30 s timeout, 13,000 signals a second). */
+static timer_t sa_timer;
+static void sa_arm(void)
+{
+    struct itimerspec its = {{0, 0}, {0, 25000}};
+    timer_settime(sa_timer, 0, &its, NULL);
+}
 static unsigned char *sa_held[SA_HELD];
 static size_t sa_held_size[SA_HELD];
 static uint64_t sa_rng = 1;
@@ -337,6 +350,8 @@ static void sa_on_signal(int sig)
         free(t);
     }
     atomic_fetch_add(&sa_signals, 1);
+    if (!atomic_load(&sa_stop))
+        sa_arm();
     errno = saved;
 }
 
@@ -349,10 +364,9 @@ START_TEST(t_signal_handler_allocates)
     sev.sigev_notify = SIGEV_THREAD_ID;
     sev.sigev_signo = SIGUSR2;
     sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-    timer_t timer;
-    ck_assert_int_eq(timer_create(CLOCK_MONOTONIC, &sev, &timer), 0);
-    struct itimerspec its = {{0, 25000}, {0, 25000}};
-    ck_assert_int_eq(timer_settime(timer, 0, &its, NULL), 0);
+    ck_assert_int_eq(timer_create(CLOCK_MONOTONIC, &sev, &sa_timer), 0);
+    struct itimerspec its = {{0, 0}, {0, 25000}};
+    ck_assert_int_eq(timer_settime(sa_timer, 0, &its, NULL), 0);
 
     uint64_t rng = 777;
     enum { RING = 64 };
@@ -388,8 +402,9 @@ START_TEST(t_signal_handler_allocates)
             mark(ring[i], sz[i], (uintptr_t)ring[i]);
         }
     }
-    timer_delete(timer);
+    atomic_store(&sa_stop, 1);
     signal(SIGUSR2, SIG_IGN);
+    timer_delete(sa_timer);
     for (int i = 0; i < RING; i++) {
         if (ring[i])
             corrupt += !marked(ring[i], sz[i], (uintptr_t)ring[i]);
