@@ -135,6 +135,11 @@ static void *alloc_in(heap_t *h, size_t size, size_t align)
     if (size > LARGE_MAX || align > LARGE_MAX)
         return unlikely(h->is_private) ? private_huge_alloc(h, size, align)
                                        : huge_alloc(size, align, false, h);
+    if (size >= SHARED_MIN && align <= MIN_ALIGN && !h->is_private) {
+        void *p = huge_alloc_exact(size, h); /* under ulimit -v only */
+        if (p)
+            return p;
+    }
     heap_collect_remote(h);
     unsigned c = class_for(size, align);
     if (class_size(c) >= SHARED_MIN && alloc_shares(h)) {

@@ -9,7 +9,10 @@
  * the previous one, so that neighbouring huge blocks and segments are one
  * mapping for the kernel (vm.max_map_count) and a block grows into its tail
  * without a system call.  Under an address-space limit (RLIMIT_AS), where
- * untouched bytes count too, mappings are exact.
+ * untouched bytes count too, mappings are exact, a cached one reused for a
+ * shorter block is cut to its length (trim_reserve), and blocks of 64 KiB-
+ * 1 MiB get exact mappings too once address space gets scarce
+ * (huge_alloc_exact).
  *
  * Freed mappings go to one cache shared by every thread (a spin lock;
  * huge blocks are rare and slow anyway): the next huge request that fits
@@ -349,17 +352,19 @@ static _Atomic bool gather_refused;
  * what that finds to release (t_oom_retry without TLS, when the caller's
  * own heap, which holds the program's empty segments, was not trimmed
  * there, got 90 MiB of 256 with gathering, 248 without). */
-static bool space_limited(void)
+static size_t space_limit(void)
 {
     static _Atomic uint64_t checked_at;
-    static _Atomic int limited;
+    static _Atomic size_t limit;
     uint64_t now = now_ticks(), t = atomic_load_explicit(&checked_at, memory_order_relaxed);
     if (t == 0 || now - t > policy_decay_ticks) {
-        atomic_store_explicit(&limited, os_address_space_limited(), memory_order_relaxed);
+        atomic_store_explicit(&limit, os_address_space_limit(), memory_order_relaxed);
         atomic_store_explicit(&checked_at, now, memory_order_relaxed);
     }
-    return atomic_load_explicit(&limited, memory_order_relaxed);
+    return atomic_load_explicit(&limit, memory_order_relaxed);
 }
+
+static bool space_limited(void) { return space_limit() != 0; }
 
 static bool dense_mapping(const segment_t *seg)
 {
@@ -652,8 +657,8 @@ static segment_t *spare_carve(size_t reserve, uint64_t now)
 
 static segment_t *spare_take(size_t reserve)
 {
-    if (reserve > SPARE_BYTES / 4 || (reserve & (SEGMENT_SIZE - 1)))
-        return NULL; /* big, or exact (space_limited) */
+    if (reserve > SPARE_BYTES / 4 || (reserve & (SEGMENT_SIZE - 1)) || space_limited())
+        return NULL; /* big, or exact (space_limited: even a whole segment) */
     uint64_t now = now_ticks();
     if (!gen_lock_try(&cache.lock, cache_forget))
         return NULL;
@@ -804,6 +809,7 @@ static segment_t *cache_take(size_t need, size_t use, bool zero)
 {
     if (cache.count == 0) /* racy peek: only a hint */
         return NULL;
+    bool exact = space_limited();
     uint64_t now = now_ticks();
     if (!gen_lock_try(&cache.lock, cache_forget))
         return NULL;
@@ -821,7 +827,8 @@ static segment_t *cache_take(size_t need, size_t use, bool zero)
                 grow = i;
                 grow_reuse = reuse;
             }
-        } else if (best == CACHE_SLOTS || reuse > best_reuse ||
+        } else if (best == CACHE_SLOTS ||
+                   (exact ? have < cache.seg[best]->reserve_size : reuse > best_reuse) ||
                    (reuse == best_reuse &&
                     (have < cache.seg[best]->reserve_size ||
                      (have == cache.seg[best]->reserve_size && w < weight(cache.seg[best]))))) {
@@ -829,7 +836,8 @@ static segment_t *cache_take(size_t need, size_t use, bool zero)
             best_reuse = reuse;
         }
     }
-    if (best == CACHE_SLOTS || (grow != CACHE_SLOTS && grow_reuse > best_reuse + need / 4))
+    if (best == CACHE_SLOTS ||
+        (!exact && grow != CACHE_SLOTS && grow_reuse > best_reuse + need / 4))
         best = grow;
     segment_t *seg = NULL;
     if (best != CACHE_SLOTS) {
@@ -887,6 +895,23 @@ static size_t reserve_for(size_t map_size)
     return space_limited() ? map_size : align_up(map_size, SEGMENT_SIZE);
 }
 
+/* Where address space is scarce (space_limited), a cached mapping reused
+ * for a shorter block gives back its address space past the block's last
+ * page: one munmap.  Kept whole, it held it for as long as the block
+ * lived, and a later mapping could fail for want of it (under ulimit -v
+ * 256M, 1-2 MiB blocks after 1-7 MiB ones were freed: 176 MiB of them,
+ * where glibc got 253). */
+static size_t slack_for(size_t map_size) { return map_size <= 2 * LARGE_MAX ? map_size / 8 : 0; }
+
+static void trim_reserve(segment_t *seg, size_t map_size)
+{
+    if (!os_unmap((uint8_t *)seg + map_size, seg->reserve_size - map_size))
+        return;
+    seg->reserve_size = map_size;
+    if (seg->resident > map_size)
+        seg->resident = map_size;
+}
+
 /* A private heap's huge block (heap_private.c): a fresh, exact mapping,
  * never from the cache and never merged with its neighbours, since
  * emma_heap_reset and _destroy unmap it. */
@@ -929,6 +954,8 @@ void *huge_alloc(size_t size, size_t align, bool zero, heap_t *self)
                 }
                 seg = moved;
                 seg->reserve_size = reserve;
+            } else if (seg->reserve_size > map_size + slack_for(map_size) && space_limited()) {
+                trim_reserve(seg, map_size);
             }
             size_t had = seg->resident, had_weight = weight(seg);
             size_t had_extent = extent_weight(seg, had);
@@ -979,6 +1006,36 @@ void *huge_alloc(size_t size, size_t align, bool zero, heap_t *self)
     return huge_counted(seg);
 }
 
+/* A block of SHARED_MIN..LARGE_MAX bytes in a mapping of its own, where
+ * address space is scarce, or NULL (then the caller uses its size class).
+ * Under ulimit -v every byte mapped counts, and the classes above 64 KiB
+ * round a block up by a sixth on average (two per doubling), and the page
+ * that holds them wastes more (a 4 MiB segment holds three blocks of
+ * 1 MiB, two of 384 KiB fill 768 KiB of a 1 MiB page): blocks of 64 KiB-
+ * 1 MiB until malloc failed got 175 MiB under a limit of 256 MiB, glibc
+ * 253.  A mapping of its own costs its rounding to the OS page and the
+ * header, but a system call or two per block where sizes vary (bench/churn
+ * 20000 16 65537 1048576 under ulimit -v 256M, perf stat task-clock:
+ * 947 ms with a mapping each, 56 ms in the classes, glibc 645, which maps
+ * its blocks above 128 KiB too): only once emma maps more than a
+ * sixteenth of the limit (HUGE_EXACT_SHARE; the same under ulimit -v 4G
+ * stays in the classes, 64 ms), and not past HUGE_EXACT_MAX huge blocks in
+ * use (each is a mapping of its own: vm.max_map_count).  Marked
+ * SEG_SHRUNK, as a huge block shrunk to such a size is. */
+#define HUGE_EXACT_MAX 16384
+#define HUGE_EXACT_SHARE 16
+void *huge_alloc_exact(size_t size, heap_t *self)
+{
+    size_t limit = space_limit();
+    if (limit == 0 || os_bytes_mapped() <= limit / HUGE_EXACT_SHARE ||
+        atomic_load_explicit(&huge_stats_blocks, memory_order_relaxed) >= HUGE_EXACT_MAX)
+        return NULL;
+    void *p = huge_alloc(size, MIN_ALIGN, false, self);
+    if (p)
+        segment_of(p)->flags |= SEG_SHRUNK;
+    return p;
+}
+
 void huge_free(segment_t *seg)
 {
     atomic_fetch_sub_explicit(&huge_stats_blocks, 1, memory_order_relaxed);
@@ -1020,7 +1077,7 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size, heap_t *self)
         /* whole segments past a shrunk block's end: their address space
          * goes back, and their pages with it (not purged first: bench
          * shrink 10 20480 100 5 purged 20 MiB, then unmapped the same 20) */
-        size_t keep = align_up(new_map, SEGMENT_SIZE);
+        size_t keep = space_limited() ? new_map : align_up(new_map, SEGMENT_SIZE);
         if (new_map < old_map && map_align <= SEGMENT_SIZE && keep < seg->reserve_size &&
             os_unmap((uint8_t *)seg + keep, seg->reserve_size - keep)) {
             seg->reserve_size = keep;

@@ -19,7 +19,8 @@
 EMMA_HIDDEN void *os_map(size_t size);
 EMMA_HIDDEN void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size);
 EMMA_HIDDEN bool os_unmap(void *p, size_t size);
-EMMA_HIDDEN bool os_address_space_limited(void);
+EMMA_HIDDEN size_t os_address_space_limit(void);
+EMMA_HIDDEN size_t os_bytes_mapped(void);
 EMMA_HIDDEN size_t os_resident_bytes(void *p, size_t size);
 EMMA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t offset,
                              bool pieces);
@@ -216,6 +217,7 @@ EMMA_HIDDEN bool page_mark_list(const page_t *page, block_t *b, block_map_t *map
  * other cache before the one retry (policy_release_for_retry), which
  * could not lock it. */
 EMMA_HIDDEN void *huge_alloc(size_t size, size_t align, bool zero, heap_t *self);
+EMMA_HIDDEN void *huge_alloc_exact(size_t size, heap_t *self);
 EMMA_HIDDEN void huge_free(segment_t *seg);
 EMMA_HIDDEN void *huge_realloc(segment_t *seg, void *p, size_t new_size, heap_t *self);
 EMMA_HIDDEN size_t huge_usable(segment_t *seg, const void *p);

@@ -67,6 +67,7 @@
 #define heap_teardown emma__heap_teardown
 #define huge_alloc emma__huge_alloc
 #define huge_alloc_private emma__huge_alloc_private
+#define huge_alloc_exact emma__huge_alloc_exact
 #define huge_cache_release emma__huge_cache_release
 #define huge_cache_shrink emma__huge_cache_shrink
 #define huge_tails_forget emma__huge_tails_forget
@@ -80,7 +81,8 @@
 #define mem_copy emma__mem_copy
 #define mem_zero emma__mem_zero
 #define os_abort emma__os_abort
-#define os_address_space_limited emma__os_address_space_limited
+#define os_address_space_limit emma__os_address_space_limit
+#define os_bytes_mapped emma__os_bytes_mapped
 #define os_populate emma__os_populate
 #define os_futex_trylock_pi emma__os_futex_trylock_pi
 #define os_getpid emma__os_getpid

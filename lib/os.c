@@ -200,13 +200,21 @@ size_t os_resident_bytes(void *p, size_t size)
     return n * OS_PAGE_SIZE;
 }
 
-/* Is the address space limited (RLIMIT_AS, `ulimit -v`)?  Then every byte
- * mapped counts, touched or not. */
-bool os_address_space_limited(void)
+/* The address-space limit (RLIMIT_AS, `ulimit -v`) in bytes, or 0 if
+ * there is none: under one, every byte mapped counts, touched or not. */
+size_t os_address_space_limit(void)
 {
     uint64_t lim[2] = {0, 0}; /* struct rlimit64: cur, max */
     long r = sys_call4(SYS_prlimit64, 0, EMMA_RLIMIT_AS, 0, (long)lim);
-    return !sys_failed(r) && lim[0] != UINT64_MAX;
+    if (sys_failed(r) || lim[0] == UINT64_MAX)
+        return 0;
+    return lim[0] != 0 && lim[0] <= SIZE_MAX ? (size_t)lim[0] : 1;
+}
+
+/* What emma has mapped now (emma_stats' bytes_mapped). */
+size_t os_bytes_mapped(void)
+{
+    return atomic_load_explicit(&counters.bytes_mapped, memory_order_relaxed);
 }
 
 /* Give the memory back; the range stays mapped and reads as zeroes. */

@@ -726,16 +726,43 @@ static size_t vm_size(void)
     return (size_t)size * (size_t)sysconf(_SC_PAGESIZE);
 }
 
-START_TEST(t_oom_retry)
+/* A child (0 in it, its pid in the parent) under RLIMIT_AS at `room`
+ * bytes over what it maps now (exit 11 if that cannot be set). */
+static pid_t fork_limited(size_t room)
 {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        size_t room = 256 * TU_MIB;
         struct rlimit rl;
         rl.rlim_cur = rl.rlim_max = vm_size() + room;
         if (setrlimit(RLIMIT_AS, &rl) != 0)
             _exit(11);
+    }
+    return pid;
+}
+
+/* Blocks of lo..hi bytes (lo at least a node's) onto *list until malloc
+ * says no: the bytes got (each block's first 16 bytes written). */
+static size_t take_until_null(struct node **list, size_t lo, size_t hi, uint64_t *rng)
+{
+    size_t got = 0;
+    for (;;) {
+        size_t sz = lo + (size_t)(tu_rand(rng) % (hi - lo + 1));
+        struct node *b = malloc(sz);
+        if (!b)
+            return got;
+        b->tag = (uint64_t)(uintptr_t)b ^ 0x5a5a5a5aull;
+        b->next = *list;
+        *list = b;
+        got += sz;
+    }
+}
+
+START_TEST(t_oom_retry)
+{
+    size_t room = 256 * TU_MIB;
+    pid_t pid = fork_limited(room);
+    if (pid == 0) {
         /* fill most of the room with small blocks, and a huge one, free them */
         struct node *n = make_nodes(160 * TU_MIB, 96);
         void *h = malloc(24 * TU_MIB);
@@ -746,28 +773,11 @@ START_TEST(t_oom_retry)
         free(h);
         /* now 1..7 MiB blocks until the kernel says no, then 1 MiB ones
          * until it says no again */
-        size_t got = 0;
         uint64_t rng = 42;
         struct node *list = NULL;
-        bool filling = false;
-        for (;;) {
-            size_t sz = filling ? TU_MIB + 4096 : TU_MIB + (size_t)(tu_rand(&rng) % (6 * TU_MIB));
-            struct node *b = malloc(sz);
-            if (!b) {
-                if (filling)
-                    break;
-                filling = true;
-                continue;
-            }
-            b->next = list;
-            list = b;
-            got += sz;
-        }
-        while (list) {
-            struct node *next = list->next;
-            free(list);
-            list = next;
-        }
+        size_t got = take_until_null(&list, TU_MIB, 7 * TU_MIB, &rng);
+        got += take_until_null(&list, TU_MIB + 4096, TU_MIB + 4096, &rng);
+        free_nodes(list);
         /* what a mapping-per-block allocator can get: the room, less the
          * program's own tables and less than a 1 MiB block.  Every cache
          * must be released before the retry, the caller's own heap too
@@ -779,6 +789,43 @@ START_TEST(t_oom_retry)
         _exit(13);
     }
     tu_wait_exit0(pid, "child under RLIMIT_AS (13: got more than 4 MiB less than the room after freeing)");
+}
+END_TEST
+
+/* Under RLIMIT_AS every byte mapped counts, touched or not: round after
+ * round of blocks taken until malloc says no and freed, each round must
+ * get nearly all the room, whatever sizes came before.  A huge mapping
+ * cached from a longer block and reused for a shorter one kept its whole
+ * extent (1-2 MiB blocks after 1-7 MiB ones: 176 MiB of 256), and blocks
+ * of 64 KiB-1 MiB in their size classes lost a third of the room to the
+ * rounding (175 MiB).  glibc gets 253 of these 256 MiB in each round. */
+START_TEST(t_oom_rounds)
+{
+    size_t room = 256 * TU_MIB;
+    pid_t pid = fork_limited(room);
+    if (pid == 0) {
+        static const struct {
+            size_t lo, hi;
+        } rounds[] = {
+            {TU_MIB, 7 * TU_MIB},     {TU_MIB, 2 * TU_MIB}, {TU_MIB, 7 * TU_MIB},
+            {64 << 10, TU_MIB},       {TU_MIB, 7 * TU_MIB}, {TU_MIB, 7 * TU_MIB},
+        };
+        uint64_t rng = 42;
+        for (size_t r = 0; r < sizeof rounds / sizeof rounds[0]; r++) {
+            struct node *list = NULL;
+            size_t got = take_until_null(&list, rounds[r].lo, rounds[r].hi, &rng);
+            free_nodes(list);
+            /* the room less the program's own tables, a block's rounding
+             * to pages, a block that did not fit */
+            if (got + 12 * TU_MIB < room) {
+                fprintf(stderr, "t_oom_rounds: round %zu (%zu..%zu KiB) got %zu MiB of %zu\n", r,
+                        rounds[r].lo >> 10, rounds[r].hi >> 10, got / TU_MIB, room / TU_MIB);
+                _exit(13);
+            }
+        }
+        _exit(0);
+    }
+    tu_wait_exit0(pid, "child under RLIMIT_AS (13: a round got more than 12 MiB less than the room)");
 }
 END_TEST
 
@@ -841,7 +888,7 @@ int main(void)
     const TTest *const tests[] = {
         t_trim_other_thread, t_malloc_trim, t_dead_thread_reclaimed, t_idle_owner_remote_free,
         t_huge_cache_bound, t_huge_warm_decays, t_bound_threads_free_together, t_bound_everything_idle,
-        t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_oom_retry, t_small_at_map_limit,
+        t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_oom_retry, t_oom_rounds, t_small_at_map_limit,
         t_cold_class_thinned, t_sparse_page_rethinned,
         EMMA_CONFIG_TLS ? t_dead_thread_pages_reused : NULL, NULL};
     return tu_run_case("policy", "policy", 60, tests);
