@@ -16,9 +16,10 @@
  * (counted in page->used); it goes home (remote_push, as the free
  * would have sent it) when the depot is full, when it has waited there for
  * the decay time (policy.c's decay pass), and at trim.  At most a quarter
- * of policy_free_bound (8 MiB by default) waits in the depot; like free
- * blocks in pages in use, those bytes are not in the process-wide count of
- * free resident memory (sending a block home would not make it less).
+ * of policy_free_bound (8 MiB by default) waits in the depot; those bytes
+ * are not in the process-wide count of free resident memory (sending a
+ * block home would not make it less), but the pages they keep in use are
+ * held to the bound apart (pin, below).
  *
  * A spin lock per class, only ever try-locked (a thread that finds it
  * taken, or a signal handler that interrupted its holder, frees or
@@ -80,6 +81,24 @@ static bool depot_lock(struct depot_class *d)
     return true;
 }
 
+/* A block waiting here keeps its page in use: the page's free blocks
+ * (every block but this one, when the program has freed the rest) stay
+ * resident and out of policy.c's count.  So a page is counted whole in
+ * the policy's pinned memory while one of its blocks is here (per page,
+ * page->in_depot, under the class's lock: a page has one class), within
+ * a budget of its own (policy.h: DEPOT_PIN_MAX, 16 MiB by default); a
+ * block whose page would pass it goes home. */
+static bool pin(const segment_t *seg) { return policy_depot_pin((size_t)1 << seg->page_shift); }
+
+/* p left the depot (under its class's lock). */
+static void unpin(void *p)
+{
+    segment_t *seg = segment_of(p);
+    page_t *page = page_of(seg, p);
+    if (--page->in_depot == 0)
+        policy_depot_unpin((size_t)1 << seg->page_shift);
+}
+
 /* Is p among the blocks of class d?  Without the lock a thread may look
  * for a block it is freeing: whoever took p from the depot before handing
  * it to us did so before (a take lowers count before p can be freed
@@ -116,14 +135,17 @@ bool depot_put(segment_t *seg, page_t *page, size_t size, void *p, const char *f
         gen_unlock(&d->lock);
         emma_fatal(func, "double free", p);
     }
-    bool kept = d->count < DEPOT_SLOTS;
+    bool kept = d->count < DEPOT_SLOTS && (page->in_depot || pin(seg));
     if (kept) {
+        page->in_depot++;
         __atomic_store_n(&d->block[d->count], p, __ATOMIC_RELAXED);
         d->put_at[d->count] = now_ticks();
         __atomic_store_n(&d->count, d->count + 1, __ATOMIC_RELEASE);
         atomic_fetch_add_explicit(&depot_total, size, memory_order_relaxed);
     }
     gen_unlock(&d->lock);
+    if (kept && page->in_depot == 1)
+        policy_depot_pinned_grew();
     return kept;
 }
 
@@ -136,6 +158,7 @@ void *depot_take(heap_t *h, unsigned c)
     if (d->count) {
         b = d->block[d->count - 1]; /* the newest: likeliest still cached */
         __atomic_store_n(&d->count, d->count - 1, __ATOMIC_RELAXED);
+        unpin(b);
         atomic_fetch_sub_explicit(&depot_total, class_size(c), memory_order_relaxed);
     }
     gen_unlock(&d->lock);
@@ -158,6 +181,7 @@ size_t depot_release(uint64_t before)
         unsigned n = 0;
         while (n < d->count && (before == UINT64_MAX || d->put_at[n] < before)) {
             gone[n] = d->block[n];
+            unpin(gone[n]);
             n++;
         }
         for (unsigned i = n; i < d->count; i++) {

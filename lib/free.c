@@ -21,8 +21,9 @@ static inline bool remote_count(size_t n)
     size_t *w = &policy_remote_anon;
 #endif
     size_t c = __atomic_load_n(w, __ATOMIC_RELAXED) + n;
-    __atomic_store_n(w, c < REMOTE_STEP ? c : 0, __ATOMIC_RELAXED);
-    return c >= REMOTE_STEP;
+    size_t step = __atomic_load_n(&policy_remote_step_bytes, __ATOMIC_RELAXED);
+    __atomic_store_n(w, c < step ? c : 0, __ATOMIC_RELAXED);
+    return c >= step;
 }
 
 /* A huge block: to the huge cache, then the policy. */

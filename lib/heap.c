@@ -53,6 +53,7 @@ static void heap_list_push(heap_t *h)
         h->next_heap = head;
     } while (!atomic_compare_exchange_weak_explicit(&heap_list, &head, h, memory_order_release,
                                                     memory_order_relaxed));
+    policy_heap_added();
 }
 
 /* emma_stats(): dead threads' heaps adopted, heaps given up for good. */

@@ -136,6 +136,8 @@ EMMA_HIDDEN page_t *segment_page_alloc(heap_t *h, enum segment_kind kind);
 EMMA_HIDDEN page_t *segment_page_alloc_class(heap_t *h, enum segment_kind kind, unsigned c,
                                              uint64_t now);
 EMMA_HIDDEN void segment_page_release(heap_t *h, page_t *page);
+/* page.c: a page its owner held empty (page_retire) is not held any more */
+EMMA_HIDDEN void page_unhold(page_t *page);
 /* segment_page_release without the policy's event, for a caller holding
  * h->seg_lock (reclaim.c, releasing a page for its owner) */
 EMMA_HIDDEN void segment_page_put(heap_t *h, page_t *page);

@@ -53,11 +53,23 @@ void bin_push_front(heap_t *h, page_t *page)
     direct_update(h, page->class_idx);
 }
 
+/* The page is no longer held by its owner (page_retire): out of the
+ * policy's pinned memory. */
+void page_unhold(page_t *page)
+{
+    if (page->held_bytes) {
+        policy_unhold(page->held_bytes);
+        page->held_bytes = 0;
+    }
+    if (page->slow_at == SLOW_AT_HELD)
+        page->slow_at = SLOW_AT_EMPTY(page);
+}
+
 void bin_push_back(heap_t *h, page_t *page)
 {
     page_queue_t *q = &h->bins[page->class_idx];
     if (q->first && q->first->slow_at == SLOW_AT_HELD)
-        q->first->slow_at = SLOW_AT_EMPTY(q->first); /* no longer alone: may be released */
+        page_unhold(q->first); /* no longer alone: may be released */
     queue_insert(q, page, q->last, NULL);
     if (q->first == page)
         direct_update(h, page->class_idx);
@@ -157,9 +169,20 @@ void page_init(page_t *page, unsigned c)
     page->slow_at = SLOW_AT_EMPTY(page);
     page->in_full = 0;
     page->parked = 0;
+    page->in_depot = 0; /* (a depot class mended after a death may have lost count) */
     page->in_use = 1;
     page->remote_size = (uint32_t)bsize;
     page->next = page->prev = NULL;
+}
+
+/* A held page carved more blocks (its owner allocates from it): counted,
+ * or, past the budget, no longer held. */
+static EMMA_NOINLINE void page_held_grew(page_t *page, size_t n)
+{
+    if (policy_hold(n))
+        page->held_bytes += (uint32_t)n;
+    else
+        page_unhold(page);
 }
 
 /* Carve n more blocks (at most what is left) onto the free list. */
@@ -180,6 +203,8 @@ static void page_carve(page_t *page, uint32_t n)
     check_mark_carved(p);
     page->free = (block_t *)first;
     page->capacity += n;
+    if (unlikely(page->held_bytes))
+        page_held_grew(page, (size_t)n * page->block_size);
 }
 
 /* Carve more blocks onto the free list: about one OS page worth at a time,
@@ -232,12 +257,34 @@ page_t *page_fresh(heap_t *h, unsigned c)
  * small: up to HOLD_MAX or the blocks of a first carving (page_extend),
  * whichever is more; a page that took more (a burst of blocks of its
  * class, all freed) goes back to its segment, where its memory counts as
- * free and policy.c bounds it process-wide.  A thread's heap holds no page
+ * free and policy.c bounds it process-wide.  A held page's carved bytes
+ * count too, apart, within HELD_MAX for every thread together (page_hold):
+ * a thread that idles or exits leaves its held pages under the bound, and
+ * their number does not multiply it (bench idlebound, 16 threads: 15 MiB
+ * of held medium pages outside any count, before).  A thread's heap holds no page
  * of a class the shared heaps serve (one it took when their lock stayed
  * taken, alloc.c): up to 1 MiB per class and thread otherwise (bench
  * mstress, 8 threads: 15-30 MiB of held pages at the peak); the shared
  * heap holds its own as any heap does. */
 #define HOLD_MAX ((size_t)64 << 10)
+
+/* The held page's carved bytes into the policy's pinned memory (policy.h:
+ * HELD_MAX process-wide, whatever the number of threads; a page past it
+ * goes back to its segment, where the bound reaches it); a private heap's
+ * pages are its own business. */
+static bool page_hold(heap_t *h, page_t *page, size_t carved)
+{
+    if (h->is_private || page->held_bytes)
+        return true; /* (counted already: page_carve counts what it adds) */
+    if (page->dirty > carved)
+        carved = page->dirty; /* resident when the page was taken (segment.c) */
+    if (!policy_hold(carved))
+        return false;
+    page->held_bytes = (uint32_t)carved;
+    policy_pinned_grew(h);
+    return true;
+}
+
 static void page_retire(heap_t *h, page_t *page)
 {
     page_queue_t *q = &h->bins[page->class_idx];
@@ -245,7 +292,8 @@ static void page_retire(heap_t *h, page_t *page)
     size_t carved = (size_t)page->capacity * page->block_size;
     if (q->first == page && q->last == page && !h->parked[page->class_idx].first &&
         seg->kind != KIND_XLARGE && (carved <= HOLD_MAX || page->capacity <= 4) &&
-        !(page->block_size >= SHARED_MIN && heap_uses_shared(h))) {
+        !(page->block_size >= SHARED_MIN && heap_uses_shared(h)) &&
+        page_hold(h, page, carved)) {
         page->slow_at = SLOW_AT_HELD;
         return;
     }
@@ -255,6 +303,7 @@ static void page_retire(heap_t *h, page_t *page)
 
 void page_mark_full(heap_t *h, page_t *page)
 {
+    page_unhold(page); /* every block out: nothing free in it */
     bin_remove(h, page);
     page->in_full = 1;
     page->slow_at = page->used;

@@ -4,7 +4,11 @@
  *   accounting   every free byte that may be resident (free pages of every
  *                heap, empty segments in the pool, the huge cache, the
  *                tails kept past live huge blocks), counted in bytes
- *                actually touched, is in one process-wide count.
+ *                actually touched, is in one process-wide count.  Free
+ *                memory other threads cannot give back is counted apart,
+ *                each within a budget (policy.h: pages held empty by
+ *                their owner, pages the depot's blocks keep in use), and
+ *                the count is held to the bound less it (count_bound).
  *   bound        policy_free_bound (32 MiB) is a hard limit: a slow path
  *                that takes the count past it gives memory back at once,
  *                longest free first, process-wide (over_bound), so at most
@@ -25,8 +29,9 @@
  *                of its own: a process where no thread allocates keeps
  *                what it had.
  *   remote frees a thread freeing blocks into other threads' pages counts
- *                their bytes and takes a remote step every REMOTE_STEP
- *                (2 MiB): a decay pass if due, then the pages those frees
+ *                their bytes and takes a remote step every
+ *                policy_remote_step_bytes (2 MiB shared out among the
+ *                heaps): a decay pass if due, then the pages those frees
  *                emptied go back to their segments, counted, whatever
  *                their owner does, alive or exited (reclaim.c), and the
  *                bound applies.  So remote frees into an idle or exited
@@ -74,6 +79,47 @@ size_t policy_resident(void)
 {
     size_t r = atomic_load_explicit(&resident, memory_order_relaxed);
     return r > SIZE_MAX / 2 ? 0 : r; /* a subtraction seen before its addition */
+}
+
+/* Pinned memory (policy.h): held pages, and pages the depot's blocks pin.
+ * A budget is checked before the addition: racing threads may pass it by
+ * what they add at once, a page each. */
+static _Atomic size_t held_total;
+static _Atomic size_t depot_pinned;
+
+static bool budget_take(_Atomic size_t *c, size_t n, size_t max)
+{
+    if (atomic_load_explicit(c, memory_order_relaxed) + n > max)
+        return false;
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+    return true;
+}
+
+bool policy_hold(size_t n) { return budget_take(&held_total, n, HELD_MAX(policy_free_bound)); }
+
+void policy_unhold(size_t n) { atomic_fetch_sub_explicit(&held_total, n, memory_order_relaxed); }
+
+bool policy_depot_pin(size_t n)
+{
+    return budget_take(&depot_pinned, n, DEPOT_PIN_MAX(policy_free_bound));
+}
+
+void policy_depot_unpin(size_t n) { atomic_fetch_sub_explicit(&depot_pinned, n, memory_order_relaxed); }
+
+size_t policy_pinned(void)
+{
+    size_t r = atomic_load_explicit(&held_total, memory_order_relaxed) +
+               atomic_load_explicit(&depot_pinned, memory_order_relaxed);
+    return r > SIZE_MAX / 2 ? 0 : r;
+}
+
+/* The bound for the count: policy_free_bound less what is pinned (the
+ * budgets keep that to 5/8 of it, but for races: never less than a
+ * quarter of it). */
+static size_t count_bound(void)
+{
+    size_t bound = policy_free_bound, p = policy_pinned(), most = bound - bound / 4;
+    return bound - (p < most ? p : most);
 }
 
 /* Every heap but self: what has been free since before `before` (all,
@@ -220,21 +266,36 @@ static _Atomic uint32_t shrink_wanted;
 static _Atomic size_t shrink_stuck;
 static _Atomic uint64_t next_shrink; /* a soft shrink: when to try again */
 
+/* The soft levels go by policy_free_bound itself, the hard one by what
+ * the pinned memory leaves of it (count_bound): pinned memory makes the
+ * hard limit come sooner, not the soft shrinks, whose purges of memory
+ * freed lately a program allocating at random faults back in (bench
+ * mstress, with soft levels from the reduced bound: 57k page faults,
+ * 37k before the pinned memory was counted, 45-51k now). */
+static size_t soft_level(size_t bound)
+{
+    size_t soft = SOFT_LEVEL(policy_free_bound);
+    return soft < bound ? soft : bound; /* past the bound, the hard limit */
+}
+
 static void over_bound(heap_t *self)
 {
-    size_t bound = policy_free_bound;
-    if (policy_resident() <= SOFT_LEVEL(bound) || slow_interrupted())
+    size_t bound = count_bound();
+    size_t soft = soft_level(bound), soft_target = SOFT_TARGET(policy_free_bound);
+    if (soft_target > soft - soft / 3)
+        soft_target = soft - soft / 3;
+    if (policy_resident() <= soft || slow_interrupted())
         return;
     size_t stuck = atomic_load_explicit(&shrink_stuck, memory_order_relaxed);
     size_t r = policy_resident();
-    if (r <= SOFT_LEVEL(bound) + stuck)
+    if (r <= soft + stuck)
         return;
     if (r <= bound + stuck) {
         uint64_t now = now_ticks();
         if (now < atomic_load_explicit(&next_shrink, memory_order_relaxed))
             return;
-        shrink(self, SOFT_TARGET(bound) + stuck, policy_decay_ticks / 2);
-        if (policy_resident() > SOFT_LEVEL(bound) + stuck)
+        shrink(self, soft_target + stuck, policy_decay_ticks / 2);
+        if (policy_resident() > soft + stuck)
             atomic_store_explicit(&next_shrink, now + policy_decay_ticks / 8,
                                   memory_order_relaxed);
         return;
@@ -304,6 +365,18 @@ void policy_huge_freed(heap_t *self)
     over_bound(public_heap(self));
 }
 
+void policy_pinned_grew(heap_t *h) { over_bound(public_heap(h)); }
+
+void policy_depot_pinned_grew(void)
+{
+    if (call_interrupted() || policy_resident() <= soft_level(count_bound()))
+        return;
+    slow_state st;
+    heap_t *h = slow_enter_self(&st);
+    over_bound(public_heap(h));
+    slow_leave_self(h, st);
+}
+
 /* The remote step (free.c, policy.h): every other heap that remote frees
  * reached gives up what they emptied (reclaim.c: pages emptied entirely
  * go back to their segments, counted), then the bound applies.  A thread
@@ -311,6 +384,17 @@ void policy_huge_freed(heap_t *self)
 #if !EMMA_CONFIG_TLS
 size_t policy_remote_anon;
 #endif
+
+size_t policy_remote_step_bytes = REMOTE_STEP_TOTAL;
+static _Atomic size_t heap_count;
+
+void policy_heap_added(void)
+{
+    size_t n = atomic_fetch_add_explicit(&heap_count, 1, memory_order_relaxed) + 1;
+    size_t step = REMOTE_STEP_TOTAL / n;
+    __atomic_store_n(&policy_remote_step_bytes, step > REMOTE_STEP_MIN ? step : REMOTE_STEP_MIN,
+                     __ATOMIC_RELAXED);
+}
 
 void policy_remote_step(void)
 {
@@ -676,6 +760,8 @@ void policy_teardown(void)
     cache_forget();
     huge_tails_forget();
     atomic_store(&resident, 0);
+    atomic_store(&held_total, 0);
+    atomic_store(&depot_pinned, 0);
     atomic_store(&next_pass, 0);
     atomic_store(&next_shrink, 0);
     atomic_store(&shrink_stuck, 0);

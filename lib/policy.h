@@ -50,6 +50,27 @@ EMMA_HIDDEN void policy_resident_add(size_t n);
 EMMA_HIDDEN void policy_resident_sub(size_t n);
 EMMA_HIDDEN size_t policy_resident(void);
 
+/* Free memory that no other thread can give back, outside that count and
+ * under the same bound (policy.c: over_bound holds the count to the bound
+ * less these): pages held empty by their owner (page.c: page_retire), at
+ * most HELD_MAX, and the pages of blocks waiting in the depot (depot.c),
+ * at most DEPOT_PIN_MAX, counted whole.  Each has a budget of its own,
+ * process-wide, so that neither multiplies with the number of threads. */
+#define HELD_MAX(bound) ((bound) / 8)
+#define DEPOT_PIN_MAX(bound) ((bound) / 2)
+/* page.c: room for n more bytes of held pages?  Counted if so. */
+EMMA_HIDDEN bool policy_hold(size_t n);
+EMMA_HIDDEN void policy_unhold(size_t n);
+/* depot.c: the same for pages pinned by the depot's blocks */
+EMMA_HIDDEN bool policy_depot_pin(size_t n);
+EMMA_HIDDEN void policy_depot_unpin(size_t n);
+/* held and depot-pinned bytes now */
+EMMA_HIDDEN size_t policy_pinned(void);
+/* After a hold or a pin: the bound, from a slow path of h (a hold), or
+ * from a free by a thread that does not own the block (a pin). */
+EMMA_HIDDEN void policy_pinned_grew(heap_t *h);
+EMMA_HIDDEN void policy_depot_pinned_grew(void);
+
 /* The knobs behind the defaults above, as variables that options.c
  * (EMMA_DECAY_MS, EMMA_FREE_RESIDENT_MAX, EMMA_HUGE_CACHE_MAX, mallopt)
  * may set before or while the program runs; read on slow paths only. */
@@ -113,13 +134,21 @@ EMMA_HIDDEN size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool a
  * (h->remote_pages), from a thread that does not own it. */
 EMMA_HIDDEN size_t reclaim_remote(heap_t *self, heap_t *h, uint64_t now);
 
-/* free.c: a thread that has freed REMOTE_STEP bytes into pages of other
- * heaps since its last remote step takes one (policy_remote_step): what
- * those frees emptied becomes free memory in the process-wide count, so
- * that the bound and the decay cover it while its owner idles or after it
- * died.  With TLS a thread counts in its heap (heap->remote_freed),
- * without TLS every thread in policy_remote_anon. */
-#define REMOTE_STEP ((size_t)2 << 20)
+/* free.c: a thread that has freed policy_remote_step_bytes into pages of
+ * other heaps since its last remote step takes one (policy_remote_step):
+ * what those frees emptied becomes free memory in the process-wide count,
+ * so that the bound and the decay cover it while its owner idles or after
+ * it died.  With TLS a thread counts in its heap (heap->remote_freed),
+ * without TLS every thread in policy_remote_anon.  The step is
+ * REMOTE_STEP_TOTAL shared out among the heaps there are (policy_heap_added),
+ * REMOTE_STEP_MIN at least: what remote frees leave uncounted, every thread
+ * together, does not grow with the number of threads (up to 64 heaps; past
+ * that by REMOTE_STEP_MIN each). */
+#define REMOTE_STEP_TOTAL ((size_t)2 << 20)
+#define REMOTE_STEP_MIN ((size_t)32 << 10)
+EMMA_HIDDEN extern size_t policy_remote_step_bytes;
+/* heap.c: one more heap on the list of heaps */
+EMMA_HIDDEN void policy_heap_added(void);
 #if !EMMA_CONFIG_TLS
 EMMA_HIDDEN extern size_t policy_remote_anon;
 #endif

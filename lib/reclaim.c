@@ -1,6 +1,6 @@
 /* Taking back what other threads hold: policy.c's decay pass and trim call
  * reclaim_heap() for every heap but the caller's, and its remote step
- * (a thread that has freed REMOTE_STEP bytes into other threads' pages)
+ * (a thread that has freed policy_remote_step_bytes into other threads' pages)
  * calls reclaim_remote() for every heap those frees wait in.
  *
  * Without TLS heaps are shared: a heap whose lock is free is locked,

@@ -171,6 +171,7 @@ static bool salvage_segment(segment_t *seg, size_t *purged)
         if (page->in_use == 1 && !atomic_load_explicit(&page->thread_free, memory_order_acquire)) {
             switch (page_check(seg, i, page)) {
             case PAGE_FREE:
+                page_unhold(page);
                 page->in_use = 0;
                 page->remote_size = 0;
                 page->in_full = 0;

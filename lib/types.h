@@ -153,11 +153,15 @@ typedef struct page {
     uint32_t sparse_since;       /* sparse pass that first saw it sparse, or 0 */
     uint16_t purged;             /* OS pages whose blocks are absent (small pages) */
     uint8_t parked;              /* in heap->parked: sparse, left to drain */
+    uint8_t in_depot;            /* of its blocks, how many wait in the depot (depot.c,
+                                    under its class's lock) */
     uint32_t remote_size;        /* block_size while in use, else 0: what a remote
                                     free reads, so that it never reads the first
                                     line, which the owner writes at every malloc */
     _Atomic uint32_t tf_gen;     /* thread_free's lists taken so far (internal.h:
                                     tf_take), part of the tag remote frees leave */
+    uint32_t held_bytes;         /* held by its owner (page.c: page_retire): the
+                                    carved bytes counted in policy.c's pinned memory */
 } page_t;
 
 /* The end of a page's lists, and what a pop parks in page->free while it

@@ -610,6 +610,121 @@ START_TEST(t_bound_everything_idle)
 }
 END_TEST
 
+/* Many threads, then every one of them idle or gone, with no emma call
+ * after their last free: what stays free and resident is at most the
+ * bound (32 MiB by default) whatever the number of threads.  32 threads
+ * each replace blocks of 16 KiB..1 MiB (the threads' own medium pages
+ * and the shared heap), a quarter of them freed by another thread; then
+ * each frees what it holds and exits (`gone`) or blocks.  Before, each
+ * thread kept an empty page per medium class for itself (up to 512 KiB
+ * each), the depot's blocks held their pages, and each thread's last
+ * 2 MiB of remote frees were never counted: 56-66 MiB stayed with 32
+ * threads (16 threads: 49-54), none of it in the process-wide count.
+ * RSS is compared with its level before the threads, less the blocks
+ * still out (a handful of the harness's); the threads' own stacks and
+ * emma's heaps for them stay too, hence a margin of 8 MiB. */
+enum { MANY_THREADS = 32, MANY_STEPS = 300, MANY_LIVE = 16, MANY_QUEUE = 1024 };
+static void *many_queue[MANY_QUEUE];
+static unsigned many_head, many_tail, many_freed, many_idle;
+static bool many_gone, many_quit;
+static pthread_mutex_t many_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t many_cv = PTHREAD_COND_INITIALIZER;
+
+static void *many_pop(void)
+{
+    void *p = NULL;
+    pthread_mutex_lock(&many_mu);
+    if (many_head != many_tail)
+        p = many_queue[many_tail++ % MANY_QUEUE];
+    pthread_mutex_unlock(&many_mu);
+    return p;
+}
+
+static void *many_worker(void *arg)
+{
+    uint64_t rng = 0x9e3779b97f4a7c15ull * (uint64_t)(uintptr_t)arg + 1;
+    void *live[MANY_LIVE] = {0};
+    for (int i = 0; i < MANY_STEPS; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        unsigned k = (unsigned)(rng >> 33) % MANY_LIVE;
+        if (live[k] && (rng >> 40) % 4 == 0) {
+            pthread_mutex_lock(&many_mu);
+            if (many_head - many_tail < MANY_QUEUE) {
+                many_queue[many_head++ % MANY_QUEUE] = live[k];
+                live[k] = NULL;
+            }
+            pthread_mutex_unlock(&many_mu);
+        }
+        free(live[k]);
+        size_t n = (rng >> 50) % 4 ? 16384 + (rng >> 20) % 262144 : 16384 + (rng >> 20) % 1032192;
+        live[k] = malloc(n);
+        TU_ASSERT(live[k] != NULL);
+        for (size_t o = 0; o < n; o += 4096)
+            ((volatile char *)live[k])[o] = 1;
+        free(many_pop());
+    }
+    for (unsigned k = 0; k < MANY_LIVE; k++)
+        free(live[k]);
+    pthread_mutex_lock(&many_mu);
+    many_freed++;
+    pthread_cond_broadcast(&many_cv);
+    while (many_freed < MANY_THREADS)
+        pthread_cond_wait(&many_cv, &many_mu);
+    pthread_mutex_unlock(&many_mu);
+    void *p;
+    while ((p = many_pop()) != NULL)
+        free(p);
+    pthread_mutex_lock(&many_mu);
+    many_idle++;
+    pthread_cond_broadcast(&many_cv);
+    while (!many_gone && !many_quit)
+        pthread_cond_wait(&many_cv, &many_mu);
+    pthread_mutex_unlock(&many_mu);
+    return NULL;
+}
+
+static void many_threads_then_idle(bool gone)
+{
+    pthread_t t[MANY_THREADS];
+    many_gone = gone;
+    size_t base = tu_rss();
+    for (int i = 0; i < MANY_THREADS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, many_worker, (void *)(uintptr_t)(i + 1)), 0);
+    if (gone) {
+        for (int i = 0; i < MANY_THREADS; i++)
+            pthread_join(t[i], NULL);
+    } else {
+        pthread_mutex_lock(&many_mu);
+        while (many_idle < MANY_THREADS)
+            pthread_cond_wait(&many_cv, &many_mu);
+        pthread_mutex_unlock(&many_mu);
+    }
+    /* no emma call from here to the reading (emma_stats gives nothing back) */
+    size_t r = tu_rss();
+    struct emma_stats st;
+    TU_ASSERT(emma_stats(&st, sizeof st) == 0);
+    size_t in_use = st.bytes_in_use;
+    if (!gone) {
+        pthread_mutex_lock(&many_mu);
+        many_quit = true;
+        pthread_cond_broadcast(&many_cv);
+        pthread_mutex_unlock(&many_mu);
+        for (int i = 0; i < MANY_THREADS; i++)
+            pthread_join(t[i], NULL);
+    }
+    r = r > in_use ? r - in_use : 0;
+    ck_assert_msg(r <= base + 40 * TU_MIB,
+                  "%d threads %s after their frees: RSS %zu MiB beside %zu MiB in use (base "
+                  "%zu MiB; bound 32 MiB, margin 8)",
+                  MANY_THREADS, gone ? "gone" : "idle", r / TU_MIB, in_use / TU_MIB, base / TU_MIB);
+}
+
+START_TEST(t_bound_many_threads_gone) { many_threads_then_idle(true); }
+END_TEST
+
+START_TEST(t_bound_many_threads_idle) { many_threads_then_idle(false); }
+END_TEST
+
 /* Huge blocks drive the decay like any slow path: 22 MiB of small blocks
  * freed (under the bound, so only the decay gives them back), then only
  * huge blocks allocated (kept: the huge cache stays empty) or freed, every
@@ -888,6 +1003,7 @@ int main(void)
     const TTest *const tests[] = {
         t_trim_other_thread, t_malloc_trim, t_dead_thread_reclaimed, t_idle_owner_remote_free,
         t_huge_cache_bound, t_huge_warm_decays, t_bound_threads_free_together, t_bound_everything_idle,
+        t_bound_many_threads_gone, t_bound_many_threads_idle,
         t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_oom_retry, t_oom_rounds, t_small_at_map_limit,
         t_cold_class_thinned, t_sparse_page_rethinned,
         EMMA_CONFIG_TLS ? t_dead_thread_pages_reused : NULL, NULL};
