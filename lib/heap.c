@@ -21,7 +21,8 @@
  * Without TLS the same heaps are shared: each has a spin lock, a thread
  * try-locks them starting from one picked by its stack address, and never
  * waits for one particular heap, so a lock left held by a dead thread (or
- * by a thread that vanished in a fork) only takes that heap out of use.
+ * by a thread that vanished in a fork) only takes that heap out of use;
+ * once every slot stays taken, a slot gets another heap (slot_replace).
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
 #include "observe.h"
@@ -344,6 +345,11 @@ heap_t *heap_acquire_for_thread(void)
 #else /* !EMMA_CONFIG_TLS */
 
 #define STUCK_ROUNDS 2000
+/* Rounds with every one of the HEAP_SLOTS slots taken before a slot gets
+ * another heap (slot_replace): fewer than STUCK_ROUNDS, since that costs
+ * no lock taken from anybody, and each yield may give the core away for
+ * milliseconds on a loaded machine (2000 rounds took seconds there). */
+#define REPLACE_ROUNDS 64
 #define PREFERRED_SPINS 16
 
 _Atomic(heap_t *) heap_slots[HEAP_SLOTS];
@@ -403,12 +409,81 @@ static heap_t *try_slot(unsigned i, unsigned spins, bool *no_memory)
     }
 }
 
+/* A heap replaced in its slot (slot_replace below) is an orphan: owner
+ * word HEAP_ORPHAN (slot heaps have 0 there without TLS).  It stays on
+ * the heap list: its blocks stay valid, the frees of those by any thread
+ * go to its pages' remote lists, and when its lock comes free (its holder
+ * was only slow: preempted, or in a long signal handler) emma_trim and
+ * the decay passes collect and purge it like any heap (reclaim.c), and
+ * the next replacement takes it back into a slot. */
+/* An orphan whose lock has come free, locked and no longer an orphan, or
+ * NULL.  Loads only, no system call: the heap list is walked only when
+ * every slot has stayed taken for REPLACE_ROUNDS rounds. */
+static heap_t *orphan_take(void)
+{
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap) {
+        if (atomic_load_explicit(&h->owner, memory_order_relaxed) != HEAP_ORPHAN ||
+            !heap_trylock(h))
+            continue;
+        uint32_t o = HEAP_ORPHAN;
+        if (atomic_compare_exchange_strong(&h->owner, &o, 0))
+            return h;
+        heap_unlock(h); /* another replacement took it meanwhile */
+    }
+    return NULL;
+}
+
+/* Slot i's heap `stuck` has stayed locked (with every other slot) for
+ * REPLACE_ROUNDS rounds: its holder may have died holding the lock (a
+ * thread ended by a raw SYS_exit or pthread_exit in a signal handler, or
+ * cancelled asynchronously, inside emma; or one that did not survive a
+ * fork).  Without TLS nothing tells a dead holder from a slow one: the
+ * lock word cannot name its holder (a thread's TID costs a system call
+ * per lock without a thread pointer to keep it in, gettid 300-500 ns
+ * here against 50 ns for a malloc+free of 4000 bytes), and a cache of
+ * TIDs by stack address would name a new thread that reuses a dead one's
+ * stack (or a coroutine's stack run by another thread) with the dead
+ * TID.  So the lock is never taken from its holder: the slot gets
+ * another heap (an orphan whose lock has come free, or a new one), and
+ * `stuck` becomes an orphan, never touched again while its lock is held.
+ * Returns the slot's new heap, locked; NULL (and *no_memory) if it
+ * cannot be made, or NULL if another thread changed the slot meanwhile. */
+static heap_t *slot_replace(unsigned i, heap_t *stuck, bool *no_memory)
+{
+    heap_t *fresh = orphan_take();
+    bool made = false;
+    if (!fresh) {
+        fresh = heap_new();
+        if (!fresh) {
+            *no_memory = true;
+            return NULL;
+        }
+        atomic_store(&fresh->lock, 1);
+        made = true;
+    }
+    if (!atomic_compare_exchange_strong(&heap_slots[i], &stuck, fresh)) {
+        if (made) {
+            heap_delete(fresh);
+        } else {
+            atomic_store(&fresh->owner, HEAP_ORPHAN);
+            heap_unlock(fresh);
+        }
+        return NULL;
+    }
+    if (made)
+        heap_list_push(fresh);
+    atomic_store(&stuck->owner, HEAP_ORPHAN);
+    return fresh;
+}
+
 /* Lock the thread's preferred heap, or else any other.  When every heap
  * stays busy for long we assume some locks will never be released (their
- * holders died, or did not survive a fork) and open one more slot, so
- * nobody waits forever on a lock that will not come free.  NULL (the
- * caller reports ENOMEM) rather than waiting when a heap is needed and
- * cannot be mapped, or when every slot stays taken. */
+ * holders died, or did not survive a fork): one more slot opens, up to
+ * HEAP_SLOTS, and past that the thread's preferred slot gets another heap
+ * (slot_replace), so nobody waits forever on a lock that will not come
+ * free, and deaths never use the slots up.  NULL (the caller reports
+ * ENOMEM) rather than waiting only when a heap is needed and cannot be
+ * mapped. */
 heap_t *heap_lock_any(void)
 {
     bool no_memory = false;
@@ -424,11 +499,20 @@ heap_t *heap_lock_any(void)
             if (h)
                 return h;
         }
-        if (round >= STUCK_ROUNDS) {
-            if (limit == HEAP_SLOTS)
-                break;
-            atomic_compare_exchange_strong(&heap_slot_limit, &limit, limit + 1);
+        if (round >= (limit < HEAP_SLOTS ? STUCK_ROUNDS : REPLACE_ROUNDS)) {
             round = 0;
+            if (limit < HEAP_SLOTS) {
+                atomic_compare_exchange_strong(&heap_slot_limit, &limit, limit + 1);
+                continue;
+            }
+            pref = preferred_slot(limit);
+            h = try_slot(pref, 0, &no_memory);
+            if (h)
+                return h;
+            heap_t *stuck = atomic_load_explicit(&heap_slots[pref], memory_order_acquire);
+            if (stuck && (h = slot_replace(pref, stuck, &no_memory)) != NULL)
+                return h;
+            continue;
         }
         os_yield();
     }

@@ -510,6 +510,9 @@ static inline bool call_interrupted(void) { return tls_heap == &heap_busy; }
 EMMA_HIDDEN extern _Atomic(heap_t *) heap_slots[HEAP_SLOTS];
 EMMA_HIDDEN extern _Atomic unsigned heap_slot_limit;
 EMMA_HIDDEN heap_t *heap_lock_any(void);
+/* heap_t.owner of a heap taken out of its slot (heap.c: slot_replace);
+ * 0 for the others */
+#define HEAP_ORPHAN 1u
 
 /* A thread's preferred slot, from its stack address: threads' stacks lie
  * megabytes apart, so each thread tends to keep to a heap of its own. */

@@ -100,7 +100,8 @@ static void walk_heaps(struct emma_stats *s)
              !os_thread_gone(owner)))
             s->heaps_live++;
 #else
-        s->heaps_live++;
+        /* in service: not replaced in its slot (heap.c) */
+        s->heaps_live += atomic_load_explicit(&h->owner, memory_order_relaxed) != HEAP_ORPHAN;
 #endif
     }
 }

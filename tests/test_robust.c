@@ -560,11 +560,12 @@ START_TEST(t_threads_die_inside)
         ck_assert_int_eq(pthread_create(&w[i], NULL, td_worker, &args[i]), 0);
     }
     double t0 = now_s();
-    /* Without TLS a death inside a slow path takes its heap slot out of
-     * service for good (emma(7) BUGS), and with all 256 gone malloc fails
-     * with ENOMEM: one CI run (c206b6f, notls) had Check's own malloc(12)
-     * fail after about 1,000-1,900 deaths; 300 stay well inside. */
-    long max_deaths = EMMA_CONFIG_TLS ? (long)(TD_DEATHS * scale()) : 300;
+    /* Without TLS too: a heap slot whose lock a dead thread holds is
+     * given a new heap once every slot stays taken (heap.c), so deaths
+     * never make malloc fail with ENOMEM (before that, Check's own
+     * malloc(12) failed once all 256 slots were gone, after about
+     * 1,000-1,900 deaths). */
+    long max_deaths = (long)(TD_DEATHS * scale());
     /* 6 s, or up to 20 s until 300 deaths on a loaded machine: a hang
      * stops the deaths whatever the time */
     while (atomic_load(&td_deaths) < max_deaths &&

@@ -12,7 +12,7 @@
 #include <pthread.h>
 #include <sys/wait.h>
 
-#include "internal.h"
+#include "alloc.h"
 #include "observe.h"
 #include "policy.h"
 
@@ -264,6 +264,86 @@ START_TEST(t_heap_stuck_lock_skipped)
 }
 END_TEST
 
+static size_t orphans(void)
+{
+    size_t n = 0;
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap)
+        n += atomic_load(&h->owner) == HEAP_ORPHAN;
+    return n;
+}
+
+static size_t heaps(void)
+{
+    size_t n = 0;
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap)
+        n++;
+    return n;
+}
+
+/* Threads that die holding a heap's lock never use the slots up: once
+ * every slot's lock is held by a dead thread, the next thread still gets
+ * a heap (its slot given a new one) and allocation goes on.  Before,
+ * heap_lock_any returned NULL (malloc failed with ENOMEM) from the 257th
+ * death on. */
+START_TEST(t_heap_slots_never_run_out)
+{
+    enum { DEAD = HEAP_SLOTS + 40 };
+    /* every slot open at once: only the replacements wait (STUCK_ROUNDS) */
+    atomic_store(&heap_slot_limit, HEAP_SLOTS);
+    for (int i = 0; i < DEAD; i++) {
+        heap_t *h = NULL;
+        pthread_t t;
+        ck_assert_int_eq(pthread_create(&t, NULL, lock_and_die, &h), 0);
+        pthread_join(t, NULL);
+        ck_assert_msg(h != NULL, "death %d: no heap", i + 1);
+    }
+    ck_assert_uint_eq(atomic_load(&heap_slot_limit), HEAP_SLOTS);
+    ck_assert_uint_ge(orphans(), DEAD - HEAP_SLOTS);
+    struct emma_stats st;
+    ck_assert_int_eq(emma_stats(&st, sizeof st), 0);
+    ck_assert_uint_eq(st.heaps_live, st.heaps - orphans());
+    for (int i = 0; i < 1000; i++) {
+        void *p = emma_alloc(64 + (size_t)i * 8, 16);
+        ck_assert_ptr_nonnull(p);
+        emma_dealloc(p, 64 + (size_t)i * 8, 16);
+    }
+}
+END_TEST
+
+/* A heap replaced in its slot whose holder was only slow (here: this
+ * thread, holding every slot's lock) goes back into a slot at the next
+ * replacement, once its lock is free: no heap is mapped for it. */
+START_TEST(t_heap_orphan_back_in_service)
+{
+    static heap_t *held[HEAP_SLOTS];
+    atomic_store(&heap_slot_limit, HEAP_SLOTS);
+    for (int i = 0; i < HEAP_SLOTS; i++) {
+        held[i] = heap_lock_any();
+        ck_assert_ptr_nonnull(held[i]);
+    }
+    /* every slot taken, by a live thread: the 257th gets a new heap, in
+     * place of one of ours */
+    heap_t *extra = heap_lock_any();
+    ck_assert_ptr_nonnull(extra);
+    ck_assert_uint_eq(orphans(), 1);
+    heap_t *orphan = NULL;
+    for (int i = 0; i < HEAP_SLOTS; i++)
+        if (atomic_load(&held[i]->owner) == HEAP_ORPHAN)
+            orphan = held[i];
+    ck_assert_ptr_nonnull(orphan);
+    void *p = heap_alloc(orphan, 100); /* still usable by its holder */
+    ck_assert_ptr_nonnull(p);
+    heap_unlock(orphan);
+    size_t before = heaps();
+    heap_t *again = heap_lock_any(); /* every slot still taken */
+    ck_assert_ptr_eq(again, orphan);
+    ck_assert_uint_eq(heaps(), before);
+    ck_assert_uint_eq(orphans(), 1); /* the one it replaced */
+    heap_unlock(again);
+    emma_dealloc(p, 100, 16);
+}
+END_TEST
+
 #endif
 
 int main(void)
@@ -279,6 +359,8 @@ int main(void)
 #else
         t_heap_lock_any,
         t_heap_stuck_lock_skipped,
+        t_heap_slots_never_run_out,
+        t_heap_orphan_back_in_service,
 #endif
         NULL,
     };
