@@ -218,6 +218,10 @@ typedef struct segment {
 /* segment_t.flags: a huge mapping that received pages moved from others
  * (huge.c's gather), which the kernel holds as several mappings */
 #define SEG_GATHERED 8
+/* segment_t.flags: a huge block whose pages emma filled in ahead (gather,
+ * populate) in this use: what is resident of it when it is freed tells
+ * nothing of how the program writes its blocks */
+#define SEG_FILLED 16
 
 /* Bytes of a segment header with `pages` pages, cache-line aligned; with
  * boundary checks it ends with the free-block bitmap (internal.h). */

@@ -828,6 +828,38 @@ START_TEST(t_shrink_in_place)
 }
 END_TEST
 
+/* Huge blocks are filled in ahead (one madvise rather than a page fault
+ * per page) only while the program writes its blocks whole.  A block grown
+ * by realloc, written at its start only, is no such evidence: once one was
+ * freed, every later huge block of the process was made resident whole,
+ * whatever the program wrote (64 blocks of 2 MiB with one byte written
+ * each: 128 MiB rather than 1). */
+START_TEST(t_sparse_after_realloc)
+{
+    unsigned char *p = malloc(2 * TU_MIB);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 1, 2 * TU_MIB);
+    p = realloc(p, 8 * TU_MIB);
+    ck_assert_ptr_nonnull(p);
+    free(p);
+    size_t base = tu_rss();
+    enum { N = 64 };
+    unsigned char *v[N];
+    for (int i = 0; i < N; i++) {
+        v[i] = malloc(2 * TU_MIB);
+        ck_assert_ptr_nonnull(v[i]);
+        v[i][0] = 1;
+    }
+    size_t r = tu_rss();
+    for (int i = 0; i < N; i++)
+        free(v[i]);
+    ck_assert_msg(r < base + 32 * TU_MIB,
+                  "64 blocks of 2 MiB, one byte written each, after a realloc'd block was "
+                  "freed: RSS %zu -> %zu MiB",
+                  base / TU_MIB, r / TU_MIB);
+}
+END_TEST
+
 /* Under RLIMIT_AS, memory freed by the program is mapped no more once the
  * kernel refuses a mapping: caches are released and the mapping retried.
  * In a child, so that the limit dies with it. */
@@ -1004,7 +1036,7 @@ int main(void)
         t_trim_other_thread, t_malloc_trim, t_dead_thread_reclaimed, t_idle_owner_remote_free,
         t_huge_cache_bound, t_huge_warm_decays, t_bound_threads_free_together, t_bound_everything_idle,
         t_bound_many_threads_gone, t_bound_many_threads_idle,
-        t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_oom_retry, t_oom_rounds, t_small_at_map_limit,
+        t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_sparse_after_realloc, t_oom_retry, t_oom_rounds, t_small_at_map_limit,
         t_cold_class_thinned, t_sparse_page_rethinned,
         EMMA_CONFIG_TLS ? t_dead_thread_pages_reused : NULL, NULL};
     return tu_run_case("policy", "policy", 60, tests);
