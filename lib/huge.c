@@ -332,7 +332,8 @@ static bool fill_ahead(bool zero)
 {
     if (zero || !atomic_load_explicit(&dense_blocks, memory_order_relaxed))
         return false;
-    return atomic_fetch_add_explicit(&fill_count, 1, memory_order_relaxed) % FILL_SAMPLE != 0;
+    return atomic_fetch_add_explicit(&fill_count, 1, memory_order_relaxed) % FILL_SAMPLE !=
+           FILL_SAMPLE - 1;
 }
 
 /* A new block (not calloc's) of a program that writes its big blocks
