@@ -23,6 +23,8 @@
  * waits for one particular heap, so a lock left held by a dead thread (or
  * by a thread that vanished in a fork) only takes that heap out of use;
  * once every slot stays taken, a slot gets another heap (slot_replace).
+ * A fork child never waits for the heaps locked when it recovers
+ * (mark_fork_held): their holders vanished in the fork, or are its own.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "internal.h"
 #include "observe.h"
@@ -64,6 +66,10 @@ void heap_delete(heap_t *h) { os_unmap(h, HEAP_MAP_SIZE); }
 
 #if EMMA_CONFIG_TLS
 static void spare_heaps_forget(void);
+#else
+/* In a fork child, each slot's heap if it was locked when the child
+ * recovered (mark_fork_held), else NULL. */
+static _Atomic(heap_t *) fork_held[HEAP_SLOTS];
 #endif
 static void shared_heaps_forget(void);
 
@@ -82,8 +88,10 @@ void heap_teardown(void)
     tls_heap = &heap_empty;
     spare_heaps_forget();
 #else
-    for (unsigned i = 0; i < HEAP_SLOTS; i++)
+    for (unsigned i = 0; i < HEAP_SLOTS; i++) {
         atomic_store(&heap_slots[i], NULL);
+        atomic_store(&fork_held[i], NULL);
+    }
     atomic_store(&heap_slot_limit, HEAP_SOFT_LIMIT);
 #endif
 }
@@ -357,10 +365,33 @@ _Atomic unsigned heap_slot_limit = HEAP_SOFT_LIMIT;
 
 heap_t *heap_acquire_for_thread(void) { return NULL; }
 
+/* In a fork child (recovery, once): only the forking thread survived,
+ * so a slot heap locked now was locked at the fork by a thread that is
+ * lost, its lock never to come free, and the heap maybe half updated;
+ * or since, by a thread of the child (this one, in a slow path of its
+ * heap, which takes the policy's locks and so recovers; a thread the
+ * child started).  Those cannot be told apart, so each is noted in
+ * fork_held: heap_lock_any gives the slot of a noted heap found locked
+ * another heap at once (slot_replace), as it would after waiting
+ * STUCK_ROUNDS for a heap whose holder might be alive, and never
+ * touches its state while its lock is held (for good, if its holder is
+ * lost); a noted heap found unlocked had a live holder, and is whole.
+ * Nothing is written to the heaps: each write would copy a page of the
+ * parent's (with its page fault), for every heap. */
+static void mark_fork_held(void)
+{
+    for (unsigned i = 0; i < HEAP_SLOTS; i++) {
+        heap_t *h = atomic_load_explicit(&heap_slots[i], memory_order_acquire);
+        if (h && atomic_load_explicit(&h->lock, memory_order_relaxed) != 0)
+            atomic_store_explicit(&fork_held[i], h, memory_order_relaxed);
+    }
+    policy_after_fork();
+}
+
 void heap_check_fork_slow(void)
 {
     if (fork_detected())
-        fork_recover(policy_after_fork);
+        fork_recover(mark_fork_held);
 }
 
 bool heap_take_if_dead(heap_t *h, uint32_t tid)
@@ -379,6 +410,7 @@ static heap_t *slot_heap(unsigned i, bool *locked, bool *no_memory)
     *locked = false;
     if (h)
         return h;
+    fork_init(); /* so that heap_lock_any can tell a fork child */
     heap_t *fresh = heap_new();
     if (!fresh) {
         *no_memory = true;
@@ -394,19 +426,39 @@ static heap_t *slot_heap(unsigned i, bool *locked, bool *no_memory)
     return fresh;
 }
 
-static heap_t *try_slot(unsigned i, unsigned spins, bool *no_memory)
+/* A slot whose heap was locked at a fork child's recovery
+ * (mark_fork_held) and still is: heap NULL if none seen. */
+typedef struct lost_slot {
+    heap_t *heap;
+    unsigned i;
+} lost_slot;
+
+/* Slot i's heap, locked, or NULL: taken (noted in *lost if it was
+ * locked at a fork child's recovery: not spun on), or not made
+ * (*no_memory). */
+static heap_t *try_slot(unsigned i, unsigned spins, bool *no_memory, lost_slot *lost)
 {
     bool locked;
     heap_t *h = slot_heap(i, &locked, no_memory);
     if (!h || locked)
         return h;
-    for (unsigned k = 0;; k++) {
-        if (spin_trylock(&h->lock))
-            return h;
-        if (k >= spins)
+    if (!spin_trylock(&h->lock)) {
+        if (unlikely(atomic_load_explicit(&fork_held[i], memory_order_relaxed) == h)) {
+            if (!lost->heap)
+                *lost = (lost_slot){h, i};
             return NULL;
-        __builtin_ia32_pause();
+        }
+        for (unsigned k = 0;; k++) {
+            if (k >= spins)
+                return NULL;
+            __builtin_ia32_pause();
+            if (spin_trylock(&h->lock))
+                break;
+        }
     }
+    if (unlikely(atomic_load_explicit(&fork_held[i], memory_order_relaxed) == h))
+        atomic_store_explicit(&fork_held[i], NULL, memory_order_relaxed); /* was live */
+    return h;
 }
 
 /* A heap replaced in its slot (slot_replace below) is an orphan: owner
@@ -473,6 +525,7 @@ static heap_t *slot_replace(unsigned i, heap_t *stuck, bool *no_memory)
     if (made)
         heap_list_push(fresh);
     atomic_store(&stuck->owner, HEAP_ORPHAN);
+    atomic_store_explicit(&fork_held[i], NULL, memory_order_relaxed);
     return fresh;
 }
 
@@ -481,23 +534,35 @@ static heap_t *slot_replace(unsigned i, heap_t *stuck, bool *no_memory)
  * holders died, or did not survive a fork): one more slot opens, up to
  * HEAP_SLOTS, and past that the thread's preferred slot gets another heap
  * (slot_replace), so nobody waits forever on a lock that will not come
- * free, and deaths never use the slots up.  NULL (the caller reports
- * ENOMEM) rather than waiting only when a heap is needed and cannot be
- * mapped. */
+ * free, and deaths never use the slots up.  In a fork child the heaps
+ * locked at its recovery (mark_fork_held) are not waited for: when no
+ * other heap is free, the slot of the first such heap still locked gets
+ * another heap at once.  NULL (the caller reports ENOMEM) rather than
+ * waiting only when a heap is needed and cannot be mapped. */
 heap_t *heap_lock_any(void)
 {
     bool no_memory = false;
+    lost_slot lost = {NULL, 0};
     unsigned limit = atomic_load_explicit(&heap_slot_limit, memory_order_relaxed);
     unsigned pref = preferred_slot(limit);
-    heap_t *h = try_slot(pref, PREFERRED_SPINS, &no_memory);
+    heap_t *h = try_slot(pref, PREFERRED_SPINS, &no_memory, &lost);
     if (h)
         return h;
+    heap_check_fork(); /* a load or two, unless we are a fork child */
     for (unsigned round = 0; !no_memory; round++) {
         limit = atomic_load_explicit(&heap_slot_limit, memory_order_relaxed);
         for (unsigned i = 1; i <= limit; i++) {
-            h = try_slot((pref + i) % limit, 0, &no_memory);
+            h = try_slot((pref + i) % limit, 0, &no_memory, &lost);
             if (h)
                 return h;
+        }
+        if (lost.heap && !no_memory) {
+            /* only heaps locked at the fork, or busy: no waiting */
+            h = slot_replace(lost.i, lost.heap, &no_memory);
+            if (h)
+                return h;
+            lost.heap = NULL; /* the slot changed meanwhile: look again */
+            continue;
         }
         if (round >= (limit < HEAP_SLOTS ? STUCK_ROUNDS : REPLACE_ROUNDS)) {
             round = 0;
@@ -506,7 +571,7 @@ heap_t *heap_lock_any(void)
                 continue;
             }
             pref = preferred_slot(limit);
-            h = try_slot(pref, 0, &no_memory);
+            h = try_slot(pref, 0, &no_memory, &lost);
             if (h)
                 return h;
             heap_t *stuck = atomic_load_explicit(&heap_slots[pref], memory_order_acquire);
