@@ -32,6 +32,7 @@ static void *page_take(page_t *page)
         page_extend(page);
         return page_pop(page);
     }
+    page_absorb_remote(page); /* blocks others purged off its remote frees */
     if (page->absent) {
         /* its class needs blocks again: cheaper than a fresh page */
         page_revive(page);

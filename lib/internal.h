@@ -211,6 +211,34 @@ static inline bool block_map_get(const block_map_t *m, size_t i) { return (m->w[
 static inline void block_map_set(block_map_t *m, size_t i) { m->w[i / 64] |= (uint64_t)1 << (i % 64); }
 EMMA_HIDDEN bool page_mark_list(const page_t *page, block_t *b, block_map_t *map, size_t *count);
 
+/* A remote-free list that a thread which does not own the page took whole
+ * (tf_take: nobody else can reach its blocks), for page_thin_remote. */
+typedef struct {
+    block_t *head, *tail;        /* head NULL: no block left */
+    uint32_t count;
+    uint32_t gone_count;         /* out: blocks that left the list, absent now */
+    uint16_t gone_bits;          /* out: the OS pages purged with them */
+} remote_list_t;
+/* Purge the OS pages of the page that only the list's blocks cover (never
+ * memory the owner may touch: its own lists, live blocks, blocks it carves
+ * meanwhile).  A small block whose link was purged leaves the list; the
+ * caller records it in page->remote_gone for the owner.  Returns the bytes
+ * purged. */
+EMMA_HIDDEN size_t page_thin_remote(page_t *page, remote_list_t *l);
+
+/* The owner, on a slow path: count the blocks other threads' thinning took
+ * off its page's remote-free list as absent, as its own thinning does. */
+static inline void page_absorb_remote(page_t *page)
+{
+    if (likely(atomic_load_explicit(&page->remote_gone, memory_order_relaxed) == 0))
+        return;
+    uint64_t w = atomic_exchange_explicit(&page->remote_gone, 0, memory_order_acquire);
+    page->purged |= REMOTE_GONE_BITS(w);
+    page->absent += REMOTE_GONE_COUNT(w);
+    if (!page->in_full && page->slow_at != SLOW_AT_HELD)
+        page->slow_at = SLOW_AT_EMPTY(page);
+}
+
 /* ------------------------------------------------------------------ */
 /* huge.c: blocks in mappings of their own                             */
 

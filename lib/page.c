@@ -166,6 +166,7 @@ void page_init(page_t *page, unsigned c)
     page->scanned_used = 0; /* "never scanned": see policy.c's page_sparse */
     page->sparse_since = 0;
     page->purged = 0;
+    atomic_store_explicit(&page->remote_gone, 0, memory_order_relaxed); /* (was freed_at) */
     page->slow_at = SLOW_AT_EMPTY(page);
     page->in_full = 0;
     page->parked = 0;
@@ -312,6 +313,7 @@ void page_mark_full(heap_t *h, page_t *page)
 void page_free_local_slow(heap_t *h, page_t *page)
 {
     slow_state st = slow_enter(h);
+    page_absorb_remote(page);
     if (page->in_full) {
         page->in_full = 0;
         page->slow_at = SLOW_AT_EMPTY(page);
@@ -431,6 +433,7 @@ static void release_empty_in(heap_t *h, page_queue_t *q)
     page_t *page = q->first;
     while (page) {
         page_t *next = page->next;
+        page_absorb_remote(page);
         if (page->used == page->absent) {
             bin_remove(h, page);
             segment_page_release(h, page);

@@ -118,6 +118,7 @@ static enum check page_check(segment_t *seg, unsigned idx, page_t *page)
         return PAGE_BROKEN;
     block_map_t map = {{0}};
     size_t count = 0;
+    page_absorb_remote(page); /* (reclaimers keep off a quarantined heap) */
     if (!mark_absent(page, &map, &count) || !page_mark_list(page, page->free, &map, &count) ||
         !page_mark_list(page, page->local_free, &map, &count))
         return PAGE_BROKEN;

@@ -31,15 +31,17 @@ static size_t block_index(const page_t *page, uintptr_t a)
     return (size_t)(a - (uintptr_t)page->start) / page->block_size;
 }
 
-bool page_mark_list(const page_t *page, block_t *b, block_map_t *map, size_t *count)
+/* page_mark_list for the first `cap` blocks of the page */
+static bool mark_list_upto(const page_t *page, uint32_t cap, block_t *b, block_map_t *map,
+                           size_t *count)
 {
     uintptr_t lo = (uintptr_t)page->start;
-    uintptr_t hi = lo + (size_t)page->capacity * page->block_size;
+    uintptr_t hi = lo + (size_t)cap * page->block_size;
     if (!b)
         return true; /* local_free empty */
     for (block_t *end = PAGE_END(page); b != end; b = link_get(b)) {
         uintptr_t a = (uintptr_t)b;
-        if (a < lo || a >= hi || (a - lo) % page->block_size != 0 || ++*count > page->capacity)
+        if (a < lo || a >= hi || (a - lo) % page->block_size != 0 || ++*count > cap)
             return false;
         size_t i = block_index(page, a);
         if (block_map_get(map, i))
@@ -47,6 +49,11 @@ bool page_mark_list(const page_t *page, block_t *b, block_map_t *map, size_t *co
         block_map_set(map, i);
     }
     return true;
+}
+
+bool page_mark_list(const page_t *page, block_t *b, block_map_t *map, size_t *count)
+{
+    return mark_list_upto(page, page->capacity, b, map, count);
 }
 
 /* Is the OS page at `a` covered by free blocks only (and keeps no link a
@@ -76,11 +83,11 @@ static size_t os_page_index(const page_t *page, uintptr_t a)
  * OS pages purged; for a page of small blocks (at most 16 OS pages, the
  * only kind that gets absent blocks) *gone gets one bit per purged page,
  * by os_page_index. */
-static size_t purge_free_os_pages(const page_t *page, const block_map_t *free_map, bool big,
-                                  uint16_t *gone)
+static size_t purge_free_os_pages(const page_t *page, uint32_t cap, const block_map_t *free_map,
+                                  bool big, uint16_t *gone)
 {
     uintptr_t lo = os_page_up((uintptr_t)page->start);
-    uintptr_t hi = os_page_down((uintptr_t)page->start + (size_t)page->capacity * page->block_size);
+    uintptr_t hi = os_page_down((uintptr_t)page->start + (size_t)cap * page->block_size);
     uintptr_t run = 0;
     size_t n = 0;
     for (uintptr_t a = lo; a <= hi; a += OS_PAGE_SIZE) {
@@ -160,10 +167,56 @@ void page_thin(page_t *page)
         !page_mark_list(page, page->local_free, &free_map, &count))
         return;
     /* a big block keeps its link, so its free list stays as it is */
-    if (purge_free_os_pages(page, &free_map, big, &gone) == 0 || big)
+    if (purge_free_os_pages(page, page->capacity, &free_map, big, &gone) == 0 || big)
         return;
     relink(page, &free_map, gone);
     page->scanned_used = page->used;
+}
+
+/* Relaxed load of a field the owner writes without atomics */
+#define PEEK(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+size_t page_thin_remote(page_t *page, remote_list_t *l)
+{
+    /* Blocks carved before the list was taken: every block on it was
+     * handed out before it was freed, so its page's capacity covered it
+     * then (the owner may carve more meanwhile, above this). */
+    uint32_t cap = PEEK(page->capacity);
+    bool big = page->block_size > SMALL_MAX;
+    block_map_t map = {{0}};
+    size_t count = 0;
+    uint16_t gone = 0;
+    l->gone_bits = 0;
+    l->gone_count = 0;
+    if (cap > PAGE_MAX_BLOCKS || !mark_list_upto(page, cap, l->head, &map, &count) ||
+        count != l->count)
+        return 0; /* not a list of this page's blocks: left to the owner's checks */
+    size_t n = purge_free_os_pages(page, cap, &map, big, &gone);
+    if (n == 0 || big)
+        return n * OS_PAGE_SIZE; /* a big block keeps its link, so the list stays */
+    /* the list anew without the blocks whose link was purged */
+    block_t *head = PAGE_END(page), *tail = NULL;
+    uint32_t left = 0;
+    for (size_t i = cap; i-- > 0;) {
+        if (!block_map_get(&map, i))
+            continue;
+        uintptr_t a = (uintptr_t)page->start + i * page->block_size;
+        if (gone & (1u << os_page_index(page, a))) {
+            l->gone_count++;
+            continue;
+        }
+        block_t *b = (block_t *)a;
+        link_set(b, head);
+        head = b;
+        if (!tail)
+            tail = b;
+        left++;
+    }
+    l->head = left ? head : NULL;
+    l->tail = tail;
+    l->count = left;
+    l->gone_bits = gone;
+    return n * OS_PAGE_SIZE;
 }
 
 /* One pass over the parked pages of every class, and over the pages of

@@ -52,7 +52,9 @@ static void walk_segment(struct emma_stats *s, const segment_t *seg)
             continue;
         used_pages++;
         uint32_t used = __atomic_load_n(&page->used, __ATOMIC_RELAXED);
-        uint32_t absent = __atomic_load_n(&page->absent, __ATOMIC_RELAXED);
+        uint32_t absent = __atomic_load_n(&page->absent, __ATOMIC_RELAXED) +
+                          REMOTE_GONE_COUNT(atomic_load_explicit(&page->remote_gone,
+                                                                 memory_order_relaxed));
         uint32_t capacity = __atomic_load_n(&page->capacity, __ATOMIC_RELAXED);
         uint32_t live = used >= absent ? used - absent : 0;
         if (live > capacity)

@@ -11,8 +11,8 @@
  *     user (private heaps, which must all be destroyed first);
  *   - the fork-detection page (fork.c) and the address map itself (os.c).
  * A block is live when a page in use has more blocks out than purged
- * (`absent`) and freed by other threads but not yet collected
- * (thread_free), or a huge mapping is in use.
+ * (`absent`, and remote_gone's count: reclaim.c), and freed by other
+ * threads but not yet collected (thread_free), or a huge mapping is in use.
  *
  * The caller is the only thread in this copy (see emma_teardown(3)).
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
@@ -34,7 +34,8 @@ static bool segment_idle(segment_t *seg, void *arg)
         for (; b && b != PAGE_END(page); b = link_get(b))
             if (++remote > page->reserved) /* a block freed twice: keep it all */
                 return false;
-        if (page->used != page->absent + remote)
+        uint32_t gone = REMOTE_GONE_COUNT(atomic_load(&page->remote_gone));
+        if (page->used != page->absent + gone + remote)
             return false;
     }
     return true;

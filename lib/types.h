@@ -148,7 +148,13 @@ typedef struct page {
                                     onto remote_pages */
     uint32_t dirty;              /* free page: bytes that may be resident */
     uint32_t absent;             /* blocks purged off the free list (sparse.c) */
-    uint64_t freed_at;           /* free page: when (now_ticks) */
+    union {
+        uint64_t freed_at;       /* free page: when (now_ticks) */
+        _Atomic uint64_t remote_gone; /* page in use: blocks of remote frees that another
+                                    thread purged (reclaim.c, sparse.c's page_thin_remote),
+                                    waiting for the owner (page_absorb_remote): REMOTE_GONE_*
+                                    below; 0: none */
+    };
     uint32_t scanned_used;       /* `used` when sparse.c last scanned the page */
     uint32_t sparse_since;       /* sparse pass that first saw it sparse, or 0 */
     uint16_t purged;             /* OS pages whose blocks are absent (small pages) */
@@ -179,6 +185,15 @@ typedef struct page {
 #define TF_ONE ((uintptr_t)1 << TF_SHIFT)
 static inline block_t *tf_head(uintptr_t w) { return (block_t *)((w << (64 - TF_SHIFT)) >> (64 - TF_SHIFT)); }
 static inline uint32_t tf_count(uintptr_t w) { return (uint32_t)(w >> TF_SHIFT); }
+
+/* page_t.remote_gone: the OS pages purged (a bit each, by sparse.c's
+ * os_page_index, small pages only) in its low 16 bits; the number of
+ * blocks that left the remote-free list with them (absent blocks the owner
+ * has not counted yet) in its high 32; in between, how many blocks the
+ * last thinning left on the list (so that the next one waits for more). */
+#define REMOTE_GONE_BITS(w) ((uint16_t)(w))
+#define REMOTE_GONE_LEFT(w) ((uint32_t)((w) >> 16) & 0xffffu)
+#define REMOTE_GONE_COUNT(w) ((uint32_t)((w) >> 32))
 
 /* page_t.in_use of a quarantined heap's page whose lists salvage.c found
  * broken: never used again (its blocks still out may be freed). */

@@ -365,6 +365,87 @@ START_TEST(t_idle_owner_remote_free)
 }
 END_TEST
 
+/* Threads fill pages with small blocks, each free one block in four OS
+ * pages' worth itself (so that its pages come back to its class queue,
+ * not full: it could allocate from them again), and stop allocating;
+ * another thread frees the rest.  What those remote frees cover becomes
+ * free memory of the process without the owners running: the OS pages
+ * that only they cover go back to the kernel (reclaim.c, sparse.c's
+ * page_thin_remote), by a decay pass or remote step once the owners idle,
+ * and by emma_trim().  Before, all of it stayed resident, even after
+ * emma_trim() ("33 of 32 MiB stay resident"): the owner's next slow path
+ * collects such frees, and an idle owner has none. */
+enum { THIN_THREADS = 4, THIN_BLOCK = 64, THIN_KEEP_EVERY = 4 * 4096 / THIN_BLOCK };
+enum thin_mode { THIN_IDLE, THIN_TRIM };
+static void **thin_blocks[THIN_THREADS];
+static size_t thin_count;
+static pthread_barrier_t thin_filled, thin_done;
+static void *fill_and_idle(void *arg)
+{
+    void **b = arg;
+    for (size_t i = 0; i < thin_count; i++) {
+        TU_ASSERT((b[i] = malloc(THIN_BLOCK)) != NULL);
+        memset(b[i], 1, THIN_BLOCK);
+    }
+    for (size_t i = 0; i < thin_count; i += THIN_KEEP_EVERY) {
+        free(b[i]);
+        b[i] = NULL;
+    }
+    pthread_barrier_wait(&thin_filled);
+    pthread_barrier_wait(&thin_done); /* idle, alive */
+    return NULL;
+}
+
+static void owners_remote_freed(enum thin_mode mode)
+{
+    size_t per_thread = 8 * TU_MIB, total = THIN_THREADS * per_thread;
+    pthread_t t[THIN_THREADS];
+    thin_count = per_thread / THIN_BLOCK;
+    for (int i = 0; i < THIN_THREADS; i++)
+        TU_ASSERT((thin_blocks[i] = calloc(thin_count, sizeof(void *))) != NULL);
+    size_t base = tu_rss();
+    pthread_barrier_init(&thin_filled, NULL, THIN_THREADS + 1);
+    pthread_barrier_init(&thin_done, NULL, THIN_THREADS + 1);
+    for (int i = 0; i < THIN_THREADS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, fill_and_idle, thin_blocks[i]), 0);
+    pthread_barrier_wait(&thin_filled);
+    size_t full = tu_rss();
+    if (mode == THIN_IDLE) {
+        struct timespec ts = {0, 300 * 1000 * 1000}; /* the owners idle past the decay time */
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < THIN_THREADS; i++)
+        for (size_t j = 0; j < thin_count; j++)
+            free(thin_blocks[i][j]);
+    /* what may stay: the OS pages the owners' own frees keep (a quarter),
+     * and as much again */
+    size_t limit = base + total / 2;
+    size_t r;
+    if (mode == THIN_TRIM) {
+        emma_trim();
+        r = tu_rss();
+    } else {
+        r = work_until_rss_below(limit, 3.0);
+    }
+    pthread_barrier_wait(&thin_done);
+    for (int i = 0; i < THIN_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        free(thin_blocks[i]);
+    }
+    ck_assert_msg(full >= base + total * 3 / 4, "the blocks did not fill %zu MiB (%zu MiB over the base)",
+                  total / TU_MIB, (full - base) / TU_MIB);
+    static const char *const when[] = {"3 s after the frees", "after emma_trim()"};
+    ck_assert_msg(r <= limit,
+                  "%s, %zu of %zu MiB of small blocks other threads freed into the pages of "
+                  "threads that stopped allocating stay resident (at most %zu)",
+                  when[mode], (r - base) / TU_MIB, total / TU_MIB, (limit - base) / TU_MIB);
+}
+
+START_TEST(t_idle_owner_pages_thinned) { owners_remote_freed(THIN_IDLE); }
+END_TEST
+START_TEST(t_idle_owner_pages_trimmed) { owners_remote_freed(THIN_TRIM); }
+END_TEST
+
 /* Huge blocks freed by many threads that then idle: what stays resident
  * is bounded process-wide (32 MiB by default), not per thread. */
 enum { HUGE_THREADS = 8 };
@@ -1034,6 +1115,7 @@ int main(void)
 {
     const TTest *const tests[] = {
         t_trim_other_thread, t_malloc_trim, t_dead_thread_reclaimed, t_idle_owner_remote_free,
+        t_idle_owner_pages_thinned, t_idle_owner_pages_trimmed,
         t_huge_cache_bound, t_huge_warm_decays, t_bound_threads_free_together, t_bound_everything_idle,
         t_bound_many_threads_gone, t_bound_many_threads_idle,
         t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_sparse_after_realloc, t_oom_retry, t_oom_rounds, t_small_at_map_limit,
