@@ -882,7 +882,7 @@ static void run_limit_helper(const char *mode)
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert_msg(!(WIFEXITED(st) && WEXITSTATUS(st) == 126), "cannot run %s", path);
     ck_assert_msg(!(WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM),
-                  "robust_limit %s hung (killed after 25 s)", mode);
+                  "robust_limit %s hung (killed by its alarm: 25 s times CK_TIMEOUT_MULTIPLIER)", mode);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "robust_limit %s: %s %d", mode,
                   WIFEXITED(st) ? "exit code" : "killed by signal",
                   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
