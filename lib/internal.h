@@ -198,6 +198,9 @@ EMMA_HIDDEN void sparse_pass(heap_t *h);
 EMMA_HIDDEN void page_revive(page_t *page);
 /* Purge the OS pages of page that hold only free blocks (salvage.c too). */
 EMMA_HIDDEN void page_thin(page_t *page);
+/* page_thin on every page of h's class queues (trim): h is the caller's, or
+ * held exclusively. */
+EMMA_HIDDEN void heap_thin_all(heap_t *h);
 /* A bit per block of a page (a small page of MIN_ALIGN-byte blocks has
  * the most), and marking the blocks of one of its lists in it (NULL: an
  * empty local_free): false if a link leaves the carved part of the page,

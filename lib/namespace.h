@@ -114,6 +114,7 @@
 #define page_revive emma__page_revive
 #define page_thin emma__page_thin
 #define page_thin_remote emma__page_thin_remote
+#define heap_thin_all emma__heap_thin_all
 #define page_mark_list emma__page_mark_list
 #define page_should_park emma__page_should_park
 #define page_unhold emma__page_unhold

@@ -549,7 +549,7 @@ bool policy_thin_cold(const page_t *page)
 /* Everything free, process-wide: the caller's heap (self, which it owns),
  * every other heap it can lock or take over, the pool and the huge cache
  * (both unmapped: a failed mapping may be short of address space). */
-static size_t trim_all(heap_t *self)
+static size_t trim_all(heap_t *self, bool thin)
 {
     size_t n = 0;
     depot_release(UINT64_MAX); /* before the heaps: their pages may empty */
@@ -557,6 +557,8 @@ static size_t trim_all(heap_t *self)
         slow_state st = slow_enter(self);
         heap_collect_remote(self);
         heap_release_empty_pages(self);
+        if (thin)
+            heap_thin_all(self);
         n += heap_purge(self);
         slow_leave(self, st);
     }
@@ -580,7 +582,7 @@ size_t policy_trim(void)
     if (tls_heap == &heap_empty) {
         tls_heap = &heap_busy;
         __asm__ volatile("" ::: "memory");
-        size_t n = trim_all(NULL);
+        size_t n = trim_all(NULL, true);
         __asm__ volatile("" ::: "memory");
         tls_heap = &heap_empty;
         return n;
@@ -588,7 +590,7 @@ size_t policy_trim(void)
 #endif
     slow_state st;
     heap_t *self = slow_enter_self(&st);
-    size_t n = trim_all(self);
+    size_t n = trim_all(self, true);
     slow_leave_self(self, st);
     return n;
 }
@@ -598,7 +600,7 @@ size_t policy_trim(void)
  * frees) is still consistent at the points that map memory. */
 bool policy_release_for_retry(heap_t *self)
 {
-    return !slow_interrupted() && trim_all(public_heap(self)) > 0;
+    return !slow_interrupted() && trim_all(public_heap(self), false) > 0;
 }
 
 /* ------------------------------------------------------------------ */

@@ -61,8 +61,10 @@ static size_t trim_held(heap_t *self, heap_t *h, uint64_t before, bool all)
 {
     slow_state st = slow_enter(h);
     heap_collect_remote(h);
-    if (all)
+    if (all) {
         heap_release_empty_pages(h);
+        heap_thin_all(h);
+    }
     size_t n = heap_purge_older(h, all ? UINT64_MAX : before, true);
     if (self)
         take_segments(self, h);

@@ -219,6 +219,19 @@ size_t page_thin_remote(page_t *page, remote_list_t *l)
     return n * OS_PAGE_SIZE;
 }
 
+void heap_thin_all(heap_t *h)
+{
+    for (unsigned c = 1; c < CLASS_COUNT; c++) {
+        page_queue_t *queues[2] = {&h->bins[c], &h->parked[c]};
+        for (int q = 0; q < 2; q++)
+            for (page_t *page = queues[q]->first; page; page = page->next) {
+                page_absorb_remote(page);
+                if (page->used != page->absent)
+                    page_thin(page);
+            }
+    }
+}
+
 /* One pass over the parked pages of every class, and over the pages of
  * the classes that are no longer allocated.  A class that took no block
  * through alloc_class (alloc.c) since before the previous pass is cold:
