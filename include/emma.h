@@ -87,7 +87,7 @@ const char *emma_version(void);
  * older library filled.  All figures are process-wide for this copy of emma
  * and are gathered when emma_stats() is called: a snapshot, not an atomic
  * one while other threads allocate. */
-#define EMMA_STATS_VERSION 1
+#define EMMA_STATS_VERSION 2
 #define EMMA_STATS_MAX_CLASSES 64
 
 struct emma_stats_class {
@@ -150,6 +150,18 @@ struct emma_stats {
                                  what the dead thread left half changed */
     size_t heaps_salvaged;    /* abandoned heaps whose memory was all
                                  recovered, back in service */
+    /* EMMA_STATS_VERSION 2: */
+    size_t free_resident_bound; /* the bound on free resident memory, in bytes
+                                   (EMMA_FREE_RESIDENT_MAX, default 32 MiB):
+                                   bytes_free_resident, bytes_held and
+                                   bytes_depot_pinned are held to it together,
+                                   process-wide (emma(7)) */
+    size_t bytes_held;          /* emptied pages threads keep for their next
+                                   block of the same size class, their carved
+                                   bytes (at most an eighth of the bound) */
+    size_t bytes_depot_pinned;  /* pages kept in use by freed blocks waiting
+                                   in the depot, counted whole (at most half
+                                   of the bound) */
 };
 
 /* Fill *out (size bytes of it, at most sizeof(struct emma_stats)).  Returns

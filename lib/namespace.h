@@ -134,6 +134,8 @@
 #define policy_hold emma__policy_hold
 #define policy_huge_freed emma__policy_huge_freed
 #define policy_pinned emma__policy_pinned
+#define policy_held_bytes emma__policy_held_bytes
+#define policy_depot_pinned_bytes emma__policy_depot_pinned_bytes
 #define policy_pinned_grew emma__policy_pinned_grew
 #define policy_unhold emma__policy_unhold
 #define policy_keep_empty_segment emma__policy_keep_empty_segment

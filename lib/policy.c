@@ -106,6 +106,13 @@ bool policy_depot_pin(size_t n)
 
 void policy_depot_unpin(size_t n) { atomic_fetch_sub_explicit(&depot_pinned, n, memory_order_relaxed); }
 
+size_t policy_held_bytes(void) { return atomic_load_explicit(&held_total, memory_order_relaxed); }
+
+size_t policy_depot_pinned_bytes(void)
+{
+    return atomic_load_explicit(&depot_pinned, memory_order_relaxed);
+}
+
 size_t policy_pinned(void)
 {
     size_t r = atomic_load_explicit(&held_total, memory_order_relaxed) +

@@ -64,8 +64,10 @@ EMMA_HIDDEN void policy_unhold(size_t n);
 /* depot.c: the same for pages pinned by the depot's blocks */
 EMMA_HIDDEN bool policy_depot_pin(size_t n);
 EMMA_HIDDEN void policy_depot_unpin(size_t n);
-/* held and depot-pinned bytes now */
+/* held and depot-pinned bytes now, together and each (emma_stats) */
 EMMA_HIDDEN size_t policy_pinned(void);
+EMMA_HIDDEN size_t policy_held_bytes(void);
+EMMA_HIDDEN size_t policy_depot_pinned_bytes(void);
 /* After a hold or a pin: the bound, from a slow path of h (a hold), or
  * from a free by a thread that does not own the block (a pin). */
 EMMA_HIDDEN void policy_pinned_grew(heap_t *h);

@@ -135,6 +135,9 @@ void stats_collect(struct emma_stats *s)
     /* policy.c's process-wide count: free pages of every heap, the segment
      * pool and the huge cache */
     s->bytes_free_resident = policy_resident();
+    s->free_resident_bound = policy_free_bound;
+    s->bytes_held = policy_held_bytes();
+    s->bytes_depot_pinned = policy_depot_pinned_bytes();
     huge_cache_stats(&s->huge_cached, &s->huge_cached_bytes);
     private_heap_stats(s);
 
@@ -225,6 +228,9 @@ int stats_print_fd(int fd, const struct emma_stats *s)
     label_size(&o, "free in pages ", s->bytes_free_in_pages);
     out_str(&o, "\n");
     label_size(&o, "free resident ", s->bytes_free_resident);
+    FIELDS(&o, {"   held for reuse ", s->bytes_held, true},
+           {", pinned by the depot ", s->bytes_depot_pinned, true},
+           {", bound (all three) ", s->free_resident_bound, true});
     count_of(&o, "   cached huge mappings ", s->huge_cached, s->huge_cached_bytes);
     label_size(&o, "mapped        ", s->bytes_mapped);
     FIELDS(&o, {"   peak ", s->peak_bytes_mapped, true});

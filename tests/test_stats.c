@@ -3,6 +3,7 @@
  * malloc_stats, malloc_info, mallopt, cfree).  Linked with libemma.la: the
  * program's malloc is emma's.
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
+#include "config.h"
 #include "testutil.h"
 
 #include <emma.h>
@@ -85,6 +86,47 @@ START_TEST(t_stats_versioned_size)
     ck_assert_uint_eq(s->size, sizeof(struct emma_stats));
     for (size_t i = sizeof(struct emma_stats); i < sizeof buf; i++)
         ck_assert_uint_eq(buf[i], 0x5a);
+}
+END_TEST
+
+/* The bound and the two pinned kinds of free memory under it: an emptied
+ * page kept for the next block of its class (the thread's only page of
+ * that class), and, with thread-local heaps, a page whose block another
+ * thread freed into the depot. */
+static void *free_it(void *p)
+{
+    free(p);
+    return NULL;
+}
+
+START_TEST(t_stats_bound_and_pinned)
+{
+    struct emma_stats a = snap();
+    ck_assert_uint_eq(a.free_resident_bound, (size_t)32 << 20); /* no EMMA_FREE_RESIDENT_MAX */
+    ck_assert_uint_le(a.bytes_held, a.free_resident_bound / 8);
+    ck_assert_uint_le(a.bytes_depot_pinned, a.free_resident_bound / 2);
+    /* a size class no other test here uses: 2 blocks of 5000 B, freed */
+    void *x = malloc(5000), *y = malloc(5000);
+    ck_assert_ptr_nonnull(x);
+    ck_assert_ptr_nonnull(y);
+    free(x);
+    free(y);
+    struct emma_stats b = snap();
+    ck_assert_msg(b.bytes_held >= a.bytes_held + 2 * 5000,
+                  "an emptied page kept for its class: held %zu -> %zu bytes", a.bytes_held,
+                  b.bytes_held);
+#if EMMA_CONFIG_TLS
+    /* a 20000-byte block of this thread's page, freed by another thread */
+    void *z = malloc(20000);
+    ck_assert_ptr_nonnull(z);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, free_it, z), 0);
+    pthread_join(t, NULL);
+    struct emma_stats c = snap();
+    ck_assert_msg(c.bytes_depot_pinned >= b.bytes_depot_pinned + 20000,
+                  "a page pinned by a block in the depot: %zu -> %zu bytes",
+                  b.bytes_depot_pinned, c.bytes_depot_pinned);
+#endif
 }
 END_TEST
 
@@ -374,6 +416,7 @@ static Suite *stats_suite(void)
     tcase_add_test(t, t_stats_header);
     tcase_add_test(t, t_stats_versioned_size);
     tcase_add_test(t, t_stats_blocks);
+    tcase_add_test(t, t_stats_bound_and_pinned);
     tcase_add_test(t, t_stats_huge_and_purge);
     tcase_add_test(t, t_stats_heaps);
     tcase_add_test(t, t_stats_print);
