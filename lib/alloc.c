@@ -238,16 +238,9 @@ void *alloc_generic(size_t size, size_t align, heap_t *h)
          * (bench/tight 1 N 16384,32768,65536 8, callgrind: about 80
          * instructions more per malloc+free). */
         if (size - (DIRECT_MAX + 1) < SHARED_MIN - (DIRECT_MAX + 1) && h == tls_heap) {
-            page_t *first = h->bins[class_of_size(size)].first;
-            if (first) {
-                tls_heap = &heap_busy;
-                __asm__ volatile("" ::: "memory");
-                void *b = page_pop(first);
-                __asm__ volatile("" ::: "memory");
-                tls_heap = h;
-                if (b)
-                    return b;
-            }
+            void *b = owner_pop(h, &h->bins[class_of_size(size)].first, true);
+            if (b)
+                return b;
         }
     }
 #endif

@@ -50,6 +50,27 @@ static inline void *page_pop(page_t *page)
     return b;
 }
 
+#if EMMA_CONFIG_TLS
+/* Pop a block off the page in *slot, a page of h, the calling thread's own
+ * heap (tls_heap), behind the busy marker: alloc_block's direct-table
+ * page, and alloc.c's first page of a class queue for sizes past the
+ * direct table (`maybe_none`: the queue may be empty).  The page is read
+ * behind the marker too: a signal handler that ran between that read and
+ * the marker could have emptied and released it, or handed it to another
+ * class. */
+static inline __attribute__((always_inline)) void *owner_pop(heap_t *h, page_t *const *slot,
+                                                              bool maybe_none)
+{
+    tls_heap = &heap_busy;
+    __asm__ volatile("" ::: "memory");
+    page_t *page = *slot;
+    void *b = maybe_none && !page ? NULL : page_pop(page);
+    __asm__ volatile("" ::: "memory");
+    tls_heap = h;
+    return b;
+}
+#endif
+
 /* malloc-style allocation with the default alignment. */
 static inline void *heap_alloc(heap_t *h, size_t size)
 {
@@ -73,11 +94,7 @@ static inline void *alloc_block(size_t size, size_t align)
 #if EMMA_CONFIG_TLS
     heap_t *h = tls_heap;
     if (likely(size <= DIRECT_MAX && align <= MIN_ALIGN)) {
-        tls_heap = &heap_busy;
-        __asm__ volatile("" ::: "memory");
-        void *b = page_pop(h->direct[(size + MIN_ALIGN - 1) / MIN_ALIGN]);
-        __asm__ volatile("" ::: "memory");
-        tls_heap = h;
+        void *b = owner_pop(h, &h->direct[(size + MIN_ALIGN - 1) / MIN_ALIGN], false);
         if (likely(b != NULL))
             return b;
     }
