@@ -103,6 +103,13 @@ static int marked(const unsigned char *p, size_t n, uint64_t seed)
 
 enum { FS_RING = 512, FS_SENDERS = 2, FS_FORKS = 2000 };
 static atomic_int fs_stop, fs_forks, fs_bad_children, fs_last_status, fs_in_handler;
+/* The main thread's steps: a sender signals again only once main made one
+ * since its last signal.  A handler's fork and wait took longer than the
+ * senders' 0-300 us between signals on a loaded VM, so the next signal
+ * was always pending when a handler returned and main never ran another
+ * instruction (stuck inside pthread_create for 30 s: "Test timeout
+ * expired", on main too, 3 runs in 4). */
+static atomic_long fs_progress;
 static pthread_t fs_main;
 
 /* The child: allocate and free from inside the handler of the process
@@ -162,13 +169,18 @@ static void *fs_sender(void *arg)
 {
     uint64_t rng = 99 + (uintptr_t)arg;
     void *keep[16] = {0};
+    long seen = -1;
     while (!atomic_load(&fs_stop)) {
         for (int k = 0; k < 8; k++) {
             unsigned i = (unsigned)(tu_rand(&rng) % 16);
             free(keep[i]);
             keep[i] = malloc(any_size(&rng, 256 << 10));
         }
-        pthread_kill(fs_main, SIGUSR1);
+        long p = atomic_load(&fs_progress);
+        if (p != seen) {
+            seen = p;
+            pthread_kill(fs_main, SIGUSR1);
+        }
         spin_ns((long)(tu_rand(&rng) % 300000));
     }
     for (int i = 0; i < 16; i++)
@@ -194,6 +206,7 @@ START_TEST(t_fork_in_signal_handler)
      * time. */
     while (atomic_load(&fs_forks) < FS_FORKS * scale() && atomic_load(&fs_bad_children) == 0 &&
            (now_s() - t0 < 6 * scale() || (atomic_load(&fs_forks) < 100 && now_s() - t0 < 20))) {
+        atomic_fetch_add(&fs_progress, 1);
         unsigned i = (unsigned)(tu_rand(&rng) % FS_RING);
         if (ring[i]) {
             corrupt += !marked(ring[i], sz[i], (uintptr_t)ring[i]);
