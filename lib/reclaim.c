@@ -35,9 +35,9 @@
  *     OS pages that only those frees cover go back to the kernel, their
  *     blocks taken off the list and left to the owner as absent ones
  *     (sparse.c's page_thin_remote, page->remote_gone): in a page the
- *     owner allocates from, once it has been idle for the decay time or
- *     at a remote step past the room the bound leaves; in any page at
- *     trim.
+ *     owner allocates from, once it has been idle for the decay time;
+ *     in any page at trim (never while the owner runs: it may collect and
+ *     reuse them soon).
  * What no other thread can take: the blocks themselves of remote frees
  * into a page a live owner still allocates from (in its class queue), or
  * into pages that still hold live blocks; the owner collects them at its
