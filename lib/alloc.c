@@ -288,6 +288,7 @@ void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align, const cha
     bool want_huge = new_size > LARGE_MAX || align > LARGE_MAX;
     size_t old_usable;
     if (seg->kind == KIND_HUGE) {
+        huge_check_pointer(seg, p, func);
         /* shrinking to a size still worth its own mapping: in place, the
          * tail given back */
         if (want_huge || (align <= OS_PAGE_SIZE && new_size >= SHRINK_IN_PLACE_MIN)) {

@@ -29,8 +29,7 @@ static inline bool remote_count(size_t n)
 /* A huge block: to the huge cache, then the policy. */
 static EMMA_NOINLINE void free_huge(segment_t *seg, void *p, const char *func)
 {
-    if (unlikely(!seg->pages[0].in_use)) /* in the huge cache */
-        emma_fatal(func, "double free", p);
+    huge_check_pointer(seg, p, func);
     slow_state st;
     heap_t *h = slow_enter_self(&st);
     huge_free(seg);

@@ -74,6 +74,18 @@ EMMA_HIDDEN void addrmap_teardown(void);
 EMMA_HIDDEN EMMA_NORETURN EMMA_COLD void emma_fatal(const char *func, const char *problem,
                                                     const void *p);
 EMMA_HIDDEN void check_pointer(const void *p, const char *func);
+/* Every build, on the slow path of free and realloc of a huge block: the
+ * pointer must be the block's start and the block live (not in the huge
+ * cache).  A pointer into a huge block's first 4 MiB masks to its header
+ * like the block's own, so without this free(p + 4096) would free the
+ * whole block while the program still uses it. */
+static inline void huge_check_pointer(const segment_t *seg, const void *p, const char *func)
+{
+    if (unlikely(!seg->pages[0].in_use))
+        emma_fatal(func, "double free", p);
+    if (unlikely((const uint8_t *)p != seg->pages[0].start))
+        emma_fatal(func, "interior or misaligned pointer", p);
+}
 EMMA_HIDDEN void check_layout(const void *p, size_t size, size_t align, const char *func);
 EMMA_HIDDEN void check_mark_free(const void *p, const char *func);
 EMMA_HIDDEN void check_not_private(const void *p, const char *func);

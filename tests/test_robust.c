@@ -1018,19 +1018,25 @@ END_TEST
 
 /* Run fn in a child with stderr on a pipe; it must die of SIGABRT after
  * writing exactly one line naming func and "double free". */
-static void expect_double_free_abort(void (*fn)(void), const char *func, const char *what)
+static void expect_misuse_abort(void (*fn)(void), const char *func, const char *problem,
+                                const char *what)
 {
     char got[1024];
     int st = tu_child_stderr(fn, got, sizeof got);
     size_t len = strlen(got);
     char want[128];
-    snprintf(want, sizeof want, "emma: %s: double free (0x", func);
+    snprintf(want, sizeof want, "emma: %s: %s (0x", func, problem);
     ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
                   "%s: not detected (child %s %d, stderr \"%s\")", what,
                   WIFEXITED(st) ? "exited with" : "killed by signal",
                   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), got);
     ck_assert_msg(strncmp(got, want, strlen(want)) == 0 && strchr(got, '\n') == got + len - 1,
                   "%s: stderr \"%s\", wanted one line \"%s...)\"", what, got, want);
+}
+
+static void expect_double_free_abort(void (*fn)(void), const char *func, const char *what)
+{
+    expect_misuse_abort(fn, func, "double free", what);
 }
 
 static void df_free(void)
@@ -1241,6 +1247,63 @@ START_TEST(t_double_free_detected)
 }
 END_TEST
 
+/* A pointer into a huge block (> 1 MiB, its own mapping) that is not the
+ * block's start: every build aborts with one line, as glibc does ("free():
+ * invalid pointer"); before, the default build freed the whole block while
+ * the program still held it, and the next malloc of its size returned it
+ * again.  Exit 3: the block was handed out twice. */
+#define HUGE_MISUSE_SIZE ((size_t)5 << 20)
+
+static void hm_free_interior(void)
+{
+    char *p = malloc(HUGE_MISUSE_SIZE);
+    memset(p, 1, 4096 * 3);
+    free(p + 4096);
+    char *q = malloc(HUGE_MISUSE_SIZE);
+    _exit(q == p ? 3 : 0);
+}
+
+static void hm_free_misaligned(void)
+{
+    char *p = malloc(HUGE_MISUSE_SIZE);
+    free(p + 8);
+    char *q = malloc(HUGE_MISUSE_SIZE);
+    _exit(q == p ? 3 : 0);
+}
+
+static void hm_realloc_interior(void)
+{
+    char *p = malloc(HUGE_MISUSE_SIZE);
+    char *q = realloc(p + 65536, (size_t)8 << 20);
+    _exit(q ? 3 : 0);
+}
+
+static void hm_emma_free_interior(void)
+{
+    char *p = emma_alloc(HUGE_MISUSE_SIZE, 64);
+    emma_free(p + 128);
+    _exit(0);
+}
+
+static void hm_realloc_freed(void)
+{
+    char *p = malloc(HUGE_MISUSE_SIZE);
+    free(p);
+    char *q = realloc(p, (size_t)6 << 20); /* p sits in the huge cache */
+    _exit(q ? 3 : 0);
+}
+
+START_TEST(t_huge_interior_detected)
+{
+    static const char interior[] = "interior or misaligned pointer";
+    expect_misuse_abort(hm_free_interior, "free", interior, "free(p + 4096), 5 MiB block");
+    expect_misuse_abort(hm_free_misaligned, "free", interior, "free(p + 8), 5 MiB block");
+    expect_misuse_abort(hm_realloc_interior, "realloc", interior, "realloc(p + 64 KiB), 5 MiB block");
+    expect_misuse_abort(hm_emma_free_interior, "emma_free", interior, "emma_free(p + 128), 5 MiB block");
+    expect_misuse_abort(hm_realloc_freed, "realloc", "double free", "realloc of a freed 5 MiB block");
+}
+END_TEST
+
 /* emma_realloc to any size keeps the alignment, also above 1 MiB and for
  * size 0: the result is emma's, measurable and freeable. */
 START_TEST(t_realloc_big_align)
@@ -1428,6 +1491,7 @@ int main(void)
     add(s, "first_alloc_room", t_first_alloc_room, 30);
     add(s, "owns_races_unmap", t_owns_races_unmap, 30);
     add(s, "double_free_detected", t_double_free_detected, 30);
+    add(s, "huge_interior_detected", t_huge_interior_detected, 30);
 #if EMMA_CONFIG_TLS || EMMA_CONFIG_CHECKS
     add(s, "double_free_remote_between", t_double_free_remote_between, 30);
 #else
