@@ -18,6 +18,7 @@
 
 EMMA_HIDDEN void *os_map(size_t size);
 EMMA_HIDDEN void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size);
+EMMA_HIDDEN void *os_map_aligned_part(size_t size);
 EMMA_HIDDEN bool os_unmap(void *p, size_t size);
 EMMA_HIDDEN size_t os_address_space_limit(void);
 EMMA_HIDDEN size_t os_bytes_mapped(void);
@@ -166,6 +167,8 @@ EMMA_HIDDEN unsigned pool_mend(segment_t **list, unsigned count);
  * the bytes covered); give the segment, every page free, to the pool. */
 EMMA_HIDDEN size_t segment_purge_page(segment_t *seg, unsigned i);
 EMMA_HIDDEN void segment_salvaged(segment_t *seg);
+/* Is page i of seg mapped (not past a partial segment's mapping)? */
+EMMA_HIDDEN bool segment_page_mapped(const segment_t *seg, unsigned i);
 
 /* ------------------------------------------------------------------ */
 /* page.c: carving pages, the class queues, collecting remote frees    */

@@ -89,6 +89,7 @@
 #define os_gettid emma__os_gettid
 #define os_map emma__os_map
 #define os_map_aligned emma__os_map_aligned
+#define os_map_aligned_part emma__os_map_aligned_part
 #define os_move_pages emma__os_move_pages
 #define os_purge emma__os_purge
 #define os_read_safe emma__os_read_safe
@@ -177,6 +178,7 @@
 #define segment_move emma__segment_move
 #define segment_purge_page emma__segment_purge_page
 #define segment_salvaged emma__segment_salvaged
+#define segment_page_mapped emma__segment_page_mapped
 #define salvage_forget emma__salvage_forget
 #define salvage_pass emma__salvage_pass
 #define salvage_stats_heaps emma__salvage_stats_heaps

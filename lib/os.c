@@ -354,6 +354,52 @@ void *os_map_aligned(size_t size, size_t align, size_t offset, size_t *out_size)
     return p;
 }
 
+/* size bytes (less than a segment) at a segment-aligned address, never
+ * mapping more than size meanwhile: for when address space is too scarce
+ * for map_aligned's slack (segment.c's partial segments, under RLIMIT_AS).
+ * Tries the aligned addresses below the last aligned mapping, then those
+ * at and below where the kernel puts size bytes.  MAP_FIXED_NOREPLACE
+ * (Linux 4.17) never replaces a mapping; an older kernel takes it for a
+ * hint, caught by comparing.  NULL when none is free or the kernel
+ * refuses the mapping. */
+#define PART_TRIES 8
+void *os_map_aligned_part(size_t size)
+{
+    if (size == 0 || size > SEGMENT_SIZE)
+        return NULL;
+    uintptr_t from[2];
+    from[0] = atomic_load_explicit(&aligned_hint, memory_order_relaxed) & ~(uintptr_t)SEGMENT_MASK;
+    from[0] = from[0] ? from[0] - SEGMENT_SIZE : 0;
+    void *probe = os_map(size);
+    from[1] = probe ? (uintptr_t)probe & ~(uintptr_t)SEGMENT_MASK : 0;
+    if (probe)
+        os_unmap(probe, size);
+    for (int s = 0; s < 2; s++)
+        for (uintptr_t want = from[s], k = 0; want >= SEGMENT_SIZE && k < PART_TRIES;
+             want -= SEGMENT_SIZE, k++) {
+            count(&counters.mmap_calls, 1);
+            long r = sys_call6(SYS_mmap, (long)want, (long)size, EMMA_PROT_RW,
+                               EMMA_MAP_PRIVATE | EMMA_MAP_ANONYMOUS | EMMA_MAP_FIXED_NOREPLACE, -1, 0);
+            if (sys_failed(r)) {
+                if (r != -EMMA_EEXIST)
+                    return NULL; /* out of address space or mappings */
+                continue;
+            }
+            if ((uintptr_t)r != want) {
+                sys_call2(SYS_munmap, r, (long)size);
+                continue;
+            }
+            count_mapped(size);
+            if (!addrmap_reserve((void *)r, size)) {
+                os_unmap((void *)r, size);
+                return NULL;
+            }
+            atomic_store_explicit(&aligned_hint, (uintptr_t)r, memory_order_relaxed);
+            return (void *)r;
+        }
+    return NULL;
+}
+
 /* Resize a mapping whose start + offset must stay aligned to align: in place when the
  * kernel can, otherwise moved (page tables only, nothing is copied) to a
  * freshly reserved aligned range. */

@@ -167,6 +167,8 @@ static bool salvage_segment(segment_t *seg, size_t *purged)
 {
     bool all_free = true;
     for (unsigned i = 0; i < seg->page_count && i < 64; i++) {
+        if (!segment_page_mapped(seg, i))
+            break; /* past a partial segment's mapping: never a page */
         page_t *page = &seg->pages[i];
         uint64_t bit = (uint64_t)1 << i;
         if (page->in_use == 1 && !atomic_load_explicit(&page->thread_free, memory_order_acquire)) {

@@ -41,6 +41,23 @@ static size_t page_bytes(segment_t *seg) { return (size_t)1 << seg->page_shift; 
 /* A free_mask with every one of n pages free. */
 static uint64_t all_pages(unsigned n) { return n == 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1; }
 
+/* Pages of `kind` that lie whole in a segment's map_size bytes: every one,
+ * except in a partial segment (mapped in part, under an address-space
+ * limit; segment_obtain), whose pages past the mapping stay out of its
+ * free_mask for good. */
+static unsigned mapped_pages(size_t map_size, enum segment_kind kind)
+{
+    unsigned n = (unsigned)(map_size >> kind_shift[kind]);
+    return n < kind_pages[kind] ? n : kind_pages[kind];
+}
+
+static uint64_t usable_mask(const segment_t *seg)
+{
+    return all_pages(mapped_pages(seg->map_size, (enum segment_kind)seg->kind));
+}
+
+bool segment_page_mapped(const segment_t *seg, unsigned i) { return (usable_mask(seg) >> i) & 1; }
+
 /* A private heap's free pages are its own business (emma_heap_reset,
  * emma_heap_destroy): they stay out of the process-wide count. */
 static void dirty_add(heap_t *h, size_t n)
@@ -82,8 +99,8 @@ static void seglist_remove(heap_t *h, segment_t *seg)
 
 void segment_unmap(segment_t *seg)
 {
-    addrmap_clear(seg, SEGMENT_SIZE);
-    os_unmap(seg, SEGMENT_SIZE);
+    addrmap_clear(seg, seg->map_size);
+    os_unmap(seg, seg->map_size);
 }
 
 /* Bytes of the segment's old cut that were dirty within [lo, hi). */
@@ -123,9 +140,8 @@ static void segment_cut(heap_t *h, segment_t *seg, enum segment_kind kind, bool 
     seg->page_shift = (uint8_t)shift;
     seg->page_count = (uint16_t)pages;
     seg->used_pages = 0;
-    seg->free_mask = all_pages(pages);
+    seg->free_mask = all_pages(mapped_pages(seg->map_size, kind));
     seg->dirty_mask = dirty_mask;
-    seg->map_size = SEGMENT_SIZE;
     seg->cookie = (uintptr_t)seg ^ os_secret();
     for (unsigned i = 0; i < pages; i++) {
         page_t *p = &seg->pages[i];
@@ -170,7 +186,7 @@ static segment_t *pool_take(heap_t *h, size_t warm, enum segment_kind kind)
     segment_t *seg = NULL;
     uint64_t now = now_ticks();
     for (unsigned i = pool.count; i-- > 0;)
-        if (pool.seg[i]->resident >= warm &&
+        if (pool.seg[i]->resident >= warm && mapped_pages(pool.seg[i]->map_size, kind) &&
             (!warm || pool.seg[i]->kind == kind ||
              now - h->kind_taken_at[pool.seg[i]->kind] > KIND_COLD)) {
             seg = pool.seg[i];
@@ -247,6 +263,8 @@ size_t pool_purge_some(uint64_t before, size_t limit) { return pool_purge(before
  * more); with `warm` only a pooled segment that may still hold that many
  * resident bytes, else NULL.  Called without seg_lock: policy.c may purge
  * this very heap. */
+#define PART_MAX ((size_t)1 << 20)
+#define PART_MIN ((size_t)1 << SMALL_PAGE_SHIFT)
 static segment_t *segment_obtain(heap_t *h, bool *recycled, size_t warm, enum segment_kind kind)
 {
     segment_t *seg = pool_take(h, warm, kind);
@@ -254,15 +272,26 @@ static segment_t *segment_obtain(heap_t *h, bool *recycled, size_t warm, enum se
         return NULL;
     if (!seg) {
         policy_before_map(h);
-        seg = os_map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0, NULL);
+        size_t size = SEGMENT_SIZE;
+        seg = os_map_aligned(size, SEGMENT_SIZE, 0, NULL);
         if (!seg && policy_release_for_retry(h))
-            seg = os_map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0, NULL);
+            seg = os_map_aligned(size, SEGMENT_SIZE, 0, NULL);
+        /* Out of address space for a whole segment (map_aligned needs two
+         * for a moment): a partial one, whose tail is never mapped, from
+         * PART_MAX down to the kind's page 0 (the header's), so small
+         * blocks are still served when a few hundred KiB are left (glibc
+         * grows its heap by 132 KiB).  Not for a segment-sized page. */
+        for (size_t part = PART_MAX; !seg && part >= PART_MIN && part >= ((size_t)1 << kind_shift[kind]);
+             part /= 2)
+            if ((seg = os_map_aligned_part(part)) != NULL)
+                size = part;
         if (!seg)
             return NULL;
-        if (!addrmap_mark(seg, SEGMENT_SIZE, true)) {
-            os_unmap(seg, SEGMENT_SIZE);
+        if (!addrmap_mark(seg, size, true)) {
+            os_unmap(seg, size);
             return NULL;
         }
+        seg->map_size = size;
         seg->resident = 0;
     }
     *recycled = seg->resident != 0 || seg->dirty_mask != 0;
@@ -648,7 +677,7 @@ size_t segment_purge_page(segment_t *seg, unsigned i)
  * still name it, are never read again. */
 void segment_salvaged(segment_t *seg)
 {
-    seg->free_mask = all_pages(seg->page_count);
+    seg->free_mask = usable_mask(seg);
     seg->dirty_mask = 0;
     seg->used_pages = 0;
     seg->next = seg->prev = NULL;

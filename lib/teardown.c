@@ -44,7 +44,7 @@ static bool segment_idle(segment_t *seg, void *arg)
 static bool segment_drop(segment_t *seg, void *arg)
 {
     (void)arg;
-    size_t size = seg->kind == KIND_HUGE ? seg->reserve_size : SEGMENT_SIZE;
+    size_t size = seg->kind == KIND_HUGE ? seg->reserve_size : seg->map_size;
     addrmap_clear(seg, size);
     os_unmap(seg, size);
     return true;

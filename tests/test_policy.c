@@ -1100,6 +1100,60 @@ START_TEST(t_oom_rounds)
 }
 END_TEST
 
+/* Under RLIMIT_AS with less room left than a whole segment (4 MiB, and
+ * mapping one aligned needs more for a moment), small blocks still get
+ * the room: emma maps a segment in part (1 MiB down to 64 KiB).  Before,
+ * malloc(48) failed with 2 MiB of address space left, once the pages
+ * emma had were full (glibc grows its heap by 132 KiB). */
+#define SPACER ((size_t)64 << 10)
+
+START_TEST(t_small_in_last_room)
+{
+    pid_t pid = fork_limited(64 * TU_MIB);
+    if (pid == 0) {
+        uint64_t rng = 7;
+        struct node *big = NULL;
+        (void)take_until_null(&big, 3000000, 3000000, &rng);
+        struct node *one = big; /* less than one block was left: free one */
+        big = big->next;
+        free(one);
+        emma_trim();
+        /* the program's own mappings take what is left, 64 KiB each */
+        static void *spacer[1024];
+        size_t nsp = 0;
+        while (nsp < 1024) {
+            void *m = mmap(NULL, SPACER, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (m == MAP_FAILED)
+                break;
+            spacer[nsp++] = m;
+        }
+        if (nsp < 32 || nsp == 1024)
+            _exit(14);
+        /* what emma's own pages still hold for 48-byte blocks */
+        struct node *small = NULL;
+        (void)take_until_null(&small, 48, 48, &rng);
+        /* 2 MiB of address space free again: no room for a segment */
+        for (size_t i = 0; i < 32; i++)
+            munmap(spacer[--nsp], SPACER);
+        size_t got = take_until_null(&small, 48, 48, &rng);
+        for (struct node *n = small; n; n = n->next)
+            if (n->tag != ((uint64_t)(uintptr_t)n ^ 0x5a5a5a5aull))
+                _exit(15);
+        if (got < TU_MIB) {
+            fprintf(stderr, "t_small_in_last_room: %zu KiB of 48-byte blocks in 2 MiB of room\n", got >> 10);
+            _exit(13);
+        }
+        free_nodes(small);
+        free_nodes(big);
+        emma_trim();
+        void *again = malloc(5 * TU_MIB); /* what was freed is mapped again */
+        _exit(again ? 0 : 17);
+    }
+    tu_wait_exit0(pid, "child under RLIMIT_AS (13: less than 1 MiB of 48-byte blocks in 2 MiB of room; "
+                       "14: the spacer mappings; 15: a block overwritten; 17: 5 MiB not mapped again after freeing everything)");
+}
+END_TEST
+
 /* With vm.max_map_count used up by the program's own mappings, small
  * allocations are still served from memory emma already has. */
 START_TEST(t_small_at_map_limit)
@@ -1161,7 +1215,7 @@ int main(void)
         t_idle_owner_pages_thinned, t_idle_owner_pages_trimmed,
         t_huge_cache_bound, t_huge_warm_decays, t_bound_threads_free_together, t_bound_everything_idle,
         t_bound_many_threads_gone, t_bound_many_threads_idle,
-        t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_sparse_after_realloc, t_oom_retry, t_oom_rounds, t_small_at_map_limit,
+        t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_sparse_after_realloc, t_oom_retry, t_oom_rounds, t_small_at_map_limit, t_small_in_last_room,
         t_cold_class_thinned, t_sparse_page_rethinned,
         EMMA_CONFIG_TLS ? t_dead_thread_pages_reused : NULL, NULL};
     return tu_run_case("policy", "policy", 60, tests);
