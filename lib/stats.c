@@ -55,6 +55,10 @@ static void walk_segment(struct emma_stats *s, const segment_t *seg)
         uint32_t absent = __atomic_load_n(&page->absent, __ATOMIC_RELAXED) +
                           REMOTE_GONE_COUNT(atomic_load_explicit(&page->remote_gone,
                                                                  memory_order_relaxed));
+        /* blocks other threads freed, waiting on the page's remote-free
+         * list for its owner: free for the program (the count is part of
+         * the list's word, so nothing of the list is read) */
+        absent += tf_count(atomic_load_explicit(&page->thread_free, memory_order_relaxed));
         uint32_t capacity = __atomic_load_n(&page->capacity, __ATOMIC_RELAXED);
         uint32_t live = used >= absent ? used - absent : 0;
         if (live > capacity)

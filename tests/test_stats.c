@@ -161,6 +161,59 @@ START_TEST(t_stats_blocks)
 }
 END_TEST
 
+/* Blocks freed by another thread count as free at once, not in use until
+ * their owner (here idle, waiting) collects them: an idle thread pool
+ * whose work items main freed showed them all as in use. */
+enum { REMOTE_N = 2000 };
+static void *remote_blocks[REMOTE_N];
+static pthread_mutex_t remote_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t remote_cv = PTHREAD_COND_INITIALIZER;
+static int remote_stage;
+
+static void *remote_owner(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < REMOTE_N; i++)
+        remote_blocks[i] = malloc(100);
+    pthread_mutex_lock(&remote_mu);
+    remote_stage = 1;
+    pthread_cond_broadcast(&remote_cv);
+    while (remote_stage != 2)
+        pthread_cond_wait(&remote_cv, &remote_mu);
+    pthread_mutex_unlock(&remote_mu);
+    return NULL;
+}
+
+START_TEST(t_stats_remote_frees_free)
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, remote_owner, NULL), 0);
+    pthread_mutex_lock(&remote_mu);
+    while (remote_stage != 1)
+        pthread_cond_wait(&remote_cv, &remote_mu);
+    pthread_mutex_unlock(&remote_mu);
+    for (int i = 0; i < REMOTE_N; i++)
+        ck_assert_ptr_nonnull(remote_blocks[i]);
+    struct emma_stats a = snap();
+    size_t class_a = class_of(&a, 112)->blocks_in_use;
+    for (int i = 0; i < REMOTE_N; i++)
+        free(remote_blocks[i]);
+    struct emma_stats b = snap(); /* the owner has not run since */
+    size_t class_b = class_of(&b, 112)->blocks_in_use;
+    pthread_mutex_lock(&remote_mu);
+    remote_stage = 2;
+    pthread_cond_broadcast(&remote_cv);
+    pthread_mutex_unlock(&remote_mu);
+    pthread_join(t, NULL);
+    ck_assert_msg(class_b + REMOTE_N <= class_a,
+                  "112-byte blocks in use %zu before main freed the owner's %d, %zu after", class_a,
+                  (int)REMOTE_N, class_b);
+    ck_assert_msg(b.bytes_in_use + REMOTE_N * 112 <= a.bytes_in_use,
+                  "bytes in use %zu before, %zu after freeing %d x 112 B", a.bytes_in_use, b.bytes_in_use,
+                  (int)REMOTE_N);
+}
+END_TEST
+
 START_TEST(t_stats_huge_and_purge)
 {
     struct emma_stats a = snap();
@@ -417,6 +470,7 @@ static Suite *stats_suite(void)
     tcase_add_test(t, t_stats_versioned_size);
     tcase_add_test(t, t_stats_blocks);
     tcase_add_test(t, t_stats_bound_and_pinned);
+    tcase_add_test(t, t_stats_remote_frees_free);
     tcase_add_test(t, t_stats_huge_and_purge);
     tcase_add_test(t, t_stats_heaps);
     tcase_add_test(t, t_stats_print);
