@@ -185,6 +185,8 @@ EMMA_HIDDEN bool page_should_park(const page_t *page);
 EMMA_HIDDEN void page_free_local_slow(heap_t *h, page_t *page);
 EMMA_HIDDEN void page_free_local_slow_marked(heap_t *h, page_t *page);
 EMMA_HIDDEN void page_mark_full(heap_t *h, page_t *page);
+/* sparse.c's pass: held pages past what is held for good, found empty */
+EMMA_HIDDEN void heap_release_retired(heap_t *h);
 EMMA_HIDDEN void heap_collect_remote(heap_t *h);
 EMMA_HIDDEN void remote_pages_push(heap_t *h, page_t *page);
 

@@ -60,6 +60,7 @@
 #define heap_purge_older emma__heap_purge_older
 #define heap_purge_some emma__heap_purge_some
 #define heap_release_empty_pages emma__heap_release_empty_pages
+#define heap_release_retired emma__heap_release_retired
 #define heap_reset emma__heap_reset
 #define heap_slot_limit emma__heap_slot_limit
 #define heap_slots emma__heap_slots

@@ -254,4 +254,5 @@ void sparse_pass(heap_t *h)
             if (policy_thin_cold(page))
                 page_thin(page);
     }
+    heap_release_retired(h);
 }

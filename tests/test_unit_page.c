@@ -10,6 +10,8 @@
  */
 #include "unitheap.h"
 
+#include "policy.h"
+
 #define SIZE 256
 #define PAGES 4
 
@@ -181,5 +183,56 @@ START_TEST(t_remote_lists_collected)
 }
 END_TEST
 
+/* A class's only page, emptied after carving more than a held page keeps
+ * for good (8 blocks of 16 KiB: 128 KiB, past HOLD_MAX), is retired with
+ * a delay (page.c: page_retire): it stays with the heap, so the next batch
+ * takes its blocks straight back; the heap's sparse passes give it back to
+ * its segment only once one finds it empty after an earlier one saw it
+ * held, and never while its blocks are in use.  Before, it went back to
+ * its segment at once, and every batch took a page again. */
+#define RETIRE_SIZE 16384
+#define RETIRE_BATCH 8
+START_TEST(t_emptied_page_retired_with_delay)
+{
+    size_t held = policy_held_bytes();
+    heap_t *h = heap_new();
+    TU_ASSERT(h != NULL);
+    unsigned c = class_of_size(RETIRE_SIZE);
+    void *v[RETIRE_BATCH];
+    page_t *page = NULL;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < RETIRE_BATCH; i++) {
+            v[i] = take(h, RETIRE_SIZE);
+            if (!page)
+                page = page_holding(v[0]);
+            TU_ASSERT_MSG(page_holding(v[i]) == page, "round %d: block %d from another page",
+                          round, i);
+            memset(v[i], 0x5a, RETIRE_SIZE);
+        }
+        TU_ASSERT((size_t)page->capacity * RETIRE_SIZE > ((size_t)64 << 10));
+        if (round == 1) {
+            sparse_pass(h); /* in use: kept */
+            TU_ASSERT(page->in_use && h->bins[c].first == page);
+        }
+        for (int i = 0; i < RETIRE_BATCH; i++)
+            give(h, v[i]);
+        TU_ASSERT_MSG(page->in_use && h->bins[c].first == page && page->slow_at == SLOW_AT_HELD,
+                      "round %d: the emptied page went back to its segment at once", round);
+        if (round == 0) {
+            sparse_pass(h); /* the first pass to see it: kept */
+            TU_ASSERT_MSG(page->in_use && h->bins[c].first == page,
+                          "retired page given back without a delay");
+        }
+    }
+    sparse_pass(h); /* empty, seen held by an earlier pass */
+    TU_ASSERT_MSG(!page->in_use && h->bins[c].first == NULL, "retired page kept for good");
+    TU_ASSERT_MSG(policy_held_bytes() == held, "held bytes %zu -> %zu", held, policy_held_bytes());
+    /* the class works on: a page again */
+    void *p = take(h, RETIRE_SIZE);
+    memset(p, 0x5a, RETIRE_SIZE);
+    give(h, p);
+}
+END_TEST
+
 TU_MAIN("unit_page", "page", 60, t_sparse_pages_drain, t_fullest_parked_page_first, t_parked_page_drained_remotely,
-        t_remote_lists_collected)
+        t_remote_lists_collected, t_emptied_page_retired_with_delay)
