@@ -227,8 +227,6 @@ void *alloc_generic(size_t size, size_t align, heap_t *h)
 {
 #if EMMA_CONFIG_TLS
     if (likely(align <= MIN_ALIGN)) {
-        if (unlikely(size - SHARED_MIN <= LARGE_MAX - SHARED_MIN))
-            return alloc_big(size, h);
         /* 1-64 KiB: the first page of the class queue, as the direct
          * table's page for smaller sizes, behind the same busy marker
          * (alloc.h: alloc_block), for the thread's own heap only (a
@@ -236,11 +234,16 @@ void *alloc_generic(size_t size, size_t align, heap_t *h)
          * alloc_slow's way).  heap_empty and heap_busy have no pages.
          * Without it every such malloc took alloc_slow's way in and out
          * (bench/tight 1 N 16384,32768,65536 8, callgrind: about 80
-         * instructions more per malloc+free). */
-        if (size - (DIRECT_MAX + 1) < SHARED_MIN - (DIRECT_MAX + 1) && h == tls_heap) {
-            void *b = owner_pop(h, &h->bins[class_of_size(size)].first, true);
-            if (b)
-                return b;
+         * instructions more per malloc+free).  Tested first: the big
+         * sizes' way costs far more than the test. */
+        if (size - (DIRECT_MAX + 1) < SHARED_MIN - (DIRECT_MAX + 1)) {
+            if (h == tls_heap) {
+                void *b = owner_pop(h, &h->bins[class_of_mid_size(size)].first, true);
+                if (b)
+                    return b;
+            }
+        } else if (unlikely(size - SHARED_MIN <= LARGE_MAX - SHARED_MIN)) {
+            return alloc_big(size, h);
         }
     }
 #endif

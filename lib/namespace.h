@@ -25,6 +25,7 @@
 #define check_pointer emma__check_pointer
 #define check_usable emma__check_usable
 #define class_for emma__class_for
+#define class_mid emma__class_mid
 #define copy_teardown emma__copy_teardown
 #define copy_finish emma__copy_finish
 #define depot_forget emma__depot_forget

@@ -6,6 +6,21 @@
  * SPDX-License-Identifier: MIT OR Apache-2.0 */
 #include "sizeclass.h"
 
+/* class_of_size's arithmetic as a constant expression, for the table */
+#define CM_K(s) (63 - __builtin_clzll((unsigned long long)(s) - 1))
+#define CM_RAW(s) (8 + (CM_K(s) - 7) * 4 + (int)(((s) - 1 - (1ull << CM_K(s))) >> (CM_K(s) - 2)) + 1)
+#define CM_CLASS(s) (CM_RAW(s) > CLASS_SMALL_LAST ? CM_RAW(s) + (CM_RAW(s) & 1) : CM_RAW(s))
+/* entry i: sizes (256 i, 256 (i + 1)], the class of the largest (only
+ * entries past DIRECT_MAX / 256 are used) */
+#define CM1(i) CM_CLASS(((i) + 1) << CLASS_MID_SHIFT)
+#define CM4(i) CM1(i), CM1((i) + 1), CM1((i) + 2), CM1((i) + 3)
+#define CM16(i) CM4(i), CM4((i) + 4), CM4((i) + 8), CM4((i) + 12)
+#define CM64(i) CM16(i), CM16((i) + 16), CM16((i) + 32), CM16((i) + 48)
+_Static_assert(MEDIUM_MAX >> CLASS_MID_SHIFT == 256, "class_mid has 256 entries");
+_Static_assert(DIRECT_MAX % (1 << CLASS_MID_SHIFT) == 0, "DIRECT_MAX on an entry's edge");
+const uint8_t class_mid[MEDIUM_MAX >> CLASS_MID_SHIFT] = {CM64(0), CM64(64), CM64(128),
+                                                          CM64(192)};
+
 /* Class for (size, align) with size <= LARGE_MAX and align <= LARGE_MAX,
  * align a power of two. */
 unsigned class_for(size_t size, size_t align)

@@ -164,4 +164,15 @@ START_TEST(t_direct_table_consistent)
 }
 END_TEST
 
-TU_MAIN("unit_sizeclass", "sizeclass", 60, t_class_sizes_monotone, t_class_of_size_covers_tightly, t_class_waste_bounded, t_class_align, t_class_kind, t_class_for, t_direct_table_consistent)
+/* The table of alloc.c's 1-64 KiB fast path gives class_of_size's class
+ * for every size it serves. */
+START_TEST(t_class_mid_table)
+{
+    for (size_t s = DIRECT_MAX + 1; s <= MEDIUM_MAX; s++)
+        if (class_of_mid_size(s) != class_of_size(s))
+            ck_abort_msg("class_of_mid_size(%zu) = %u, class_of_size %u", s,
+                         class_of_mid_size(s), class_of_size(s));
+}
+END_TEST
+
+TU_MAIN("unit_sizeclass", "sizeclass", 60, t_class_sizes_monotone, t_class_of_size_covers_tightly, t_class_waste_bounded, t_class_align, t_class_kind, t_class_for, t_direct_table_consistent, t_class_mid_table)
