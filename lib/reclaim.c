@@ -91,10 +91,6 @@ size_t reclaim_remote(heap_t *self, heap_t *h, uint64_t now)
 
 #else
 
-/* Relaxed load of a field the owner writes without atomics: a stale value
- * only makes us skip a page. */
-#define PEEK(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
-
 /* The memory of a page, from its first block to its end, in OS pages. */
 static size_t purge_page(page_t *page)
 {
@@ -183,8 +179,8 @@ static void note_thinned(page_t *page, const remote_list_t *l)
 {
     uint64_t old = atomic_load_explicit(&page->remote_gone, memory_order_relaxed), w;
     do {
-        w = (uint64_t)(REMOTE_GONE_COUNT(old) + l->gone_count) << 32 |
-            (uint64_t)(l->count & 0xffffu) << 16 | (uint16_t)(REMOTE_GONE_BITS(old) | l->gone_bits);
+        w = REMOTE_GONE_WORD(REMOTE_GONE_COUNT(old) + l->gone_count, l->count,
+                             REMOTE_GONE_BITS(old) | l->gone_bits);
     } while (!atomic_compare_exchange_weak_explicit(&page->remote_gone, &old, w,
                                                     memory_order_release, memory_order_relaxed));
 }

@@ -108,22 +108,40 @@ static size_t purge_free_os_pages(const page_t *page, uint32_t cap, const block_
 
 /* Rebuild the free list without the blocks whose link was purged (their
  * first bytes lie in an OS page of `gone`). */
-static void relink(page_t *page, const block_map_t *free_map, uint16_t gone)
+/* A free list (ending in PAGE_END, in address order) of the blocks among
+ * the first cap that map marks, but those whose first bytes lie in an OS
+ * page of `gone` (purged: their links would read back as zeroes): *left_out
+ * counts those, *kept the others; *tail gets the list's last block (NULL
+ * when it is empty). */
+static block_t *list_from_map(const page_t *page, uint32_t cap, const block_map_t *map, uint16_t gone,
+                              block_t **tail, uint32_t *kept, uint32_t *left_out)
 {
     block_t *head = PAGE_END(page);
-    uint32_t absent = 0;
-    for (size_t i = page->capacity; i-- > 0;) {
-        if (!block_map_get(free_map, i))
+    *tail = NULL;
+    *kept = *left_out = 0;
+    for (size_t i = cap; i-- > 0;) {
+        if (!block_map_get(map, i))
             continue;
         uintptr_t a = (uintptr_t)page->start + i * page->block_size;
         if (gone & (1u << os_page_index(page, a))) {
-            absent++;
+            ++*left_out;
             continue;
         }
         block_t *b = (block_t *)a;
         link_set(b, head);
         head = b;
+        if (!*tail)
+            *tail = b;
+        ++*kept;
     }
+    return head;
+}
+
+static void relink(page_t *page, const block_map_t *free_map, uint16_t gone)
+{
+    block_t *tail;
+    uint32_t kept, absent;
+    block_t *head = list_from_map(page, page->capacity, free_map, gone, &tail, &kept, &absent);
     page->free = head;
     page->local_free = NULL;
     page->purged |= gone;
@@ -173,9 +191,6 @@ void page_thin(page_t *page)
     page->scanned_used = page->used;
 }
 
-/* Relaxed load of a field the owner writes without atomics */
-#define PEEK(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
-
 size_t page_thin_remote(page_t *page, remote_list_t *l)
 {
     /* Blocks carved before the list was taken: every block on it was
@@ -195,23 +210,9 @@ size_t page_thin_remote(page_t *page, remote_list_t *l)
     if (n == 0 || big)
         return n * OS_PAGE_SIZE; /* a big block keeps its link, so the list stays */
     /* the list anew without the blocks whose link was purged */
-    block_t *head = PAGE_END(page), *tail = NULL;
-    uint32_t left = 0;
-    for (size_t i = cap; i-- > 0;) {
-        if (!block_map_get(&map, i))
-            continue;
-        uintptr_t a = (uintptr_t)page->start + i * page->block_size;
-        if (gone & (1u << os_page_index(page, a))) {
-            l->gone_count++;
-            continue;
-        }
-        block_t *b = (block_t *)a;
-        link_set(b, head);
-        head = b;
-        if (!tail)
-            tail = b;
-        left++;
-    }
+    block_t *tail;
+    uint32_t left;
+    block_t *head = list_from_map(page, cap, &map, gone, &tail, &left, &l->gone_count);
     l->head = left ? head : NULL;
     l->tail = tail;
     l->count = left;

@@ -60,6 +60,9 @@
 #define EMMA_COLD __attribute__((cold))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
+/* Relaxed load of a field another thread (a page's or heap's owner) writes
+ * without atomics: a stale value only makes the reader skip or retry. */
+#define PEEK(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 static const bool config_tls = EMMA_CONFIG_TLS;
 static const bool config_checks = EMMA_CONFIG_CHECKS;
@@ -194,6 +197,8 @@ static inline uint32_t tf_count(uintptr_t w) { return (uint32_t)(w >> TF_SHIFT);
 #define REMOTE_GONE_BITS(w) ((uint16_t)(w))
 #define REMOTE_GONE_LEFT(w) ((uint32_t)((w) >> 16) & 0xffffu)
 #define REMOTE_GONE_COUNT(w) ((uint32_t)((w) >> 32))
+#define REMOTE_GONE_WORD(count, left, bits)                                                       \
+    ((uint64_t)(count) << 32 | (uint64_t)((left) & 0xffffu) << 16 | (uint16_t)(bits))
 
 /* page_t.in_use of a quarantined heap's page whose lists salvage.c found
  * broken: never used again (its blocks still out may be freed). */
