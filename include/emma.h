@@ -158,7 +158,10 @@ struct emma_stats {
                                    process-wide (emma(7)) */
     size_t bytes_held;          /* emptied pages threads keep for their next
                                    block of the same size class, their carved
-                                   bytes (at most an eighth of the bound) */
+                                   bytes, and blocks of 96-512 KiB threads keep
+                                   for their next allocation of the class, at
+                                   the class's size (together at most an
+                                   eighth of the bound) */
     size_t bytes_depot_pinned;  /* pages kept in use by freed blocks waiting
                                    in the depot, counted whole (at most half
                                    of the bound) */

@@ -199,8 +199,9 @@ out:
 }
 
 #if EMMA_CONFIG_TLS
-/* A big block from the first page of its class in the first shared
- * heap, if its lock is free: before (and without) the slow path of the
+/* A big block: the one this thread keeps of its class (free.c:
+ * big_cache_put), else from the first page of its class in the first
+ * shared heap, if its lock is free: before (and without) the slow path of the
  * thread's heap (whose clock read alone costs 50 ns in some virtual
  * machines).  A signal handler that interrupts it finds the lock taken,
  * by its own thread; a death inside leaves the page as alloc.h's page_pop
@@ -210,6 +211,16 @@ out:
 static EMMA_NOINLINE void *alloc_big(size_t size, heap_t *h)
 {
     if (h != &heap_busy && h != &heap_empty && heap_uses_shared(h)) {
+        if (h->big_cache_run)
+            h->big_cache_run = 0; /* free.c: big_cache_stop */
+        _Atomic(uintptr_t) *slot = big_cache_slot(h, class_of_size(size));
+        uintptr_t w = slot ? atomic_load_explicit(slot, memory_order_relaxed) : 0;
+        if (w > BIG_CACHE_RESERVED &&
+            atomic_compare_exchange_strong_explicit(slot, &w, BIG_CACHE_RESERVED,
+                                                    memory_order_acquire, memory_order_relaxed)) {
+            check_mark_allocated((void *)w);
+            return (void *)w;
+        }
         heap_t *s = heap_shared(0);
         if (s && shared_trylock(s)) {
             page_t *first = s->bins[class_of_size(size)].first;

@@ -196,6 +196,131 @@ static EMMA_NOINLINE void free_big_home(segment_t *seg, page_t *page, void *p, s
         policy_remote_step();
 }
 
+/* The threads' big-block slots.  A malloc+free loop of 128-512 KiB
+ * blocks took the shared heap's lock twice per pair, and with threads on
+ * every core the lock's line, the page's free list and the yields of the
+ * threads that found the lock taken made 4 threads on 2 cores 1.5x slower
+ * than glibc (bench tight-big-4t: a third of the time in the kernel,
+ * sched_yield, and tgkill probes of the holder).  So a thread keeps the
+ * block of each class up to 512 KiB that it freed last, from the shared
+ * heap only, in its heap's slot for its next malloc of the class (alloc.c:
+ * alloc_big), which takes it without the lock, as mimalloc serves up to
+ * 512 KiB from each thread's own pages.
+ *
+ * Memory stays bounded: a slot is counted at its class's size from its
+ * first block until it is emptied, whether its block is in it or out, as
+ * held memory (policy_hold: with the pages threads keep emptied, at most
+ * an eighth of the bound for the whole process, held to the free-memory
+ * bound; emma_stats' bytes_held); a block that finds no room goes to the
+ * shared heap as before.  Slots serve malloc and free alternating, not
+ * runs of frees: a second big free in a row (or a free that finds its
+ * slot full) empties all the thread's slots into the shared heap, and the
+ * thread keeps none until its next big malloc (big_cache_run), so that a
+ * thread that frees what it holds and idles or exits keeps at most the
+ * one block it freed first.  Without that rule, bench idle-bound-exit (16
+ * threads free their 16 blocks of 16 KiB-1 MiB and exit) kept 34-35 MiB
+ * resident 1.5 s later against 28-30 before the slots; with it 30.2-32.3
+ * against 29.1-30.2, idle-bound-idle 29.3-30.7 against 28.9-32.4 (medians
+ * of three interleaved sets of runs; NEWS).  Every decay pass (a quarter of the decay time, from any
+ * thread's slow path) and every trim empties every slot.  A block in a
+ * slot is out for its page: a double free of it is reported here. */
+#if EMMA_CONFIG_TLS
+enum { PUT_KEPT, PUT_NOT, PUT_FULL };
+static int big_cache_put(heap_t *h, page_t *page, void *p, const char *func)
+{
+    _Atomic(uintptr_t) *slot = big_cache_slot(h, page->class_idx);
+    if (!slot)
+        return PUT_NOT;
+    uintptr_t w = atomic_load_explicit(slot, memory_order_relaxed);
+    if (unlikely(w == (uintptr_t)p))
+        emma_fatal(func, "double free", p);
+    if (w == BIG_CACHE_RESERVED)
+        return atomic_compare_exchange_strong_explicit(slot, &w, (uintptr_t)p, memory_order_release,
+                                                       memory_order_relaxed)
+                   ? PUT_KEPT
+                   : PUT_NOT;
+    if (w != 0)
+        return PUT_FULL;
+    size_t size = class_size(page->class_idx);
+    if (!policy_hold(size))
+        return PUT_NOT;
+    if (!atomic_compare_exchange_strong_explicit(slot, &w, (uintptr_t)p, memory_order_release,
+                                                 memory_order_relaxed)) {
+        policy_unhold(size); /* a signal handler filled it meanwhile */
+        return PUT_NOT;
+    }
+    policy_depot_pinned_grew(); /* the bound, with what is pinned now */
+    return PUT_KEPT;
+}
+#endif
+
+/* Empty slot i of h: the word it held (0, BIG_CACHE_RESERVED or a
+ * block, which the caller sends home). */
+static uintptr_t big_cache_empty(heap_t *h, unsigned i)
+{
+    if (atomic_load_explicit(&h->big_cache[i], memory_order_relaxed) == 0)
+        return 0;
+    uintptr_t w = atomic_exchange_explicit(&h->big_cache[i], 0, memory_order_acquire);
+    if (w != 0)
+        policy_unhold(class_size(BIG_CACHE_FIRST + 2 * i));
+    return w;
+}
+
+/* emma_stats: blocks in the slots, per class, added to waiting[] (they
+ * are out for their pages, free for the program). */
+void big_cache_stats(size_t *waiting)
+{
+    if (!config_tls)
+        return;
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap)
+        for (unsigned i = 0; i < BIG_CACHE_SLOTS; i++)
+            if (atomic_load_explicit(&h->big_cache[i], memory_order_relaxed) > BIG_CACHE_RESERVED)
+                waiting[BIG_CACHE_FIRST + 2 * i]++;
+}
+
+/* Empty every heap's slots: the blocks go home to the shared heap's
+ * remote lists, which its next lock holder collects (the decay pass's
+ * reclaim of the shared heap right after this, or shared_unlock). */
+void big_cache_drain(void)
+{
+    if (!config_tls)
+        return;
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap) {
+        for (unsigned i = 0; i < BIG_CACHE_SLOTS; i++) {
+            uintptr_t w = big_cache_empty(h, i);
+            if (w > BIG_CACHE_RESERVED) {
+                segment_t *seg = segment_of((void *)w);
+                remote_push(seg, page_of(seg, (void *)w), (block_t *)w, "free");
+            }
+        }
+    }
+}
+
+static void free_to_shared(heap_t *owner, segment_t *seg, page_t *page, void *p, size_t size,
+                           const char *func);
+
+#if EMMA_CONFIG_TLS
+/* A run of frees, the last of p: the calling thread's slots emptied,
+ * their blocks freed to the shared heap, and none kept until its next big
+ * malloc. */
+static EMMA_NOINLINE void big_cache_stop(heap_t *h, void *p, const char *func)
+{
+    h->big_cache_run = BIG_CACHE_OFF;
+    for (unsigned i = 0; i < BIG_CACHE_SLOTS; i++) {
+        uintptr_t w = big_cache_empty(h, i);
+        if (unlikely(w == (uintptr_t)p))
+            emma_fatal(func, "double free", p);
+        if (w > BIG_CACHE_RESERVED) {
+            segment_t *seg = segment_of((void *)w);
+            page_t *page = page_of(seg, (void *)w);
+            heap_t *owner = atomic_load_explicit((_Atomic(heap_t *) *)&seg->heap,
+                                                 memory_order_relaxed);
+            free_to_shared(owner, seg, page, (void *)w, page->remote_size, "free");
+        }
+    }
+}
+#endif
+
 /* A free of a block above SMALL_MAX by a thread that does not own its
  * page.  A shared heap's block is freed under that heap's lock, as its
  * owner would (page_free_local_slow enters its slow path; a signal
@@ -210,6 +335,25 @@ static EMMA_NOINLINE void free_big_remote(segment_t *seg, page_t *page, void *p,
         free_big_home(seg, page, p, size, func);
         return;
     }
+#if EMMA_CONFIG_TLS
+    heap_t *self = tls_heap;
+    if (self != &heap_busy && self != &heap_empty && heap_uses_shared(self) &&
+        self->big_cache_run < BIG_CACHE_OFF) {
+        /* the second free in a row (or one whose slot is full): a run */
+        int r = self->big_cache_run++ ? PUT_FULL : big_cache_put(self, page, p, func);
+        if (r == PUT_KEPT)
+            return;
+        if (r == PUT_FULL)
+            big_cache_stop(self, p, func);
+    }
+#endif
+    free_to_shared(owner, seg, page, p, size, func);
+}
+
+/* A free of shared heap owner's block: under its lock, else pushed. */
+static void free_to_shared(heap_t *owner, segment_t *seg, page_t *page, void *p, size_t size,
+                           const char *func)
+{
     if (unlikely(call_interrupted() || !shared_trylock(owner))) {
         free_shared_busy(owner, seg, page, p, size, func);
         return;

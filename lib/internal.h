@@ -431,7 +431,9 @@ EMMA_HIDDEN bool heap_take_if_dead(heap_t *h, uint32_t tid);
  * cannot be made; with `probe`, a lock whose holder died or was lost in
  * a fork is taken over, and a heap such a holder left in the middle of a
  * slow path is quarantined and replaced.  heap_t.spare is SPARE_SHARED
- * for them (1 for the signal handlers'). */
+ * for them (1 for the signal handlers').  In front of them each thread
+ * keeps the last block up to 512 KiB it freed of each class (free.c:
+ * big_cache_put). */
 #define SHARED_HEAPS 1
 #define SPARE_SHARED 2
 /* Blocks above 64 KiB only (the large and extra large classes): below, a
@@ -633,6 +635,19 @@ EMMA_HIDDEN size_t depot_release(uint64_t before);
 EMMA_HIDDEN void depot_stats(size_t *blocks);
 EMMA_HIDDEN void depot_forget(void);
 EMMA_HIDDEN EMMA_NORETURN EMMA_COLD void remote_double_free(const void *p); /* page.c */
+
+/* free.c: the threads' big-block slots (heap_t.big_cache).  The slot of
+ * class c, for a class above SHARED_MIN (NULL for any other).  Every word
+ * changes by one exchange or compare-and-swap: the owner takes and puts,
+ * a signal handler that interrupts it may too, and big_cache_drain (a
+ * decay pass, a trim) empties every heap's slots from any thread. */
+static inline _Atomic(uintptr_t) *big_cache_slot(heap_t *h, unsigned c)
+{
+    unsigned i = (c - BIG_CACHE_FIRST) / 2;
+    return c >= BIG_CACHE_FIRST && i < BIG_CACHE_SLOTS && !(c & 1) ? &h->big_cache[i] : NULL;
+}
+EMMA_HIDDEN void big_cache_drain(void);
+EMMA_HIDDEN void big_cache_stats(size_t *waiting);
 
 /* ------------------------------------------------------------------ */
 /* heap_private.c: private heaps (emma_heap_*); teardown.c             */

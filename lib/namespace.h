@@ -131,6 +131,8 @@
 #define policy_huge_cacheable emma__policy_huge_cacheable
 #define policy_huge_cold_bytes emma__policy_huge_cold_bytes
 #define policy_depot_pin emma__policy_depot_pin
+#define big_cache_drain emma__big_cache_drain
+#define big_cache_stats emma__big_cache_stats
 #define policy_depot_pinned_grew emma__policy_depot_pinned_grew
 #define policy_depot_unpin emma__policy_depot_unpin
 #define policy_heap_added emma__policy_heap_added

@@ -332,6 +332,7 @@ static EMMA_NOINLINE void decay_pass(heap_t *self, uint64_t now)
     uint64_t aged = now - policy_decay_ticks;
     huge_cache_release(aged, now - 16 * policy_decay_ticks);
     depot_release(aged);
+    big_cache_drain(); /* before the heaps: the shared heap collects them */
     pool_release(aged, false);
     if (self)
         heap_purge_older(self, aged, true);
@@ -560,6 +561,7 @@ static size_t trim_all(heap_t *self, bool thin)
 {
     size_t n = 0;
     depot_release(UINT64_MAX); /* before the heaps: their pages may empty */
+    big_cache_drain();
     if (self) {
         slow_state st = slow_enter(self);
         heap_collect_remote(self);

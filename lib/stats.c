@@ -124,10 +124,11 @@ void stats_collect(struct emma_stats *s)
     }
     walk_segments(s);
     walk_heaps(s);
-    /* blocks waiting in the depot are out for their pages, free for the
-     * program (depot.c) */
+    /* blocks waiting in the depot or in a thread's slot are out for their
+     * pages, free for the program (depot.c, free.c) */
     size_t waiting[CLASS_COUNT];
     depot_stats(waiting);
+    big_cache_stats(waiting);
     for (unsigned c = 1; c < CLASS_COUNT; c++) {
         struct emma_stats_class *k = &s->classes[c - 1];
         size_t n = waiting[c] < k->blocks_in_use ? waiting[c] : k->blocks_in_use;

@@ -60,6 +60,7 @@ int copy_teardown(void)
      * the copy's mappings stay: tests/test_unload t_unload_cycles, "maps
      * 44 -> 55, address space 37 -> 111 MiB", once in a few CI runs). */
     depot_release(UINT64_MAX);
+    big_cache_drain(); /* the same for the threads' big-block slots */
     if (!addrmap_walk(segment_idle, NULL))
         return -1;
     addrmap_walk(segment_drop, NULL);

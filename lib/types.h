@@ -272,6 +272,14 @@ typedef struct page_queue {
 #define UNMEASURED_LARGE_PAGES 8
 #define UNMEASURED_ALL UNMEASURED_LARGE_PAGES
 
+/* heap_t.big_cache: a slot for each class from 96 KiB (the first above
+ * MEDIUM_MAX, sizeclass.h: class 46) to LARGE_PAGE_MAX (class 56), the
+ * even classes only. */
+#define BIG_CACHE_FIRST 46u
+#define BIG_CACHE_SLOTS 6u
+#define BIG_CACHE_RESERVED ((uintptr_t)1)
+#define BIG_CACHE_OFF 2u
+
 typedef struct heap {
     page_t *direct[DIRECT_COUNT];        /* size/16 -> page to pop from */
     page_queue_t bins[CLASS_COUNT];      /* pages with room, allocation at the front */
@@ -312,6 +320,13 @@ typedef struct heap {
     uint32_t fork_gen;                   /* private: lock_generation when last checked */
     struct heap *borrower;               /* shared (heap.c): the heap of the thread
                                             allocating from it now (alloc.c) */
+    /* TLS, a thread's heap: one block of each class above SHARED_MIN,
+     * taken from the shared heap and freed by this thread, kept for its
+     * next malloc of the class (free.c: big_cache_put; the word is 0,
+     * BIG_CACHE_RESERVED or the block) */
+    _Atomic(uintptr_t) big_cache[BIG_CACHE_SLOTS];
+    uint8_t big_cache_run;               /* free.c: big frees since its last big malloc
+                                            (BIG_CACHE_OFF: two or more) */
 } heap_t;
 
 /* A heap's metadata mapping; a private heap's is followed by one page that
