@@ -115,6 +115,8 @@ static EMMA_NOINLINE void *alloc_shared(heap_t *h, unsigned c)
  * seg_lock, policy.c). */
 static bool alloc_shares(const heap_t *h) { return heap_uses_shared(h) && !slow_interrupted(); }
 
+#define CLASS_FINE_SHARE 64
+
 /* Allocation from h, inside its slow path (or under its lock). */
 static void *alloc_in(heap_t *h, size_t size, size_t align)
 {
@@ -142,6 +144,11 @@ static void *alloc_in(heap_t *h, size_t size, size_t align)
             return p;
     }
     heap_collect_remote(h);
+    /* under a limit, past a 64th of it mapped: four classes per doubling
+     * (sizeclass.h; bench oomcap-big-small, 16 B-64 KiB blocks once 1-7
+     * MiB ones were freed, under ulimit -v 256M: see NEWS) */
+    if (unlikely(!class_fine) && size > SMALL_MAX && !h->is_private && space_scarce(CLASS_FINE_SHARE))
+        classes_go_fine();
     unsigned c = class_for(size, align);
     if (class_size(c) >= SHARED_MIN && alloc_shares(h)) {
         void *b = alloc_shared(h, c);

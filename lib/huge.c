@@ -377,13 +377,24 @@ static _Atomic bool gather_refused;
 static size_t space_limit(void)
 {
     static _Atomic uint64_t checked_at;
+    static _Atomic uint32_t checked_gen;
     static _Atomic size_t limit;
     uint64_t now = now_ticks(), t = atomic_load_explicit(&checked_at, memory_order_relaxed);
-    if (t == 0 || now - t > policy_decay_ticks) {
+    /* asked again in a fork child (lock_generation moves on there), which
+     * often sets its own limit at once */
+    uint32_t gen = atomic_load_explicit(&lock_generation, memory_order_relaxed);
+    if (t == 0 || now - t > policy_decay_ticks || gen != atomic_load_explicit(&checked_gen, memory_order_relaxed)) {
         atomic_store_explicit(&limit, os_address_space_limit(), memory_order_relaxed);
         atomic_store_explicit(&checked_at, now, memory_order_relaxed);
+        atomic_store_explicit(&checked_gen, gen, memory_order_relaxed);
     }
     return atomic_load_explicit(&limit, memory_order_relaxed);
+}
+
+bool space_scarce(unsigned share)
+{
+    size_t limit = space_limit();
+    return limit != 0 && os_bytes_mapped() > limit / share;
 }
 
 static bool space_limited(void) { return space_limit() != 0; }
@@ -1064,8 +1075,7 @@ void *huge_alloc(size_t size, size_t align, bool zero, heap_t *self)
 #define HUGE_EXACT_SHARE 16
 void *huge_alloc_exact(size_t size, heap_t *self)
 {
-    size_t limit = space_limit();
-    if (limit == 0 || os_bytes_mapped() <= limit / HUGE_EXACT_SHARE ||
+    if (!space_scarce(HUGE_EXACT_SHARE) ||
         atomic_load_explicit(&huge_stats_blocks, memory_order_relaxed) >= HUGE_EXACT_MAX)
         return NULL;
     void *p = huge_alloc(size, MIN_ALIGN, false, self);

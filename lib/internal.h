@@ -269,6 +269,10 @@ static inline void page_absorb_remote(page_t *page)
 EMMA_HIDDEN void *huge_alloc(size_t size, size_t align, bool zero, heap_t *self);
 EMMA_HIDDEN void *huge_alloc_exact(size_t size, heap_t *self);
 EMMA_HIDDEN void huge_free(segment_t *seg);
+/* Under an address-space limit (RLIMIT_AS), does emma map more than
+ * 1/share of it?  (The limit is asked of the kernel once per decay time,
+ * and at once in a fork child.) */
+EMMA_HIDDEN bool space_scarce(unsigned share);
 EMMA_HIDDEN void *huge_realloc(segment_t *seg, void *p, size_t new_size, heap_t *self);
 EMMA_HIDDEN size_t huge_usable(segment_t *seg, const void *p);
 EMMA_HIDDEN void cache_forget(void);

@@ -26,6 +26,10 @@
 #define check_usable emma__check_usable
 #define class_for emma__class_for
 #define class_mid emma__class_mid
+#define class_fine emma__class_fine
+#define classes_go_fine emma__classes_go_fine
+#define class_for_coarse emma__class_for_coarse
+#define space_scarce emma__space_scarce
 #define copy_teardown emma__copy_teardown
 #define copy_finish emma__copy_finish
 #define depot_forget emma__depot_forget

@@ -18,19 +18,44 @@
 #define CM64(i) CM16(i), CM16((i) + 16), CM16((i) + 32), CM16((i) + 48)
 _Static_assert(MEDIUM_MAX >> CLASS_MID_SHIFT == 256, "class_mid has 256 entries");
 _Static_assert(DIRECT_MAX % (1 << CLASS_MID_SHIFT) == 0, "DIRECT_MAX on an entry's edge");
-const uint8_t class_mid[MEDIUM_MAX >> CLASS_MID_SHIFT] = {CM64(0), CM64(64), CM64(128),
-                                                          CM64(192)};
+uint8_t class_mid[MEDIUM_MAX >> CLASS_MID_SHIFT] = {CM64(0), CM64(64), CM64(128), CM64(192)};
+
+bool class_fine;
+
+/* Every entry to its fine class (a reader racing with the rewrite gets
+ * the old class or the new one: both fit every size of the entry), then
+ * the flag: set once, by whichever thread's slow path finds address space
+ * scarce first (another doing the same at once writes the same bytes). */
+void classes_go_fine(void)
+{
+    if (__atomic_load_n(&class_fine, __ATOMIC_RELAXED))
+        return;
+    for (unsigned i = DIRECT_MAX >> CLASS_MID_SHIFT; i < (MEDIUM_MAX >> CLASS_MID_SHIFT); i++)
+        __atomic_store_n(&class_mid[i], (uint8_t)CM_RAW(((size_t)i + 1) << CLASS_MID_SHIFT),
+                         __ATOMIC_RELAXED);
+    __atomic_store_n(&class_fine, true, __ATOMIC_RELEASE);
+}
 
 /* Class for (size, align) with size <= LARGE_MAX and align <= LARGE_MAX,
  * align a power of two. */
+static unsigned class_aligned(unsigned c, size_t align)
+{
+    while (class_align(c) < align)
+        c++;
+    return c;
+}
+
 unsigned class_for(size_t size, size_t align)
 {
     if (align <= MIN_ALIGN)
         return class_of_size(size);
-    if (size < align)
-        size = align;
-    unsigned c = class_of_size(size);
-    while (class_align(c) < align)
-        c++;
-    return c;
+    return class_aligned(class_of_size(size < align ? align : size), align);
+}
+
+unsigned class_for_coarse(size_t size, size_t align)
+{
+    unsigned c = class_of_size(size < align ? align : size);
+    if (c > CLASS_SMALL_LAST)
+        c += c & 1; /* the next even class: all four series' edges fit */
+    return align <= MIN_ALIGN ? c : class_aligned(c, align);
 }

@@ -10,10 +10,19 @@
 /* The last class of small blocks (SMALL_MAX bytes). */
 #define CLASS_SMALL_LAST 32
 
+/* Under an address-space limit, once emma maps a share of it (huge.c:
+ * space_scarce), blocks above SMALL_MAX take all four classes per
+ * doubling instead of every second one: under `ulimit -v` every byte
+ * mapped counts, and two classes per doubling round a block up by a sixth
+ * on average.  Set once, never cleared: a block of an odd class must keep
+ * finding its class (depot.c maps a block size back to it). */
+EMMA_HIDDEN extern bool class_fine;
+EMMA_HIDDEN void classes_go_fine(void);
+
 /* 16..128 in steps of MIN_ALIGN, then 4 classes per doubling up to
  * SMALL_MAX (internal waste at most 25%), then 2 per doubling up to
  * LARGE_MAX (at most 50%: only the even classes of the 4-per-doubling
- * series are used).  Every medium and large class keeps a page per thread
+ * series are used), or 4 once address space is scarce (class_fine).  Every medium and large class keeps a page per thread
  * that uses it, and those pages' free blocks stay resident: half as many
  * classes, half as many such pages (bench mstress, 8 threads with blocks
  * of 2-512 KiB: peak RSS 169-174 -> 137 MiB).  The rounding costs address
@@ -25,7 +34,7 @@ static inline unsigned class_of_size(size_t size)
         return size == 0 ? 1 : (unsigned)((size + MIN_ALIGN - 1) / MIN_ALIGN);
     unsigned k = log2_floor(size - 1);
     unsigned c = 8 + (k - 7) * 4 + (unsigned)((size - 1 - ((size_t)1 << k)) >> (k - 2)) + 1;
-    if (c > CLASS_SMALL_LAST)
+    if (c > CLASS_SMALL_LAST && !__atomic_load_n(&class_fine, __ATOMIC_RELAXED))
         c += c & 1;
     return c;
 }
@@ -35,7 +44,7 @@ static inline unsigned class_of_size(size_t size)
  * (size - 1) / 256 tells the class (alloc.c's 1-64 KiB fast path: 15
  * instructions fewer per malloc than class_of_size's arithmetic). */
 #define CLASS_MID_SHIFT 8
-EMMA_HIDDEN extern const uint8_t class_mid[MEDIUM_MAX >> CLASS_MID_SHIFT];
+EMMA_HIDDEN extern uint8_t class_mid[MEDIUM_MAX >> CLASS_MID_SHIFT]; /* rewritten by classes_go_fine */
 static inline unsigned class_of_mid_size(size_t size)
 {
     return class_mid[(size - 1) >> CLASS_MID_SHIFT];
@@ -71,5 +80,8 @@ static inline enum segment_kind class_kind(unsigned c)
 }
 
 EMMA_HIDDEN unsigned class_for(size_t size, size_t align);
+/* class_for as it was before classes_go_fine (the check of a block's
+ * layout accepts both: the block may be older). */
+EMMA_HIDDEN unsigned class_for_coarse(size_t size, size_t align);
 
 #endif

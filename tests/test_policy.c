@@ -1154,6 +1154,34 @@ START_TEST(t_small_in_last_room)
 }
 END_TEST
 
+/* Under RLIMIT_AS, blocks above 8 KiB take four classes per doubling
+ * once emma maps a 64th of the limit: with two, blocks of 33000 bytes
+ * took 48 KiB each (164 MiB of 256 until malloc failed; glibc 256). */
+void free_sized(void *ptr, size_t size);
+
+START_TEST(t_oom_mid_sizes)
+{
+    size_t room = 256 * TU_MIB;
+    void *before = malloc(33000); /* its class from before the switch */
+    ck_assert_ptr_nonnull(before);
+    pid_t pid = fork_limited(room);
+    if (pid == 0) {
+        uint64_t rng = 42;
+        struct node *list = NULL;
+        size_t got = take_until_null(&list, 33000, 33000, &rng);
+        free_nodes(list);
+        /* with boundary checks: the size still matches the older block */
+        free_sized(before, 33000);
+        if (got >= 185 * TU_MIB) /* 40 KiB each, the pages' tails and the program's own */
+            _exit(0);
+        fprintf(stderr, "t_oom_mid_sizes: 33000-byte blocks: %zu MiB of %zu\n", got / TU_MIB, room / TU_MIB);
+        _exit(13);
+    }
+    tu_wait_exit0(pid, "child under RLIMIT_AS (13: less than 185 MiB of 33000-byte blocks in 256 MiB)");
+    free(before);
+}
+END_TEST
+
 /* With vm.max_map_count used up by the program's own mappings, small
  * allocations are still served from memory emma already has. */
 START_TEST(t_small_at_map_limit)
@@ -1215,7 +1243,7 @@ int main(void)
         t_idle_owner_pages_thinned, t_idle_owner_pages_trimmed,
         t_huge_cache_bound, t_huge_warm_decays, t_bound_threads_free_together, t_bound_everything_idle,
         t_bound_many_threads_gone, t_bound_many_threads_idle,
-        t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_sparse_after_realloc, t_oom_retry, t_oom_rounds, t_small_at_map_limit, t_small_in_last_room,
+        t_decay_huge_alloc, t_decay_huge_free, t_shrink_in_place, t_sparse_after_realloc, t_oom_retry, t_oom_rounds, t_small_at_map_limit, t_small_in_last_room, t_oom_mid_sizes,
         t_cold_class_thinned, t_sparse_page_rethinned,
         EMMA_CONFIG_TLS ? t_dead_thread_pages_reused : NULL, NULL};
     return tu_run_case("policy", "policy", 60, tests);

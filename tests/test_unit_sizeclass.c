@@ -175,4 +175,41 @@ START_TEST(t_class_mid_table)
 }
 END_TEST
 
-TU_MAIN("unit_sizeclass", "sizeclass", 60, t_class_sizes_monotone, t_class_of_size_covers_tightly, t_class_waste_bounded, t_class_align, t_class_kind, t_class_for, t_direct_table_consistent, t_class_mid_table)
+/* classes_go_fine (under an address-space limit): every size above
+ * SMALL_MAX gets the tightest of the four classes per doubling, the 1-64
+ * KiB table follows, and class_for_coarse still names the class a block
+ * from before had.  Last: the switch is for good (in this process). */
+START_TEST(t_fine_classes)
+{
+    static uint8_t coarse[LARGE_MAX + 1];
+    for (size_t s = SMALL_MAX + 1; s <= LARGE_MAX; s++)
+        coarse[s] = (uint8_t)class_of_size(s);
+    ck_assert(!class_fine);
+    classes_go_fine();
+    ck_assert(class_fine);
+    unsigned odd = 0;
+    for (size_t s = SMALL_MAX + 1; s <= LARGE_MAX; s++) {
+        unsigned c = class_of_size(s);
+        if (class_size(c) < s || class_size(c - 1) >= s)
+            ck_abort_msg("fine class_of_size(%zu) = %u (%zu B), class below %zu B", s, c, class_size(c),
+                         class_size(c - 1));
+        if ((class_size(c) - s) * 5 > class_size(c)) /* at most a fifth of the block wasted */
+            ck_abort_msg("fine class_of_size(%zu) = %zu B", s, class_size(c));
+        if (class_for_coarse(s, MIN_ALIGN) != coarse[s])
+            ck_abort_msg("class_for_coarse(%zu) = %u, was %u", s, class_for_coarse(s, MIN_ALIGN), coarse[s]);
+        if (s <= MEDIUM_MAX && class_of_mid_size(s) != c)
+            ck_abort_msg("class_of_mid_size(%zu) = %u, class_of_size %u", s, class_of_mid_size(s), c);
+        odd += c & 1;
+    }
+    ck_assert_uint_gt(odd, (LARGE_MAX - SMALL_MAX) / 3);
+    for (size_t a = MIN_ALIGN; a <= 65536; a <<= 1)
+        for (size_t s = SMALL_MAX + 1; s <= LARGE_MAX; s += 977) {
+            unsigned c = class_for(s, a), k = class_for_coarse(s, a);
+            ck_assert_msg(class_size(c) >= s && class_align(c) >= a, "class_for(%zu, %zu) = %u", s, a, c);
+            ck_assert_msg(class_size(k) >= s && class_align(k) >= a && !(k & 1),
+                          "class_for_coarse(%zu, %zu) = %u", s, a, k);
+        }
+}
+END_TEST
+
+TU_MAIN("unit_sizeclass", "sizeclass", 60, t_class_sizes_monotone, t_class_of_size_covers_tightly, t_class_waste_bounded, t_class_align, t_class_kind, t_class_for, t_direct_table_consistent, t_class_mid_table, t_fine_classes)
