@@ -173,6 +173,12 @@ void page_init(page_t *page, unsigned c)
     page->in_full = 0;
     page->parked = 0;
     page->in_depot = 0; /* (a depot class mended after a death may have lost count) */
+    /* not held: a descriptor the segment's previous cut (a smaller header)
+     * left among its blocks holds the program's bytes, and a stale count
+     * was taken off policy.c's held total when the page was carved
+     * (bytes_held wrapped below zero, which dropped the depot's pinned
+     * pages from the bound) */
+    page->held_bytes = 0;
     page->in_use = 1;
     page->remote_size = (uint32_t)bsize;
     page->next = page->prev = NULL;

@@ -234,5 +234,26 @@ START_TEST(t_emptied_page_retired_with_delay)
 }
 END_TEST
 
+/* A page's descriptor lies in its segment's header, and a segment cut
+ * before for bigger pages (a smaller header) had blocks there: page_init
+ * must forget every byte the program wrote over it.  A stale held_bytes
+ * (0x01010101, a memset's) was taken off the held-pages total at the
+ * page's first carving: emma_stats' bytes_held read 16777215.9 TiB. */
+START_TEST(t_page_init_forgets_stale_descriptor)
+{
+    heap_t *h = heap_new();
+    TU_ASSERT(h != NULL);
+    void *b = take(h, SIZE);
+    page_t *page = page_holding(b);
+    size_t held = policy_held_bytes();
+    memset(&page->held_bytes, 1, sizeof page->held_bytes);
+    page_init(page, page->class_idx); /* as page_fresh does on a page just cut */
+    TU_ASSERT_MSG(page->held_bytes == 0, "page_init kept held_bytes %#x", (unsigned)page->held_bytes);
+    page_extend(page);
+    TU_ASSERT_MSG(policy_held_bytes() >= held && policy_held_bytes() - held <= (size_t)64 << 10,
+                  "held total %zu -> %zu after carving the page", held, policy_held_bytes());
+}
+END_TEST
+
 TU_MAIN("unit_page", "page", 60, t_sparse_pages_drain, t_fullest_parked_page_first, t_parked_page_drained_remotely,
-        t_remote_lists_collected, t_emptied_page_retired_with_delay)
+        t_remote_lists_collected, t_emptied_page_retired_with_delay, t_page_init_forgets_stale_descriptor)
