@@ -155,6 +155,13 @@ WORKLOADS = [
       ["@idlebound", 16, 2000, "exit", 1500], ["@idlebound", 16, 500, "exit", 1000], timed=False),
     W("idle-bound-idle", "as idle-bound-exit, the 16 threads stay alive, idle",
       ["@idlebound", 16, 2000, "idle", 1500], ["@idlebound", 16, 500, "idle", 1000], timed=False),
+    W("pairs-idle", "16 producer/consumer pairs hand 16 B-256 KiB blocks over, then idle; "
+      "1 s quiet, 1 s one thread churns, trim",
+      ["@pairs", "idle", 16, 50000, 65536, 1000], ["@pairs", "idle", 16, 5000, 65536, 1000],
+      timed=False),
+    W("pairs-exit", "as pairs-idle, the 32 threads exit",
+      ["@pairs", "exit", 16, 50000, 65536, 1000], ["@pairs", "exit", 16, 5000, 65536, 1000],
+      timed=False),
     W("idle-active", "a thread frees 24 MiB and idles; 2 threads churn for 1 s",
       ["@idlebig", "active", 24, 1000], ["@idlebig", "active", 24, 1000], timed=False),
     W("idle-quiet", "a thread frees 24 MiB and idles; nothing else runs for 1 s",
