@@ -338,6 +338,7 @@ heap_t *heap_acquire_for_thread(void)
             continue;
         }
         atomic_fetch_add_explicit(&heap_stats_reclaimed, 1, memory_order_relaxed);
+        __atomic_store_n(&h->owner_tls, &tls_heap, __ATOMIC_RELEASE);
         tls_heap = h;
         return h;
     }
@@ -345,9 +346,26 @@ heap_t *heap_acquire_for_thread(void)
     if (!h)
         return NULL;
     atomic_store(&h->owner, tid);
+    h->owner_tls = &tls_heap;
     heap_list_push(h);
     tls_heap = h;
     return h;
+}
+
+/* The owner waits for a claim on its heap (reclaim.c: a claimer holds it
+ * for a walk of the heap's queues and a few system calls) by taking the
+ * claim's lock word and dropping it at once; a claimer that died holding
+ * it is found out as any lock holder is (policy.c: gen_lock_wait_stale),
+ * and the class queue it was editing is mended (bin_repair). */
+void heap_claim_wait(heap_t *h)
+{
+    bool taken_over = gen_lock_wait_stale(&h->claim);
+    if (taken_over && h->claim_class) {
+        bin_repair(h, h->claim_class, h->claim_page);
+        h->claim_class = 0;
+        h->claim_page = NULL;
+    }
+    gen_unlock(&h->claim);
 }
 
 #else /* !EMMA_CONFIG_TLS */

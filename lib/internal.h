@@ -49,6 +49,10 @@ enum os_pi_result {
 EMMA_HIDDEN enum os_pi_result os_futex_trylock_pi(_Atomic uint32_t *word);
 EMMA_HIDDEN void os_write_stderr(const char *s, size_t n);
 EMMA_HIDDEN bool os_read_safe(void *dst, const void *src, size_t n);
+/* A full memory barrier on every CPU running a thread of this process
+ * (membarrier(2), private expedited, registered at the first call); false
+ * where the kernel lacks it or a seccomp filter might kill us for it. */
+EMMA_HIDDEN bool os_membarrier(void);
 EMMA_HIDDEN EMMA_NORETURN void os_abort(void);
 
 /* The address map (os.c): one entry per 4 MiB chunk says whether emma
@@ -179,6 +183,7 @@ EMMA_HIDDEN page_t *page_fresh(heap_t *h, unsigned c);
 EMMA_HIDDEN void bin_push_front(heap_t *h, page_t *page);
 EMMA_HIDDEN void bin_push_back(heap_t *h, page_t *page);
 EMMA_HIDDEN void bin_remove(heap_t *h, page_t *page);
+EMMA_HIDDEN void bin_repair(heap_t *h, unsigned c, page_t *drop);
 EMMA_HIDDEN void page_park(heap_t *h, page_t *page);
 EMMA_HIDDEN page_t *page_unpark(heap_t *h, unsigned c);
 EMMA_HIDDEN bool page_should_park(const page_t *page);
@@ -427,6 +432,9 @@ EMMA_HIDDEN void heap_reset(heap_t *h);
 EMMA_HIDDEN heap_t *heap_acquire_for_thread(void);
 EMMA_HIDDEN heap_t *heap_list_first(void);
 EMMA_HIDDEN bool heap_take_if_dead(heap_t *h, uint32_t tid);
+/* slow_enter found a claim on h (reclaim.c): wait until it is released,
+ * repairing h's class queues if the claimer died with it. */
+EMMA_HIDDEN void heap_claim_wait(heap_t *h);
 /* The shared heaps: blocks of the classes above SHARED_MIN come from them,
  * whichever thread asks (alloc.c) and frees (free.c), each used under its
  * lock, only ever try-locked (shared_trylock: the lock word names its
@@ -516,6 +524,11 @@ static inline slow_state slow_enter(heap_t *h)
     tls_slow_heap = h;
     h->busy = 1;
     __asm__ volatile("" ::: "memory");
+    /* another thread's claim on the heap while it idled (reclaim.c):
+     * wait for it (a load and a branch; the claimer's membarrier orders
+     * our store of busy before this load, or its claim before our look) */
+    if (unlikely(__atomic_load_n(&h->claim, __ATOMIC_RELAXED) != 0))
+        heap_claim_wait(h);
     return s;
 }
 static inline void slow_leave(heap_t *h, slow_state s)

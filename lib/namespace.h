@@ -17,6 +17,7 @@
 #define bin_push_back emma__bin_push_back
 #define bin_push_front emma__bin_push_front
 #define bin_remove emma__bin_remove
+#define bin_repair emma__bin_repair
 #define block_is_private emma__block_is_private
 #define cache_forget emma__cache_forget
 #define check_layout emma__check_layout
@@ -52,6 +53,7 @@
 #define heap_acquire_for_thread emma__heap_acquire_for_thread
 #define heap_busy emma__heap_busy
 #define heap_check_fork_slow emma__heap_check_fork_slow
+#define heap_claim_wait emma__heap_claim_wait
 #define heap_collect_remote emma__heap_collect_remote
 #define heap_delete emma__heap_delete
 #define heap_empty emma__heap_empty
@@ -94,6 +96,7 @@
 #define os_getpid emma__os_getpid
 #define os_gettid emma__os_gettid
 #define os_map emma__os_map
+#define os_membarrier emma__os_membarrier
 #define os_map_aligned emma__os_map_aligned
 #define os_map_aligned_part emma__os_map_aligned_part
 #define os_move_pages emma__os_move_pages

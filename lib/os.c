@@ -552,6 +552,33 @@ bool os_read_safe(void *dst, const void *src, size_t n)
     return true;
 }
 
+/* membarrier(2): MEMBARRIER_CMD_PRIVATE_EXPEDITED (Linux 4.14), which
+ * needs the process registered once (a fork child's new address space
+ * needs it again: EPERM until then). */
+#define EMMA_MEMBARRIER_PRIVATE_EXPEDITED 8
+#define EMMA_MEMBARRIER_REGISTER_PRIVATE_EXPEDITED 16
+bool os_membarrier(void)
+{
+    static _Atomic int usable = -1; /* -1 unknown, 0 no, 1 yes */
+    int u = atomic_load_explicit(&usable, memory_order_relaxed);
+    if (u < 0) {
+        u = !os_seccomp_active();
+        atomic_store_explicit(&usable, u, memory_order_relaxed);
+    }
+    if (!u)
+        return false;
+    for (int k = 0; k < 2; k++) {
+        long r = sys_call3(SYS_membarrier, EMMA_MEMBARRIER_PRIVATE_EXPEDITED, 0, 0);
+        if (r == 0)
+            return true;
+        if (r != -EMMA_EPERM || k == 1 ||
+            sys_failed(sys_call3(SYS_membarrier, EMMA_MEMBARRIER_REGISTER_PRIVATE_EXPEDITED, 0, 0)))
+            break;
+    }
+    atomic_store_explicit(&usable, 0, memory_order_relaxed);
+    return false;
+}
+
 void os_write_stderr(const char *s, size_t n) { sys_call3(SYS_write, 2, (long)s, (long)n); }
 
 /* Unblock and raise SIGABRT for this thread; if that somehow returns,

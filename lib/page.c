@@ -91,6 +91,35 @@ void bin_remove(heap_t *h, page_t *page)
         direct_update(h, page->class_idx);
 }
 
+/* Queue q again from its forward links, without `drop` (prev links and
+ * the last page rebuilt): a queue_remove cut short keeps them intact. */
+static void queue_relink(page_queue_t *q, page_t *drop)
+{
+    page_t *prev = NULL;
+    for (page_t *page = q->first; page; page = page->next) {
+        if (page == drop) {
+            if (prev)
+                prev->next = page->next;
+            else
+                q->first = page->next;
+            continue;
+        }
+        page->prev = prev;
+        prev = page;
+    }
+    q->last = prev;
+}
+
+/* heap.c: a claimer (reclaim.c) died while it took `drop` out of class
+ * c's queues: mend them (drop is left out: a page lost, never handed
+ * out twice). */
+void bin_repair(heap_t *h, unsigned c, page_t *drop)
+{
+    queue_relink(&h->bins[c], drop);
+    queue_relink(&h->parked[c], drop);
+    direct_update(h, c);
+}
+
 /* Move a sparse page out of allocation's way.  The most recently parked
  * pages (the fullest) are at the front, where page_unpark looks. */
 void page_park(heap_t *h, page_t *page)

@@ -131,24 +131,29 @@ static void give_back(heap_t *h, page_t *page, block_t *list, block_t *tail, uin
  * sent it: a free page, counted by the policy; with `purge` its memory
  * goes back to the kernel first.  False if h's seg_lock is taken, or the
  * segment changed hands (segment_move, under that lock). */
+/* release_emptied's work, under h's seg_lock, for a page of h. */
+static void emptied_put(heap_t *h, page_t *page, bool purge, size_t *n)
+{
+    if (purge) {
+        *n += purge_page(page);
+        page->capacity = 0; /* nothing carved is resident */
+    }
+    page->free = PAGE_END(page);
+    page->local_free = NULL;
+    page->used = 0;
+    page->absent = 0;
+    page->purged = 0;
+    atomic_store_explicit(&page->remote_gone, 0, memory_order_relaxed);
+    segment_page_put(h, page);
+}
+
 static bool release_emptied(heap_t *h, page_t *page, bool purge, size_t *n)
 {
     if (!heap_gen_trylock(&h->seg_lock))
         return false;
     bool ours = segment_of_page(page)->heap == h;
-    if (ours) {
-        if (purge) {
-            *n += purge_page(page);
-            page->capacity = 0; /* nothing carved is resident */
-        }
-        page->free = PAGE_END(page);
-        page->local_free = NULL;
-        page->used = 0;
-        page->absent = 0;
-        page->purged = 0;
-        atomic_store_explicit(&page->remote_gone, 0, memory_order_relaxed);
-        segment_page_put(h, page);
-    }
+    if (ours)
+        emptied_put(h, page, purge, n);
     gen_unlock(&h->seg_lock);
     return ours;
 }
@@ -254,6 +259,247 @@ static size_t reclaim_remote_emptied(heap_t *h, bool purge, bool all)
     return n;
 }
 
+/* ---- A claim: an idle owner's pages that hold no live block ----
+ *
+ * What an idle owner keeps that the steps above cannot reach: pages in
+ * its class queues (or parked) whose every block is free, some on the
+ * owner's own lists (frees it collected before it went idle), the rest
+ * on their remote lists (bench pairs: 16 producer threads handing 16-64
+ * KiB blocks to consumers, then idle, kept 150 MiB of such pages, and
+ * emma_trim() could give back only the remote frees' part).  Only the
+ * owner edits its queues and lists, without a lock; so another thread
+ * first claims the heap:
+ *   - it takes h->claim (a lock word naming it), then membarrier(2)
+ *     (os_membarrier: a full barrier on every CPU running one of our
+ *     threads), then reads h->busy.  The owner's slow_enter stores busy,
+ *     then reads the claim (internal.h).  So either the claimer sees busy
+ *     (the owner is in a slow path: the claim is dropped) or the owner
+ *     sees the claim and waits (heap_claim_wait) for the claimer: from
+ *     here on the owner runs no slow path, and the claimer may do what
+ *     the owner's would;
+ *   - but its fast paths still run: they pop from the first page of a
+ *     class queue (the direct table's page), which a claim never touches,
+ *     and push a freed block onto the page it belongs to, which therefore
+ *     holds a live block: a page taken here holds none.  A free in flight
+ *     that has just counted the page's last block out (its xadd, locked:
+ *     everything the owner stored before it is visible with it) may still
+ *     be linking the block: so after reading the counts, the claimer reads
+ *     the owner's tls_heap (through os_read_safe: the thread may be
+ *     exiting), and takes the pages only if that is not heap_busy, the
+ *     marker of an owner inside its fast path;
+ *   - the pages taken go back to their segments, purged, as the owner's
+ *     collect would have sent them (release_emptied).  A claimer that dies
+ *     while it unlinks a page leaves claim_class/claim_page for the owner,
+ *     who mends that class's queues when it takes the dead claim over.
+ * Only decay passes (an owner idle for the decay time) and trims claim,
+ * and only a heap that changed since its last claim (its owner ran a slow
+ * path, or a new page got remote frees): a claim costs a membarrier, an
+ * interprocessor interrupt to the CPUs running our threads.  Without
+ * membarrier (old kernels, a seccomp filter) nothing is claimed. */
+
+#define CLAIM_BATCH 32
+
+struct claim_batch {
+    unsigned n;
+    page_t *page[CLAIM_BATCH];
+    block_t *head[CLAIM_BATCH], *tail[CLAIM_BATCH]; /* remote frees taken from it */
+    uint32_t count[CLAIM_BATCH];
+};
+
+/* The first page of its class queue: the owner's fast paths pop from it. */
+static bool page_is_first(const heap_t *h, const page_t *page)
+{
+    return !page->parked && !page->in_full && h->bins[page->class_idx].first == page;
+}
+
+/* Blocks of page the program holds, given `taken` remote frees off its
+ * list (UINT32_MAX if the counts do not add up). */
+static uint32_t claim_live(const page_t *page, uint32_t taken)
+{
+    uint32_t used = PEEK(page->used), absent = PEEK(page->absent);
+    uint32_t gone = REMOTE_GONE_COUNT(atomic_load_explicit(&page->remote_gone,
+                                                           memory_order_relaxed));
+    uint64_t free = (uint64_t)absent + gone + taken;
+    return free > used ? UINT32_MAX : used - (uint32_t)free;
+}
+
+static void claim_give_back(heap_t *h, struct claim_batch *b)
+{
+    for (unsigned i = 0; i < b->n; i++)
+        if (b->head[i])
+            give_back(h, b->page[i], b->head[i], b->tail[i], b->count[i]);
+    b->n = 0;
+}
+
+/* The page the claimer is unlinking from class queues, for the repair if
+ * it dies meanwhile (heap.c: heap_claim_wait). */
+static void claim_mark(heap_t *h, page_t *page)
+{
+    h->claim_page = page;
+    __atomic_store_n(&h->claim_class, page ? page->class_idx : 0, __ATOMIC_RELAXED);
+    __asm__ volatile("" ::: "memory");
+}
+
+/* The owner is outside its fast paths: its tls_heap is not the busy
+ * marker (read through os_read_safe: the thread may be exiting). */
+static bool owner_outside(const heap_t *h)
+{
+    heap_t *const *slot = __atomic_load_n(&h->owner_tls, __ATOMIC_ACQUIRE);
+    heap_t *marker = NULL;
+    return slot && os_read_safe(&marker, slot, sizeof marker) && marker != &heap_busy;
+}
+
+/* The batch's pages back to their segments, if the owner is outside its
+ * fast paths; false (remote frees given back, pages where they were) if
+ * not, or if the owner's seg_lock is taken.  The first pages of their
+ * class queues (`first`) are unlinked before we look (the direct table
+ * then names the next page), with a membarrier in between: an owner that
+ * read one of them before is still inside its pop (busy), one that reads
+ * after finds the next. */
+static bool claim_flush(heap_t *h, struct claim_batch *b, bool first, size_t *purged)
+{
+    if (b->n == 0)
+        return true;
+    if (!heap_gen_trylock(&h->seg_lock)) {
+        claim_give_back(h, b);
+        return false;
+    }
+    if (first) {
+        for (unsigned i = 0; i < b->n; i++) {
+            claim_mark(h, b->page[i]);
+            bin_remove(h, b->page[i]);
+        }
+        claim_mark(h, NULL);
+    }
+    if (!(first ? os_membarrier() : true) || !owner_outside(h)) {
+        if (first) {
+            for (unsigned i = 0; i < b->n; i++) {
+                claim_mark(h, b->page[i]);
+                bin_push_front(h, b->page[i]);
+            }
+            claim_mark(h, NULL);
+        }
+        gen_unlock(&h->seg_lock);
+        claim_give_back(h, b);
+        return false;
+    }
+    for (unsigned i = 0; i < b->n; i++) {
+        page_t *page = b->page[i];
+        if (segment_of_page(page)->heap != h) { /* cannot happen: its owner waits */
+            if (first)
+                bin_push_front(h, page);
+            if (b->head[i])
+                give_back(h, page, b->head[i], b->tail[i], b->count[i]);
+            continue;
+        }
+        claim_mark(h, page);
+        if (first)
+            ; /* unlinked above */
+        else if (page->in_full)
+            page->in_full = 0; /* in no queue */
+        else
+            bin_remove(h, page);
+        emptied_put(h, page, true, purged);
+    }
+    claim_mark(h, NULL);
+    gen_unlock(&h->seg_lock);
+    b->n = 0;
+    return true;
+}
+
+static bool claim_add(heap_t *h, struct claim_batch *b, bool first, page_t *page, block_t *head,
+                      block_t *tail, uint32_t count, size_t *purged)
+{
+    b->page[b->n] = page;
+    b->head[b->n] = head;
+    b->tail[b->n] = tail;
+    b->count[b->n] = count;
+    return ++b->n < CLAIM_BATCH || claim_flush(h, b, first, purged);
+}
+
+/* Under the claim and collect_lock: the pages on h's remote stack.  One
+ * that holds no live block once its remote frees are taken goes into a
+ * batch (with them: the first pages of their queues into f, the others
+ * into b); the others keep their frees, for the owner. */
+static bool claim_remote_pages(heap_t *h, struct claim_batch *b, struct claim_batch *f,
+                               size_t *purged)
+{
+    bool ok = true;
+    page_t *page = remote_pages_take(h);
+    while (page) {
+        page_t *next = remote_pages_next(h, page);
+        if (!ok || segment_of_page(page)->heap != h) {
+            remote_pages_push(h, page); /* the owner's (who forwards a moved one) */
+            page = next;
+            continue;
+        }
+        block_t *tail = page->thread_tail; /* before the list is taken (page.c) */
+        uintptr_t w = tf_take(page);
+        block_t *head = tf_head(w);
+        uint32_t n = tf_count(w);
+        bool first = page_is_first(h, page);
+        if (head && claim_live(page, n) == 0)
+            ok = claim_add(h, first ? f : b, first, page, head, tail, n, purged);
+        else if (head)
+            give_back(h, page, head, tail, n);
+        page = next;
+    }
+    return ok;
+}
+
+/* Under the claim: the pages of h's class queues and its parked ones
+ * that hold no live block and have no remote frees (the first pages of
+ * the queues into f, flushed last). */
+static bool claim_queued_pages(heap_t *h, struct claim_batch *b, struct claim_batch *f,
+                               size_t *purged)
+{
+    for (unsigned c = 1; c < CLASS_COUNT; c++) {
+        page_queue_t *queues[2] = {&h->bins[c], &h->parked[c]};
+        for (unsigned q = 0; q < 2; q++) {
+            for (page_t *page = queues[q]->first, *next; page; page = next) {
+                next = page->next; /* a flush unlinks pages before it only */
+                bool first = q == 0 && page == queues[q]->first;
+                if (atomic_load_explicit(&page->thread_free, memory_order_relaxed) == 0 &&
+                    claim_live(page, 0) == 0 &&
+                    !claim_add(h, first ? f : b, first, page, NULL, NULL, 0, purged))
+                    return false;
+            }
+        }
+    }
+    return claim_flush(h, b, false, purged);
+}
+
+static size_t reclaim_claimed(heap_t *h)
+{
+    if (PEEK(h->active_at) == h->claim_active_at &&
+        atomic_load_explicit(&h->remote_pages, memory_order_relaxed) == h->claim_remote)
+        return 0; /* nothing new since the last claim */
+    if (!gen_lock_try_as(&h->claim, NULL, true))
+        return 0;
+    if (h->claim_class) { /* taken over from a claimer that died unlinking */
+        bin_repair(h, h->claim_class, h->claim_page);
+        claim_mark(h, NULL);
+    }
+    size_t purged = 0;
+    if (os_membarrier() && !PEEK(h->busy) &&
+        !atomic_load_explicit(&h->poisoned, memory_order_acquire) &&
+        gen_lock_try_as(&h->collect_lock, NULL, true)) {
+        struct claim_batch b, f;
+        b.n = f.n = 0;
+        bool done = claim_remote_pages(h, &b, &f, &purged) && claim_flush(h, &b, false, &purged) &&
+                    claim_queued_pages(h, &b, &f, &purged) && claim_flush(h, &f, true, &purged);
+        claim_give_back(h, &b);
+        claim_give_back(h, &f);
+        if (done) { /* else try again at the next chance */
+            h->claim_active_at = PEEK(h->active_at);
+            h->claim_remote = atomic_load_explicit(&h->remote_pages, memory_order_relaxed);
+        }
+        gen_unlock(&h->collect_lock);
+    }
+    gen_unlock(&h->claim);
+    return purged;
+}
+
 /* Hand every segment of dead heap d that still has pages in use (found
  * through its class queues and its segment lists) to self. */
 static void take_segments(heap_t *self, heap_t *d)
@@ -325,6 +571,7 @@ size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
             return n;
         }
     }
+    n += reclaim_claimed(h);
     return n + reclaim_remote_emptied(h, true, all);
 }
 

@@ -38,6 +38,7 @@
 #define SYS_rt_sigprocmask 14
 #define SYS_process_vm_readv 310
 #define SYS_prlimit64 302
+#define SYS_membarrier 324
 #define EMMA_RLIMIT_AS 9
 
 #define EMMA_AT_FDCWD (-100)

@@ -327,6 +327,16 @@ typedef struct heap {
     _Atomic(uintptr_t) big_cache[BIG_CACHE_SLOTS];
     uint8_t big_cache_run;               /* free.c: big frees since its last big malloc
                                             (BIG_CACHE_OFF: two or more) */
+    /* TLS, a thread's heap: reclaim.c's claim on it while its owner idles
+     * (a lock word naming the claimer; the owner's slow_enter waits while
+     * it is taken), what the claimer is unlinking (for the repair if it
+     * dies there), what the last claim saw, and the owner's tls_heap */
+    _Atomic uint32_t claim;
+    uint8_t claim_class;                 /* class whose queues the claimer edits, or 0 */
+    page_t *claim_page;                  /* the page it is taking out of them */
+    uint64_t claim_active_at;            /* active_at at the last claim */
+    page_t *claim_remote;                /* remote_pages as the last claim left it */
+    struct heap *const *owner_tls;       /* the owner thread's tls_heap (heap.c) */
 } heap_t;
 
 /* A heap's metadata mapping; a private heap's is followed by one page that
