@@ -2,6 +2,7 @@
  *
  *   oomcap LIMIT_MIB SMALL_MIB [MIN_KIB [MAX_KIB [SEED]]]
  *   oomcap rounds LIMIT_MIB LO-HI LO-HI...
+ *   oomcap grow LIMIT_MIB STEP
  *
  * Sets RLIMIT_AS (ulimit -v) to LIMIT_MIB MiB plus what the process maps
  * at start (libraries, stack), before its first allocation: VmSize is read
@@ -23,6 +24,12 @@
  * and freed.  A block's first bytes are written (a link); writing a byte
  * per page changed nothing for glibc or emma (address space counts,
  * touched or not).
+ *
+ * `grow`: under the same limit, one block grown by realloc, STEP bytes at
+ * a time (k or m suffix; `half`: by half its size, plus 4 KiB), its last
+ * byte written each time, until realloc returns NULL: `cap_bytes`, the
+ * size reached.  An allocator that moves a block by mapping the new size
+ * before it lets go of the old one stops at about half the limit.
  *
  * SPDX-License-Identifier: MIT OR Apache-2.0
  */
@@ -136,10 +143,43 @@ static int rounds(int argc, char **argv)
     return 0;
 }
 
+static int grow(int argc, char **argv)
+{
+    if (argc < 4)
+        bench_fail(prog, "usage: oomcap grow LIMIT_MIB STEP|half");
+    size_t step = 0;
+    if (strcmp(argv[3], "half") != 0) {
+        char *e;
+        step = parse_size(argv[3], &e);
+        if (*e || step == 0)
+            bench_fail(prog, "STEP is bytes (k or m suffix) or half");
+    }
+    set_limit((size_t)arg_long(argc, argv, 2, 256) << 20);
+    unsigned long long ops = 0;
+    size_t size = 0;
+    char *p = NULL;
+    for (;;) {
+        size_t next = step ? size + step : size + size / 2 + 4096;
+        char *q = realloc(p, next);
+        if (!q)
+            break;
+        q[next - 1] = 1;
+        p = q;
+        size = next;
+        ops++;
+    }
+    free(p);
+    printf("cap_bytes %zu\n", size);
+    report_ops(ops);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "rounds") == 0)
         return rounds(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "grow") == 0)
+        return grow(argc, argv);
     size_t limit = (size_t)arg_long(argc, argv, 1, 400) << 20;
     size_t small = (size_t)arg_long(argc, argv, 2, 200) << 20;
     size_t lo = (size_t)arg_long(argc, argv, 3, 1024) << 10;

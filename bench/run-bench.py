@@ -194,6 +194,10 @@ WORKLOADS = [
     *[W("oomcap-" + name, "ulimit -v 256M: %s blocks until NULL, freed, then %s ones" % (a, b),
         ["@oomcap", "rounds", 256, ra, rb], ["@oomcap", "rounds", 256, ra, rb], timed=False)
       for name, (a, ra), (b, rb) in OOMCAP_ROUNDS],
+    *[W("oomcap-grow-" + name, "ulimit -v 256M: one block grown by realloc %s at a time until NULL" % what,
+        ["@oomcap", "grow", 256, step], ["@oomcap", "grow", 256, step], timed=False)
+      for name, what, step in [("64k", "64 KiB", "64k"), ("1m", "1 MiB", "1m"),
+                               ("half", "by half its size", "half")]],
     W("python", "Debian python3 (PYTHONMALLOC=malloc) building large dicts/lists",
       ["/usr/bin/python3", "%src/pydict.py", 400000],
       ["/usr/bin/python3", "%src/pydict.py", 100000],

@@ -400,9 +400,157 @@ void *os_map_aligned_part(size_t size)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* Growing a mapping by moving it where address space is too scarce for
+ * os_remap's usual move (under RLIMIT_AS): that one maps the whole aligned
+ * destination before moving the old range into it, so the old and the new
+ * size (and the alignment's slack) must fit under the limit at once, and a
+ * block grown by realloc stopped well short of what glibc reaches
+ * (bench/oomcap grow 256 64k: 148.4 MiB, glibc 255.8; 255.9 now).  The
+ * kernel's own move-and-grow, mremap(MREMAP_MAYMOVE) without a
+ * destination, is charged only for the growth, but lands at an address
+ * aligned to its page (or 2 MiB), not to align.  So:
+ *  1. mremap(p, old, S, MAYMOVE) with S = new + 2 align (then new + align
+ *     if that does not fit): the kernel picks X; the old range is gone.
+ *  2. A, the first address above X with A + offset aligned (the next one
+ *     when the shift d = A - X would be under align / 4, so that the moves
+ *     below stay few), is at most X + 2 align: [A, A + new) is inside.
+ *  3. [X, X + new) is shifted up by d, top chunk first, in chunks of at
+ *     most d (source and destination of one move may not overlap), with
+ *     mremap(MREMAP_FIXED | MREMAP_DONTUNMAP): page tables move, nothing
+ *     is copied, and the source stays mapped (empty) until the next chunk
+ *     moves onto it.  MREMAP_FIXED replaces only pages of our own mapping,
+ *     and no part of [X, X + S) is ever unmapped before the end, so there is
+ *     never a hole another thread's mmap could take and we then overwrite.
+ *     The kernel unmaps the destination before it charges the kept source:
+ *     a move costs no address space.  The chunks keep their offsets in the
+ *     original mapping and merge back into one mapping (Linux 6.18, checked
+ *     in /proc/self/maps), so the block grows in place again later; were it
+ *     left in pieces, os_remap's in-place growth would fail and the block
+ *     would be moved again (or copied): slower, never wrong.
+ *  4. [X, A) and [A + new, X + S) are unmapped.
+ * Moving all new bytes, not just the old ones, is what lets the chunks
+ * merge: the part past the old size has no pages, and moves at no cost.
+ * Failures after step 1 (the address map's leaf cannot be mapped, or a move
+ * is refused: vm.max_map_count) undo the moves done, then try os_remap's
+ * usual move from X, else move the block back to p: only there, at the
+ * limit and in a failure the kernel almost never gives, could another
+ * thread have mapped the range p left meanwhile (MREMAP_FIXED would
+ * replace it). */
+
+/* MREMAP_DONTUNMAP works: 1 yes, 0 no (before Linux 5.7: EINVAL), -1 not
+ * known yet.  Probed on one page before any block is moved, since a block
+ * moved to X can go nowhere without it. */
+static _Atomic int dontunmap_state = -1;
+
+static bool dontunmap_works(void)
+{
+    int k = atomic_load_explicit(&dontunmap_state, memory_order_relaxed);
+    if (k >= 0)
+        return k;
+    void *a = map_anon(0, OS_PAGE_SIZE, 0);
+    if (!a)
+        return false;
+    count(&counters.mremap_calls, 1);
+    long r = sys_call5(SYS_mremap, (long)a, OS_PAGE_SIZE, OS_PAGE_SIZE,
+                       EMMA_MREMAP_MAYMOVE | EMMA_MREMAP_DONTUNMAP, 0);
+    if (!sys_failed(r)) {
+        k = 1;
+        count(&counters.munmap_calls, 1); /* never counted in bytes_mapped */
+        sys_call2(SYS_munmap, r, OS_PAGE_SIZE);
+    } else if (r == -EMMA_EINVAL) {
+        k = 0;
+    }
+    os_unmap(a, OS_PAGE_SIZE);
+    if (k >= 0)
+        atomic_store_explicit(&dontunmap_state, k, memory_order_relaxed);
+    return k > 0;
+}
+
+static bool shift_chunk(uintptr_t src, size_t len, uintptr_t dst)
+{
+    count(&counters.mremap_calls, 1);
+    return !sys_failed(sys_call5(SYS_mremap, (long)src, (long)len, (long)len,
+                                 EMMA_MREMAP_MAYMOVE | EMMA_MREMAP_FIXED | EMMA_MREMAP_DONTUNMAP,
+                                 (long)dst));
+}
+
+/* Shift [x, x + size) up by d (> 0) inside a mapping that covers
+ * [x, x + size + d); false, with the chunks moved so far moved back, if
+ * the kernel refused a move (*lost when even a move back was refused).
+ * Every chunk but the lowest is d long, so the ones moved are too. */
+static bool shift_up(uintptr_t x, size_t size, size_t d, bool *lost)
+{
+    size_t top = size;
+    while (top > 0) {
+        size_t len = top < d ? top : d;
+        if (!shift_chunk(x + top - len, len, x + top - len + d))
+            break;
+        top -= len;
+    }
+    if (top == 0)
+        return true;
+    /* lowest first: its source is the one kept mapped, and empty */
+    for (size_t at = top; at < size; at += d)
+        if (!shift_chunk(x + at + d, d, x + at))
+            *lost = true;
+    return false;
+}
+
+static void *remap_scarce(void *p, size_t old_size, size_t new_size, size_t align, size_t offset)
+{
+    if (align > (MAX_REQUEST - new_size) / 2 || offset >= align || !dontunmap_works())
+        return NULL;
+    long r = -EMMA_ENOMEM;
+    size_t total = 0;
+    for (size_t k = 2; k >= 1 && r == -EMMA_ENOMEM; k--) {
+        total = new_size + k * align;
+        count(&counters.mremap_calls, 1);
+        r = sys_call4(SYS_mremap, (long)p, (long)old_size, (long)total, EMMA_MREMAP_MAYMOVE);
+    }
+    if (sys_failed(r))
+        return NULL;
+    count_mapped(total - old_size);
+    uintptr_t x = (uintptr_t)r, end = x + total;
+    uintptr_t a = align_up(x + offset, align) - offset;
+    if (a != x && a - x < align / 4 && a + align + new_size <= end)
+        a += align;
+    size_t d = a - x;
+    bool lost = false;
+    if (addrmap_reserve((void *)a, new_size) && (d == 0 || shift_up(x, new_size, d, &lost))) {
+        os_unmap((void *)x, d);
+        os_unmap((void *)(a + new_size), end - (a + new_size));
+        return (void *)a;
+    }
+    if (lost)
+        emma_fatal("realloc", "the kernel refused to move a block's pages back", p);
+    /* the block is whole at x (perhaps in pieces: they move at one size
+     * only, Linux 6.17): the usual move, else back to p */
+    os_unmap((void *)(x + new_size), total - new_size);
+    void *dst = os_map_aligned(new_size, align, offset, NULL);
+    if (dst) {
+        count(&counters.mremap_calls, 1);
+        r = sys_call5(SYS_mremap, (long)x, (long)new_size, (long)new_size,
+                      EMMA_MREMAP_MAYMOVE | EMMA_MREMAP_FIXED, (long)dst);
+        if (!sys_failed(r)) {
+            count_unmapped(new_size);
+            return dst;
+        }
+        os_unmap(dst, new_size);
+    }
+    os_unmap((void *)(x + old_size), new_size - old_size);
+    count(&counters.mremap_calls, 1);
+    r = sys_call5(SYS_mremap, (long)x, (long)old_size, (long)old_size,
+                  EMMA_MREMAP_MAYMOVE | EMMA_MREMAP_FIXED, (long)p);
+    if (sys_failed(r))
+        emma_fatal("realloc", "the kernel refused to move a block back", p);
+    return NULL;
+}
+
 /* Resize a mapping whose start + offset must stay aligned to align: in place when the
  * kernel can, otherwise moved (page tables only, nothing is copied) to a
- * freshly reserved aligned range. */
+ * freshly reserved aligned range, or where that does not fit (RLIMIT_AS),
+ * by remap_scarce. */
 void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t offset,
                bool pieces)
 {
@@ -429,7 +577,7 @@ void *os_remap(void *p, size_t old_size, size_t new_size, size_t align, size_t o
 moved:;
     void *dst = os_map_aligned(new_size, align, offset, NULL);
     if (!dst)
-        return NULL;
+        return pieces ? NULL : remap_scarce(p, old_size, new_size, align, offset);
     r = -1;
     if (!pieces) {
         count(&counters.mremap_calls, 1);
