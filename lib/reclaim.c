@@ -286,7 +286,9 @@ static size_t reclaim_remote_emptied(heap_t *h, bool purge, bool all)
  *     be linking the block: so after reading the counts, the claimer reads
  *     the owner's tls_heap (through os_read_safe: the thread may be
  *     exiting), and takes the pages only if that is not heap_busy, the
- *     marker of an owner inside its fast path;
+ *     marker of an owner inside its fast path; a first page is counted
+ *     again after that look: the owner may have popped a block off it
+ *     whole between the claim's first count and the unlinking;
  *   - the pages taken go back to their segments, purged, as the owner's
  *     collect would have sent them (release_emptied).  A claimer that dies
  *     while it unlinks a page leaves claim_class/claim_page for the owner,
@@ -388,6 +390,16 @@ static bool claim_flush(heap_t *h, struct claim_batch *b, bool first, size_t *pu
         if (segment_of_page(page)->heap != h) { /* cannot happen: its owner waits */
             if (first)
                 bin_push_front(h, page);
+            if (b->head[i])
+                give_back(h, page, b->head[i], b->tail[i], b->count[i]);
+            continue;
+        }
+        if (first && claim_live(page, b->count[i]) != 0) {
+            /* the owner popped a block off it before we unlinked it (a
+             * pop in flight would have shown as busy): back in front */
+            claim_mark(h, page);
+            bin_push_front(h, page);
+            claim_mark(h, NULL);
             if (b->head[i])
                 give_back(h, page, b->head[i], b->tail[i], b->count[i]);
             continue;
