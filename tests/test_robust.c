@@ -200,12 +200,17 @@ START_TEST(t_fork_in_signal_handler)
     unsigned char *ring[FS_RING] = {0};
     size_t sz[FS_RING] = {0};
     long corrupt = 0;
-    double t0 = now_s();
+    double t0 = now_s(), last_fork_at = t0;
+    int forks_seen = 0;
     /* 6 s, or up to 20 s on a loaded machine until 100 forks are done: a
      * hang stops the forks (the handler waits for each child) whatever the
      * time. */
     while (atomic_load(&fs_forks) < FS_FORKS * scale() && atomic_load(&fs_bad_children) == 0 &&
            (now_s() - t0 < 6 * scale() || (atomic_load(&fs_forks) < 100 && now_s() - t0 < 20))) {
+        if (atomic_load(&fs_forks) != forks_seen) {
+            forks_seen = atomic_load(&fs_forks);
+            last_fork_at = now_s();
+        }
         atomic_fetch_add(&fs_progress, 1);
         unsigned i = (unsigned)(tu_rand(&rng) % FS_RING);
         if (ring[i]) {
@@ -231,7 +236,11 @@ START_TEST(t_fork_in_signal_handler)
                   atomic_load(&fs_forks), WIFEXITED(st) ? "exit code" : "killed by signal",
                   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
     ck_assert_int_eq(corrupt, 0);
-    ck_assert_msg(atomic_load(&fs_forks) >= 100, "only %d forks", atomic_load(&fs_forks));
+    /* a hang stops the forks: fewer than 100 (a machine loaded by other
+     * builds managed 85 in 20 s) fail only if they had stopped */
+    double quiet = now_s() - last_fork_at;
+    ck_assert_msg(atomic_load(&fs_forks) >= 100 || (atomic_load(&fs_forks) >= 20 && quiet < 3.0),
+                  "only %d forks, none in the last %.1f s", atomic_load(&fs_forks), quiet);
 }
 END_TEST
 
