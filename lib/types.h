@@ -335,6 +335,7 @@ typedef struct heap {
     uint8_t claim_class;                 /* class whose queues the claimer edits, or 0 */
     page_t *claim_page;                  /* the page it is taking out of them */
     uint64_t claim_active_at;            /* active_at at the last claim */
+    uint64_t stepped_at;                 /* now_ticks of the last remote step at it (reclaim.c) */
     page_t *claim_remote;                /* remote_pages as the last claim left it */
     struct heap *const *owner_tls;       /* the owner thread's tls_heap (heap.c) */
 } heap_t;

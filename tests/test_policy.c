@@ -419,14 +419,14 @@ static size_t rss_given_back(bool trim, size_t limit)
 }
 
 /* The blocks filled `total` bytes (RSS `full`), and at most `limit` stayed
- * resident (RSS r) after rss_given_back; `what` says what stayed. */
+ * resident (RSS r) `when`; `what` says what stayed. */
 static void assert_given_back(size_t base, size_t full, size_t total, size_t r, size_t limit,
-                              bool trim, const char *what)
+                              const char *when, const char *what)
 {
     ck_assert_msg(full >= base + total * 3 / 4, "the blocks did not fill %zu MiB (%zu MiB over the base)",
                   total / TU_MIB, (full - base) / TU_MIB);
     ck_assert_msg(r <= limit, "%s, %zu of %zu MiB %s (at most %zu)",
-                  trim ? "after emma_trim()" : "3 s after the frees", (r - base) / TU_MIB,
+                  when, (r - base) / TU_MIB,
                   total / TU_MIB, what, (limit - base) / TU_MIB);
 }
 
@@ -491,7 +491,8 @@ static void owners_remote_freed(enum thin_mode mode)
         pthread_join(t[i], NULL);
         free(thin_blocks[i]);
     }
-    assert_given_back(base, full, total, r, limit, mode == THIN_TRIM,
+    assert_given_back(base, full, total, r, limit,
+                      mode == THIN_TRIM ? "after emma_trim()" : "3 s after the frees",
                       "of small blocks other threads freed into the pages of threads that "
                       "stopped allocating stay resident");
 }
@@ -577,7 +578,8 @@ static void idle_owners_claimed(enum claim_mode mode)
         pthread_join(t[i], NULL);
         free(o[i].blocks);
     }
-    assert_given_back(base, full, total, r, limit, mode == CLAIM_TRIM,
+    assert_given_back(base, full, total, r, limit,
+                      mode == CLAIM_TRIM ? "after emma_trim()" : "3 s after the frees",
                       "stay resident in the pages of idle threads whose every block is free, "
                       "half on the owners' own lists");
 }
