@@ -170,7 +170,7 @@ static void *alloc_spare(size_t size, size_t align)
     tls_slow_heap = NULL; /* no huge cache: its owner may be mid-update */
     void *p = alloc_in(s, size, align);
     tls_slow_heap = saved;
-    heap_unlock(s);
+    heap_unlock_spare(s);
     return p;
 }
 #endif
@@ -181,8 +181,11 @@ static EMMA_NOINLINE void *alloc_slow(size_t size, size_t align, heap_t *h)
     void *p;
 #if EMMA_CONFIG_TLS
     if (unlikely(h == &heap_busy)) {
-        p = alloc_spare(size, align);
-        goto out;
+        if (!heap_left_recover()) {
+            p = alloc_spare(size, align);
+            goto out;
+        }
+        h = tls_heap; /* left by siglongjmp: the thread's heap again */
     }
     if (unlikely(h == &heap_empty)) {
         tls_heap = &heap_busy; /* a handler meanwhile takes a spare heap */

@@ -217,3 +217,16 @@ static void depot_forget_all(void)
 }
 
 void depot_forget(void) { depot_forget_all(); }
+
+/* heap.c: heap_left_recover: a class left locked mid-operation is mended
+ * as after a death */
+void depot_locks_left(uint32_t me)
+{
+    for (unsigned c = 0; c < CLASS_COUNT; c++) {
+        struct depot_class *d = &depot[c];
+        if (atomic_load_explicit(&d->lock, memory_order_relaxed) == me) {
+            depot_mend(d);
+            gen_release_left(&d->lock, me, NULL);
+        }
+    }
+}

@@ -171,6 +171,7 @@ static void shared_heaps_forget(void)
 
 __thread heap_t *tls_heap __attribute__((tls_model("initial-exec"))) = &heap_empty;
 __thread heap_t *tls_slow_heap __attribute__((tls_model("initial-exec")));
+__thread heap_t *tls_left_heap __attribute__((tls_model("initial-exec")));
 
 /* What tls_heap names while the thread is in a slow path of its heap: no
  * page in its direct table, and never the owner of a block. */
@@ -178,35 +179,161 @@ heap_t heap_busy = {
     .direct = {[0 ... DIRECT_COUNT - 1] = &empty_page},
 };
 
+/* ------------------------------------------------------------------ */
+/* Leaving emma by siglongjmp.  A signal handler that interrupted emma and
+ * jumps out of it abandons the interrupted call where it stood: its heap
+ * maybe half updated, its locks held by a thread that lives on.  The
+ * thread's stack tells: a frame is gone once the stack pointer is back
+ * above it.  A handler nested in the frame runs below it, under the
+ * signal frame (at least 1 KiB on x86_64: the red zone, the saved
+ * registers and FPU state), or on the alternate signal stack; so a frame
+ * whose recorded stack pointer lies less than FRAME_SLACK below ours, on
+ * the same stack, is gone.  A call made from deeper than that after the
+ * jump does not see it yet (it allocates from a spare heap); the next one
+ * from the caller's own depth does. */
+#define FRAME_SLACK 512
+#define FUTEX_TID_MASK 0x3fffffffu
+
+bool frame_left(uintptr_t sp)
+{
+    uintptr_t here = stack_pointer();
+    if (here + FRAME_SLACK < sp)
+        return false; /* nested in it, or called from deeper down */
+    uintptr_t lo, hi;
+    if (os_on_altstack(&lo, &hi))
+        return false; /* a handler on its signal stack: cannot tell */
+    return true;      /* on the thread's stack: sp was there, or on the
+                         signal stack, which no handler uses now */
+}
+
 /* Spare heaps, for signal handlers that interrupted a slow path of their
- * thread's heap: shared, each behind a try-lock, made on demand.  A
- * handler never waits: it takes the first free one, or gets NULL. */
+ * thread's heap: shared, each behind a try-lock naming its holder, made on
+ * demand.  A handler never waits: it takes the first free one, or gets
+ * NULL.  One whose holder left it by siglongjmp (its own thread, with the
+ * holder's frame gone), or died or was lost in a fork while using it, is
+ * quarantined (salvage.c recovers its pages, then it serves new threads as
+ * a normal heap) and replaced. */
 #define SPARE_HEAPS 8
 static _Atomic(heap_t *) spare_heaps[SPARE_HEAPS];
+
+/* A lock word this thread left held in a frame it jumped out of. */
+static bool left_held(_Atomic uint32_t *l, uint32_t me)
+{
+    return atomic_load_explicit(l, memory_order_relaxed) == me;
+}
+
+static bool spare_trylock(heap_t *h)
+{
+    if (gen_lock_try(&h->lock, NULL)) {
+        if (!h->busy)
+            return true;
+        /* taken over from a holder that died using it */
+    } else {
+        uint32_t me = gen_word(true);
+        if (atomic_load_explicit(&h->lock, memory_order_relaxed) != me || !frame_left(h->busy_sp))
+            return false;
+        /* left by siglongjmp: its other locks too, for salvage.c */
+        if (left_held(&h->collect_lock, me))
+            gen_unlock(&h->collect_lock);
+        if (left_held(&h->seg_lock, me))
+            gen_unlock(&h->seg_lock);
+    }
+    h->spare = 0; /* a normal heap once salvaged */
+    heap_quarantine(h);
+    return false;
+}
+
+/* Try spare heap i: locked, or NULL (after replacing it if its holder is
+ * gone). */
+static heap_t *spare_try(unsigned i)
+{
+    heap_t *h = atomic_load_explicit(&spare_heaps[i], memory_order_acquire);
+    if (h && spare_trylock(h))
+        return h;
+    if (h && !atomic_load_explicit(&h->poisoned, memory_order_relaxed))
+        return NULL; /* in use */
+    heap_t *fresh = heap_new();
+    if (!fresh)
+        return NULL;
+    fresh->spare = 1;
+    atomic_store(&fresh->lock, gen_word(true));
+    if (atomic_compare_exchange_strong(&spare_heaps[i], &h, fresh)) {
+        heap_list_push(fresh);
+        return fresh;
+    }
+    os_unmap(fresh, HEAP_MAP_SIZE);
+    return h && spare_trylock(h) ? h : NULL;
+}
 
 heap_t *heap_lock_spare(void)
 {
     for (unsigned i = 0; i < SPARE_HEAPS; i++) {
-        heap_t *h = atomic_load_explicit(&spare_heaps[i], memory_order_acquire);
+        heap_t *h = spare_try(i);
         if (h) {
-            if (heap_trylock(h))
-                return h;
-            continue;
-        }
-        heap_t *fresh = heap_new();
-        if (!fresh)
-            return NULL;
-        fresh->spare = 1;
-        atomic_store(&fresh->lock, 1);
-        if (atomic_compare_exchange_strong(&spare_heaps[i], &h, fresh)) {
-            heap_list_push(fresh);
-            return fresh;
-        }
-        os_unmap(fresh, HEAP_MAP_SIZE);
-        if (heap_trylock(h))
+            h->busy = 1;
+            h->busy_sp = stack_pointer();
             return h;
+        }
     }
     return NULL;
+}
+
+void heap_unlock_spare(heap_t *h)
+{
+    h->busy = 0;
+    gen_unlock(&h->lock);
+}
+
+bool heap_left_recover(void)
+{
+    heap_t *left = tls_left_heap;
+    if (!left || !frame_left(left->busy_sp))
+        return false;
+    /* The outermost slow path's frame is gone, and with it every deeper
+     * one: whatever this thread holds, it holds for nobody. */
+    tls_left_heap = NULL;
+    tls_slow_heap = NULL;
+    uint32_t me = gen_word(true), tid = me & GEN_TID_MASK;
+    heap_t *own = NULL;
+    for (heap_t *h = heap_list_first(); h; h = h->next_heap) {
+        if (h->spare == 1 || h->is_private)
+            continue;
+        bool poisoned = atomic_load(&h->poisoned);
+        if (left_held(&h->claim, me)) {
+            if (h->claim_class && !poisoned) { /* as for a claimer that died */
+                bin_repair(h, h->claim_class, h->claim_page);
+                h->claim_class = 0;
+                h->claim_page = NULL;
+            }
+            gen_unlock(&h->claim);
+        }
+        if (left_held(&h->collect_lock, me))
+            gen_unlock(&h->collect_lock);
+        if (left_held(&h->seg_lock, me))
+            gen_unlock(&h->seg_lock);
+        if (poisoned)
+            continue; /* salvage.c's already */
+        if (heap_is_shared(h)) {
+            if (left_held(&h->lock, me)) {
+                /* half updated, maybe: replaced, as after a death */
+                heap_quarantine(h);
+                for (unsigned i = 0; i < SHARED_HEAPS; i++) {
+                    heap_t *was = h;
+                    atomic_compare_exchange_strong(&shared_heaps[i], &was, NULL);
+                }
+            }
+            continue;
+        }
+        if ((atomic_load(&h->owner) & FUTEX_TID_MASK) != tid)
+            continue;
+        if (h->busy)
+            heap_quarantine(h); /* its slow path was left half done */
+        else if (h->owner_tls == &tls_heap)
+            own = h;
+    }
+    policy_locks_left(me);
+    tls_heap = own ? own : &heap_empty;
+    return true;
 }
 
 #if EMMA_CONFIG_TLS
@@ -220,7 +347,6 @@ static void spare_heaps_forget(void)
 }
 #endif
 
-#define FUTEX_TID_MASK 0x3fffffffu
 static _Atomic int pi_usable = -1; /* -1 unknown, 0 no, 1 yes */
 
 static bool pi_futex_usable(void)

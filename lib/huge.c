@@ -1184,3 +1184,6 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size, heap_t *self)
         private_huge_link(private, moved);
     return moved->pages[0].start;
 }
+
+/* heap.c: heap_left_recover */
+void huge_locks_left(uint32_t me) { gen_release_left(&cache.lock, me, cache_forget); }

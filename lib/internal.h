@@ -38,6 +38,9 @@ EMMA_HIDDEN int32_t os_getpid(void);
 EMMA_HIDDEN uint32_t os_gettid(void);
 EMMA_HIDDEN bool os_thread_gone(uint32_t tid);
 EMMA_HIDDEN bool os_seccomp_active(void);
+/* The calling thread's alternate signal stack: true if it runs on it now;
+ * else [*lo, *hi) is its range (empty if it has none). */
+EMMA_HIDDEN bool os_on_altstack(uintptr_t *lo, uintptr_t *hi);
 /* FUTEX_TRYLOCK_PI on a word holding its owner's TID */
 enum os_pi_result {
     OS_PI_TAKEN,       /* the word was free and is now ours */
@@ -374,11 +377,22 @@ static inline uint32_t gen_word_now(bool named)
 }
 /* false, without the lock, if the calling thread itself holds it (named
  * locks only: a signal handler that interrupted the holder; the caller
- * does without) */
+ * does without), or if one live holder kept it for about 0.2 s (one that
+ * left emma by siglongjmp: policy.c, GIVE_UP_TICKS) */
 EMMA_HIDDEN bool gen_lock_wait_as(_Atomic uint32_t *l, void (*forget)(void), bool named);
 /* gen_lock_wait for a caller that repairs what the lock guards itself:
  * true if the lock was taken over from a holder lost in a fork or dead. */
 EMMA_HIDDEN bool gen_lock_wait_stale(_Atomic uint32_t *l);
+/* heap.c's recovery after a siglongjmp out of emma (heap_left_recover):
+ * release the process-wide locks still named by `me`, the calling
+ * thread's word, each after its `forget` (policy.c; segment.c, huge.c,
+ * depot.c and salvage.c for theirs). */
+EMMA_HIDDEN void policy_locks_left(uint32_t me);
+EMMA_HIDDEN void gen_release_left(_Atomic uint32_t *l, uint32_t me, void (*forget)(void));
+EMMA_HIDDEN void segment_locks_left(uint32_t me);
+EMMA_HIDDEN void huge_locks_left(uint32_t me);
+EMMA_HIDDEN void depot_locks_left(uint32_t me);
+EMMA_HIDDEN void salvage_locks_left(uint32_t me);
 /* The pool and the huge cache on allocation and release paths, and decay
  * passes, never wait (a signal handler may have interrupted the holder):
  * they try, and do without when the lock is taken (by a live holder). */
@@ -496,6 +510,26 @@ static inline void shared_unlock(heap_t *h)
 EMMA_HIDDEN extern __thread heap_t *tls_heap __attribute__((tls_model("initial-exec")));
 EMMA_HIDDEN extern __thread heap_t *tls_slow_heap __attribute__((tls_model("initial-exec")));
 EMMA_HIDDEN extern heap_t heap_busy;
+/* tls_left_heap: the heap of the thread's outermost slow path in progress
+ * (its stack pointer in heap_t.busy_sp), NULL outside slow paths.  A
+ * signal handler that leaves emma with siglongjmp leaves it set: the
+ * thread's next call that finds heap_busy sees that frame gone from the
+ * stack (heap.c: heap_left_recover) and takes a heap again. */
+EMMA_HIDDEN extern __thread heap_t *tls_left_heap __attribute__((tls_model("initial-exec")));
+static inline uintptr_t stack_pointer(void)
+{
+    uintptr_t sp;
+    __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
+    return sp;
+}
+/* heap.c: after a siglongjmp out of a slow path (tls_left_heap's frame is
+ * gone), quarantine what it was changing, give back what it held, and
+ * set tls_heap to the thread's own heap again (or heap_empty): true;
+ * false in a signal handler that interrupted that slow path. */
+EMMA_HIDDEN bool heap_left_recover(void);
+/* heap.c: is the frame whose stack pointer was sp gone from the calling
+ * thread's stack (left by siglongjmp)?  Never true on a signal stack. */
+EMMA_HIDDEN bool frame_left(uintptr_t sp);
 static inline heap_t *heap_get(void) { return tls_heap; }
 /* The calling thread's heap: the one whose slow path it is in, else its
  * own (NULL before its first allocation, or in a signal handler that
@@ -510,19 +544,27 @@ static inline void heap_put(heap_t *h) { (void)h; }
 /* A locked spare heap for a signal handler that interrupted a slow path,
  * or NULL. */
 EMMA_HIDDEN heap_t *heap_lock_spare(void);
+EMMA_HIDDEN void heap_unlock_spare(heap_t *h);
 
 /* Entering and leaving a slow path of h (nestable). */
 typedef struct slow_state {
     heap_t *tls, *slow;
-    uint8_t busy;
+    uint8_t busy, outer;
 } slow_state;
 static inline slow_state slow_enter(heap_t *h)
 {
-    slow_state s = {tls_heap, tls_slow_heap, h->busy};
+    slow_state s = {tls_heap, tls_slow_heap, h->busy, 0};
     tls_heap = &heap_busy;
     __asm__ volatile("" ::: "memory");
     tls_slow_heap = h;
     h->busy = 1;
+    if (!tls_left_heap) {
+        /* the outermost slow path: where a siglongjmp would leave it */
+        h->busy_sp = stack_pointer();
+        __asm__ volatile("" ::: "memory");
+        tls_left_heap = h;
+        s.outer = 1;
+    }
     __asm__ volatile("" ::: "memory");
     /* another thread's claim on the heap while it idled (reclaim.c):
      * wait for it (a load and a branch; the claimer's membarrier orders
@@ -536,6 +578,8 @@ static inline void slow_leave(heap_t *h, slow_state s)
     __asm__ volatile("" ::: "memory");
     h->busy = s.busy;
     tls_slow_heap = s.slow;
+    if (s.outer)
+        tls_left_heap = NULL;
     __asm__ volatile("" ::: "memory");
     tls_heap = s.tls;
 }
@@ -547,7 +591,7 @@ static inline heap_t *slow_enter_self(slow_state *st)
 {
     heap_t *h = tls_heap;
     if (h == &heap_busy || h == &heap_empty) {
-        *st = (slow_state){h, tls_slow_heap, 0};
+        *st = (slow_state){h, tls_slow_heap, 0, 0};
         tls_slow_heap = NULL;
         return NULL;
     }

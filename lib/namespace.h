@@ -45,6 +45,7 @@
 #define fork_recover emma__fork_recover
 #define fork_teardown emma__fork_teardown
 #define fork_wipe_word emma__fork_wipe_word
+#define frame_left emma__frame_left
 #define free_generic emma__free_generic
 #define gen_lock_try_as emma__gen_lock_try_as
 #define gen_lock_wait_as emma__gen_lock_wait_as
@@ -60,7 +61,9 @@
 #define heap_list_first emma__heap_list_first
 #define heap_lock_any emma__heap_lock_any
 #define heap_lock_shared emma__heap_lock_shared
+#define heap_left_recover emma__heap_left_recover
 #define heap_lock_spare emma__heap_lock_spare
+#define heap_unlock_spare emma__heap_unlock_spare
 #define heap_new emma__heap_new
 #define heap_map emma__heap_map
 #define heap_purge emma__heap_purge
@@ -107,6 +110,7 @@
 #define os_seccomp_active emma__os_seccomp_active
 #define os_secret emma__os_secret
 #define os_set_errno emma__os_set_errno
+#define os_on_altstack emma__os_on_altstack
 #define os_thread_gone emma__os_thread_gone
 #define os_unmap emma__os_unmap
 #define os_wipe_on_fork emma__os_wipe_on_fork
@@ -207,6 +211,13 @@
 #define tls_heap emma__tls_heap
 #define tls_lock_word emma__tls_lock_word
 #define tls_lock_word_gen emma__tls_lock_word_gen
+#define tls_left_heap emma__tls_left_heap
 #define tls_slow_heap emma__tls_slow_heap
 #define usable_size emma__usable_size
+#define depot_locks_left emma__depot_locks_left
+#define gen_release_left emma__gen_release_left
+#define huge_locks_left emma__huge_locks_left
+#define policy_locks_left emma__policy_locks_left
+#define salvage_locks_left emma__salvage_locks_left
+#define segment_locks_left emma__segment_locks_left
 #endif

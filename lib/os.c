@@ -649,6 +649,25 @@ bool os_thread_gone(uint32_t tid)
     return sys_call3(SYS_tgkill, os_getpid(), (long)tid, 0) == -EMMA_ESRCH;
 }
 
+bool os_on_altstack(uintptr_t *lo, uintptr_t *hi)
+{
+    struct {
+        void *sp;
+        int flags;
+        size_t size;
+    } ss = {0};
+    *lo = *hi = 0;
+    if (sys_call2(SYS_sigaltstack, 0, (long)&ss) != 0)
+        return true; /* cannot tell: as if on it (callers then wait) */
+    if (ss.flags & 1) /* SS_ONSTACK */
+        return true;
+    if (!(ss.flags & 2)) { /* not SS_DISABLE */
+        *lo = (uintptr_t)ss.sp;
+        *hi = *lo + ss.size;
+    }
+    return false;
+}
+
 /* Does a seccomp mode (strict, or a filter that could kill us for a PI
  * futex call) confine this thread? */
 bool os_seccomp_active(void)

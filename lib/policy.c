@@ -689,12 +689,21 @@ static bool gen_take_stale(_Atomic uint32_t *l, bool named, bool probe)
 
 enum gen_waited { GEN_TAKEN, GEN_TAKEN_OVER, GEN_HELD_BY_SELF };
 
+/* With `give_up`, a wait for one holder ends after this many time-stamp
+ * counter ticks (about 0.2 s): a live holder keeps these locks for
+ * microseconds, unless it left emma by siglongjmp holding one (heap.c:
+ * heap_left_recover releases it at that thread's next call). */
+#define GIVE_UP_TICKS ((uint64_t)1 << 29)
+
 /* Wait for l.  A lock named by the calling thread itself is held by the
  * code a signal handler interrupted (or by a dead thread whose TID is now
  * ours): waiting would never end, so with `give_up` we return
- * GEN_HELD_BY_SELF without the lock. */
+ * GEN_HELD_BY_SELF without the lock; also when one live holder keeps it
+ * for GIVE_UP_TICKS. */
 static enum gen_waited gen_wait(_Atomic uint32_t *l, bool named, bool give_up)
 {
+    uint32_t holder = 0;
+    uint64_t since = 0;
     for (unsigned k = 0;; k++) {
         if (k < 64) {
             if (gen_trylock_as(l, named))
@@ -712,6 +721,13 @@ static enum gen_waited gen_wait(_Atomic uint32_t *l, bool named, bool give_up)
             uint32_t held = atomic_load_explicit(l, memory_order_relaxed);
             if (held != 0 && held == gen_word(true))
                 return GEN_HELD_BY_SELF;
+            uint64_t now = now_ticks();
+            if (held != holder) {
+                holder = held;
+                since = now;
+            } else if (now - since > GIVE_UP_TICKS) {
+                return GEN_HELD_BY_SELF;
+            }
         }
         os_yield();
     }
@@ -733,6 +749,27 @@ bool gen_lock_wait_as(_Atomic uint32_t *l, void (*forget)(void), bool named)
 }
 
 bool gen_lock_wait_stale(_Atomic uint32_t *l) { return gen_wait(l, true, false) == GEN_TAKEN_OVER; }
+
+void gen_release_left(_Atomic uint32_t *l, uint32_t me, void (*forget)(void))
+{
+    if (atomic_load_explicit(l, memory_order_relaxed) != me)
+        return;
+    if (forget)
+        forget();
+    atomic_fetch_add_explicit(&locks_recovered, 1, memory_order_relaxed);
+    gen_unlock(l);
+}
+
+void policy_locks_left(uint32_t me)
+{
+    gen_release_left(&shrink_lock, me, NULL);
+    segment_locks_left(me);
+    huge_locks_left(me);
+    depot_locks_left(me);
+#if EMMA_CONFIG_TLS
+    salvage_locks_left(me);
+#endif
+}
 
 /* Without waiting: taken, or held by a thread lost in a fork or dead
  * (taken over, then forget() drops what the lost holder may have left

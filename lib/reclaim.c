@@ -566,13 +566,20 @@ size_t reclaim_heap(heap_t *self, heap_t *h, uint64_t before, bool all)
          * its lock; never handed on */
         /* (a shared heap's lock names its holder: heap.c) */
         bool shared = heap_is_shared(h);
-        if (!(shared ? shared_trylock(h) : heap_trylock(h)))
+        if (!(shared ? shared_trylock(h) : gen_trylock(&h->lock)))
             return 0;
+        if (!shared) {
+            if (h->busy) { /* its holder died using it: heap.c replaces it */
+                gen_unlock(&h->lock);
+                return 0;
+            }
+            h->busy_sp = stack_pointer(); /* heap.c: spare_trylock */
+        }
         size_t n = trim_held(NULL, h, before, all);
         if (shared)
             shared_unlock(h);
         else
-            heap_unlock(h);
+            gen_unlock(&h->lock);
         return n;
     }
     uint32_t w = atomic_load(&h->owner);

@@ -243,20 +243,31 @@ static void heap_revive(heap_t *h)
     atomic_fetch_add_explicit(&salvage_stats_heaps, 1, memory_order_relaxed);
 }
 
-/* Lock one of a quarantined heap's locks: wait for a live reclaimer that
- * came before the quarantine, take it over from the dead owner (even when
- * the kernel has given its TID to us: we never hold these between
- * calls). */
-static void lock_quarantined(_Atomic uint32_t *l)
+/* Lock one of a quarantined heap's locks: take it over from a dead owner
+ * (even when the kernel has given its TID to us: we never hold these
+ * between calls) or one lost in a fork; false if a live thread holds it (a
+ * reclaimer that came before the quarantine, or a thread that left emma by
+ * siglongjmp holding it, until its next call: heap.c,
+ * heap_left_recover): the heap waits for the next pass, since a pass
+ * never waits for a live thread. */
+static bool lock_quarantined(_Atomic uint32_t *l)
 {
-    if (gen_trylock(l))
-        return;
+    if (gen_lock_try(l, NULL))
+        return true;
     uint32_t held = atomic_load(l);
     uint32_t self = gen_word(true);
-    if (held != 0 && (held & GEN_TID_MASK) == (self & GEN_TID_MASK) &&
-        atomic_compare_exchange_strong(l, &held, self))
-        return;
-    gen_lock_wait_stale(l);
+    return held != 0 && (held & GEN_TID_MASK) == (self & GEN_TID_MASK) &&
+           atomic_compare_exchange_strong(l, &held, self);
+}
+
+static bool lock_both(heap_t *h)
+{
+    if (!lock_quarantined(&h->collect_lock))
+        return false;
+    if (lock_quarantined(&h->seg_lock))
+        return true;
+    gen_unlock(&h->collect_lock);
+    return false;
 }
 
 /* Heaps salvaged per pass at most (more wait for the next pass). */
@@ -289,11 +300,12 @@ static void find_segments(heap_t **q, unsigned nq)
 }
 
 /* Salvage the segments listed for h; those left are listed again. */
-static size_t salvage_heap(heap_t *h)
+static size_t salvage_heap(heap_t *h, bool *locked)
 {
     size_t purged = 0;
-    lock_quarantined(&h->collect_lock);
-    lock_quarantined(&h->seg_lock);
+    *locked = lock_both(h);
+    if (!*locked)
+        return 0;
     segment_t *seg = h->all_segments, *keep = NULL;
     while (seg) {
         segment_t *next = seg->all_next;
@@ -334,9 +346,9 @@ size_t salvage_pass(bool all)
         if (!all && h->salvage_first != FIRST_NEW &&
             !atomic_load_explicit(&h->remote_pages, memory_order_relaxed))
             continue;
+        if (!lock_both(h))
+            continue;
         q[nq++] = h;
-        lock_quarantined(&h->collect_lock);
-        lock_quarantined(&h->seg_lock);
         if (h->salvage_first == FIRST_NEW) {
             /* its free pages leave the process-wide count: purged below */
             policy_resident_sub(h->dirty_bytes);
@@ -361,7 +373,10 @@ size_t salvage_pass(bool all)
         /* FIRST_WALK while its list changes: if we die meanwhile, the
          * next pass rebuilds the list rather than follow a broken one */
         q[i]->salvage_first = FIRST_WALK;
-        purged += salvage_heap(q[i]);
+        bool locked;
+        purged += salvage_heap(q[i], &locked);
+        if (!locked)
+            continue; /* FIRST_WALK: the next pass walks for it again */
         q[i]->salvage_first = 0;
         if (!q[i]->all_segments)
             heap_revive(q[i]);
@@ -376,6 +391,10 @@ void salvage_forget(void)
     atomic_store(&next_pass, 0);
     atomic_store(&salvage_lock, 0);
 }
+
+/* heap.c: heap_left_recover (a pass left half done finds its heaps'
+ * segments again, as after a death: FIRST_WALK stays set) */
+void salvage_locks_left(uint32_t me) { gen_release_left(&salvage_lock, me, NULL); }
 
 #else /* !EMMA_CONFIG_TLS: heaps are shared, never quarantined */
 

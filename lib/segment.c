@@ -823,3 +823,6 @@ static void pool_recover(void)
 {
     pool.count = pool_mend(pool.seg, pool.count);
 }
+
+/* heap.c: heap_left_recover */
+void segment_locks_left(uint32_t me) { gen_release_left(&pool.lock, me, pool_recover); }

@@ -39,6 +39,7 @@
 #define SYS_process_vm_readv 310
 #define SYS_prlimit64 302
 #define SYS_membarrier 324
+#define SYS_sigaltstack 131
 #define EMMA_RLIMIT_AS 9
 
 #define EMMA_AT_FDCWD (-100)

@@ -306,6 +306,9 @@ typedef struct heap {
     _Atomic uint32_t owner;              /* TLS: owner TID (PI futex word) */
     _Atomic uint32_t lock;               /* no TLS: 0 free, 1 held */
     uint8_t busy;                        /* inside a slow path */
+    uintptr_t busy_sp;                   /* TLS: the stack pointer of the outermost slow
+                                            path on it (internal.h: tls_left_heap), or
+                                            of a spare heap's holder */
     uint8_t spare;                       /* TLS: a spare heap (heap.c), never adopted */
     _Atomic uint8_t poisoned;            /* never adopt (state unknown) */
     uint8_t salvage;                     /* SALVAGE_ACTIVE: salvage.c recovers its pages */

@@ -136,14 +136,10 @@ static int fs_child(void)
     return 0;
 }
 
-static void fs_handler(int sig)
+/* From a signal handler: fork a child that runs fs_child, wait for it,
+ * count it in *forks, and a failed one in *bad (its status in *last). */
+static void fork_child_and_wait(atomic_int *forks, atomic_int *bad, atomic_int *last)
 {
-    (void)sig;
-    int saved = errno;
-    if (atomic_exchange(&fs_in_handler, 1)) {
-        errno = saved;
-        return;
-    }
     pid_t pid = fork();
     if (pid == 0) {
         alarm(5); /* a hung child dies of SIGALRM and is reported */
@@ -154,11 +150,22 @@ static void fs_handler(int sig)
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
             ;
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-            atomic_fetch_add(&fs_bad_children, 1);
-            atomic_store(&fs_last_status, st);
+            atomic_fetch_add(bad, 1);
+            atomic_store(last, st);
         }
-        atomic_fetch_add(&fs_forks, 1);
+        atomic_fetch_add(forks, 1);
     }
+}
+
+static void fs_handler(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    if (atomic_exchange(&fs_in_handler, 1)) {
+        errno = saved;
+        return;
+    }
+    fork_child_and_wait(&fs_forks, &fs_bad_children, &fs_last_status);
     atomic_store(&fs_in_handler, 0);
     errno = saved;
 }
@@ -241,6 +248,153 @@ START_TEST(t_fork_in_signal_handler)
     double quiet = now_s() - last_fork_at;
     ck_assert_msg(atomic_load(&fs_forks) >= 100 || (atomic_load(&fs_forks) >= 20 && quiet < 3.0),
                   "only %d forks, none in the last %.1f s", atomic_load(&fs_forks), quiet);
+}
+END_TEST
+
+/* ================================================================== */
+/* Signal handlers that leave emma by siglongjmp, mixed with handlers    */
+/* that fork                                                            */
+/* ================================================================== */
+
+/* A SIGUSR2 handler allocates, then siglongjmps back to the main loop,
+ * abandoning whatever emma call it interrupted (a fast path, a slow path,
+ * a handler's own call on a spare heap: SA_NODEFER lets handlers nest).
+ * SIGUSR1's handler forks a child that allocates (fs_child) and waits
+ * for it.  Before emma found abandoned frames (heap.c:
+ * heap_left_recover), every call after ~8 such jumps returned NULL (the
+ * spare heaps all stayed locked) and 406 of 544 children failed.  With
+ * this process's other threads allocating and trimming meanwhile, nothing
+ * may fail, hang or be corrupted. */
+enum { LJ_RING = 256, LJ_SENDERS = 3 };
+static sigjmp_buf lj_jump;
+static volatile sig_atomic_t lj_armed;
+static atomic_int lj_stop, lj_jumps, lj_handler_nulls, lj_forks, lj_bad_children, lj_status;
+static atomic_long lj_progress;
+static pthread_t lj_main;
+
+static void lj_on_jump(int sig)
+{
+    (void)sig;
+    void *p = malloc(100 + (size_t)(atomic_load(&lj_jumps) % 3000));
+    if (!p)
+        atomic_fetch_add(&lj_handler_nulls, 1);
+    free(p);
+    if (lj_armed) {
+        atomic_fetch_add(&lj_jumps, 1);
+        siglongjmp(lj_jump, 1);
+    }
+}
+
+static void lj_on_fork(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    fork_child_and_wait(&lj_forks, &lj_bad_children, &lj_status);
+    errno = saved;
+}
+
+static void *lj_sender(void *arg)
+{
+    uint64_t rng = 777 + (uintptr_t)arg;
+    void *keep[16] = {0};
+    long seen = -1;
+    while (!atomic_load(&lj_stop)) {
+        for (int k = 0; k < 8; k++) {
+            unsigned i = (unsigned)(tu_rand(&rng) % 16);
+            free(keep[i]);
+            keep[i] = malloc(any_size(&rng, 256 << 10));
+        }
+        if (tu_rand(&rng) % 64 == 0)
+            emma_trim();
+        long p = atomic_load(&lj_progress);
+        if (p != seen) { /* as fs_sender: main must get to run */
+            seen = p;
+            pthread_kill(lj_main, tu_rand(&rng) % 8 == 0 ? SIGUSR1 : SIGUSR2);
+        }
+        spin_ns((long)(tu_rand(&rng) % 200000));
+    }
+    for (int i = 0; i < 16; i++)
+        free(keep[i]);
+    return NULL;
+}
+
+/* Not on the stack: the main loop's state must survive the jumps. */
+static unsigned char *volatile lj_ring[LJ_RING];
+static volatile size_t lj_size[LJ_RING];
+static volatile long lj_main_nulls, lj_corrupt;
+
+START_TEST(t_siglongjmp_out_of_emma)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = lj_on_fork;
+    sa.sa_flags = SA_RESTART;
+    sigaddset(&sa.sa_mask, SIGUSR2); /* never jump out of fork() itself */
+    ck_assert_int_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = lj_on_jump;
+    sa.sa_flags = SA_NODEFER;
+    ck_assert_int_eq(sigaction(SIGUSR2, &sa, NULL), 0);
+    lj_main = pthread_self();
+    pthread_t th[LJ_SENDERS];
+    for (int i = 0; i < LJ_SENDERS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, lj_sender, (void *)(uintptr_t)i), 0);
+
+    static uint64_t rng = 31337;
+    static double t0;
+    t0 = now_s();
+    sigsetjmp(lj_jump, 1);
+    lj_armed = 1;
+    /* 4 s with at least 300 jumps and 20 forks, or up to 20 s for them */
+    while (now_s() - t0 < 4 * scale() ||
+           ((atomic_load(&lj_jumps) < 300 || atomic_load(&lj_forks) < 20) && now_s() - t0 < 20)) {
+        atomic_fetch_add(&lj_progress, 1);
+        unsigned i = (unsigned)(tu_rand(&rng) % LJ_RING);
+        unsigned char *old = lj_ring[i];
+        lj_ring[i] = NULL; /* a jump from here on must not free it twice */
+        if (old) {
+            lj_corrupt += !marked(old, lj_size[i], (uintptr_t)old);
+            free(old);
+        }
+        size_t n = any_size(&rng, 3 << 20);
+        unsigned char *p = malloc(n);
+        if (!p) {
+            lj_main_nulls++;
+            continue;
+        }
+        mark(p, n, (uintptr_t)p);
+        lj_size[i] = n;
+        lj_ring[i] = p;
+    }
+    lj_armed = 0;
+    atomic_store(&lj_stop, 1);
+    for (int i = 0; i < LJ_SENDERS; i++)
+        pthread_join(th[i], NULL);
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+    /* after the last jump, the thread allocates as before */
+    void *after = malloc(1000);
+    ck_assert_ptr_nonnull(after);
+    free(after);
+    for (int i = 0; i < LJ_RING; i++)
+        if (lj_ring[i]) {
+            lj_corrupt += !marked(lj_ring[i], lj_size[i], (uintptr_t)lj_ring[i]);
+            free(lj_ring[i]);
+        }
+    int st = atomic_load(&lj_status);
+    fprintf(stderr, "# siglongjmp out of emma: %d jumps, %d forks in %.1f s\n",
+            atomic_load(&lj_jumps), atomic_load(&lj_forks), now_s() - t0);
+    ck_assert_msg(atomic_load(&lj_jumps) >= 300 && atomic_load(&lj_forks) >= 20,
+                  "only %d jumps and %d forks in 20 s", atomic_load(&lj_jumps),
+                  atomic_load(&lj_forks));
+    ck_assert_msg(atomic_load(&lj_handler_nulls) == 0 && lj_main_nulls == 0,
+                  "malloc returned NULL %d times in the handler, %ld in the main loop",
+                  atomic_load(&lj_handler_nulls), (long)lj_main_nulls);
+    ck_assert_msg(atomic_load(&lj_bad_children) == 0, "%d of %d children failed (last: %s %d)",
+                  atomic_load(&lj_bad_children), atomic_load(&lj_forks),
+                  WIFEXITED(st) ? "exit code" : "killed by signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    ck_assert_int_eq(lj_corrupt, 0);
 }
 END_TEST
 
@@ -1483,6 +1637,7 @@ int main(void)
     Suite *s = suite_create("robust");
     add(s, "fork_in_signal_handler", t_fork_in_signal_handler, 30);
     add(s, "signal_handler_allocates", t_signal_handler_allocates, 30);
+    add(s, "siglongjmp_out_of_emma", t_siglongjmp_out_of_emma, 60);
     add(s, "fork_during_stats_walk", t_fork_during_stats_walk, 30);
     add(s, "threads_die_inside", t_threads_die_inside, 30);
     add(s, "thread_dies_holding_lock", t_thread_dies_holding_lock, 30);
