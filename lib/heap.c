@@ -300,11 +300,8 @@ bool heap_left_recover(void)
             continue;
         bool poisoned = atomic_load(&h->poisoned);
         if (left_held(&h->claim, me)) {
-            if (h->claim_class && !poisoned) { /* as for a claimer that died */
-                bin_repair(h, h->claim_class, h->claim_page);
-                h->claim_class = 0;
-                h->claim_page = NULL;
-            }
+            if (!poisoned)
+                claim_mend(h); /* as for a claimer that died */
             gen_unlock(&h->claim);
         }
         if (left_held(&h->collect_lock, me))
@@ -486,11 +483,8 @@ heap_t *heap_acquire_for_thread(void)
 void heap_claim_wait(heap_t *h)
 {
     bool taken_over = gen_lock_wait_stale(&h->claim);
-    if (taken_over && h->claim_class) {
-        bin_repair(h, h->claim_class, h->claim_page);
-        h->claim_class = 0;
-        h->claim_page = NULL;
-    }
+    if (taken_over)
+        claim_mend(h);
     gen_unlock(&h->claim);
 }
 

@@ -449,6 +449,10 @@ EMMA_HIDDEN bool heap_take_if_dead(heap_t *h, uint32_t tid);
 /* slow_enter found a claim on h (reclaim.c): wait until it is released,
  * repairing h's class queues if the claimer died with it. */
 EMMA_HIDDEN void heap_claim_wait(heap_t *h);
+/* reclaim.c: under h's claim lock taken over from a claimer that died
+ * (or left emma by siglongjmp) while unlinking a page from a class queue:
+ * mend that queue (page.c: bin_repair). */
+EMMA_HIDDEN void claim_mend(heap_t *h);
 /* The shared heaps: blocks of the classes above SHARED_MIN come from them,
  * whichever thread asks (alloc.c) and frees (free.c), each used under its
  * lock, only ever try-locked (shared_trylock: the lock word names its

@@ -18,6 +18,7 @@
 #define bin_push_front emma__bin_push_front
 #define bin_remove emma__bin_remove
 #define bin_repair emma__bin_repair
+#define claim_mend emma__claim_mend
 #define block_is_private emma__block_is_private
 #define cache_forget emma__cache_forget
 #define check_layout emma__check_layout

@@ -347,6 +347,14 @@ static void claim_mark(heap_t *h, page_t *page)
     __asm__ volatile("" ::: "memory");
 }
 
+void claim_mend(heap_t *h)
+{
+    if (h->claim_class) {
+        bin_repair(h, h->claim_class, h->claim_page);
+        claim_mark(h, NULL);
+    }
+}
+
 /* The owner is outside its fast paths: its tls_heap is not the busy
  * marker (read through os_read_safe: the thread may be exiting). */
 static bool owner_outside(const heap_t *h)
@@ -391,14 +399,9 @@ static bool claim_flush(heap_t *h, struct claim_batch *b, bool first, size_t *pu
         return false;
     }
     for (unsigned i = 0; i < b->n; i++) {
+        /* still h's: a segment changes hands under the seg_lock we hold,
+         * and the batch took only pages of h's */
         page_t *page = b->page[i];
-        if (segment_of_page(page)->heap != h) { /* cannot happen: its owner waits */
-            if (first)
-                bin_push_front(h, page);
-            if (b->head[i])
-                give_back(h, page, b->head[i], b->tail[i], b->count[i]);
-            continue;
-        }
         if (first && claim_live(page, b->count[i]) != 0) {
             /* the owner popped a block off it before we unlinked it (a
              * pop in flight would have shown as busy): back in front */
@@ -410,12 +413,12 @@ static bool claim_flush(heap_t *h, struct claim_batch *b, bool first, size_t *pu
             continue;
         }
         claim_mark(h, page);
-        if (first)
-            ; /* unlinked above */
-        else if (page->in_full)
-            page->in_full = 0; /* in no queue */
-        else
-            bin_remove(h, page);
+        if (!first) { /* first pages were unlinked above */
+            if (page->in_full)
+                page->in_full = 0; /* in no queue */
+            else
+                bin_remove(h, page);
+        }
         emptied_put(h, page, b->purge, purged);
     }
     claim_mark(h, NULL);
@@ -502,10 +505,7 @@ static size_t reclaim_claimed(heap_t *h, bool purge)
         return 0; /* nothing new since the last claim */
     if (!gen_lock_try_as(&h->claim, NULL, true))
         return 0;
-    if (h->claim_class) { /* taken over from a claimer that died unlinking */
-        bin_repair(h, h->claim_class, h->claim_page);
-        claim_mark(h, NULL);
-    }
+    claim_mend(h); /* if taken over from a claimer that died unlinking */
     size_t purged = 0;
     if (os_membarrier() && !PEEK(h->busy) &&
         !atomic_load_explicit(&h->poisoned, memory_order_acquire) &&
