@@ -274,6 +274,8 @@ void *alloc_generic(size_t size, size_t align, heap_t *h)
 size_t usable_size(const void *p)
 {
     segment_t *seg = segment_of(p);
+    if (header_bad(seg))
+        check_bad_header(p, "malloc_usable_size"); /* never returns */
     if (seg->kind == KIND_HUGE)
         return huge_usable(seg, p);
     return page_of(seg, p)->block_size;
@@ -309,6 +311,8 @@ void *realloc_block(heap_t *h, void *p, size_t new_size, size_t align, const cha
         return NULL;
     }
     segment_t *seg = segment_of(p);
+    if (header_bad(seg))
+        check_bad_header(p, func); /* never returns */
     bool want_huge = new_size > LARGE_MAX || align > LARGE_MAX;
     size_t old_usable;
     if (seg->kind == KIND_HUGE) {

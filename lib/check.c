@@ -25,6 +25,14 @@ static size_t put_hex(char *buf, size_t at, size_t cap, uintptr_t v)
     return at;
 }
 
+void check_bad_header(const void *p, const char *func)
+{
+    emma_fatal(func,
+               addrmap_lookup(p) == CHUNK_INTERIOR ? "interior or misaligned pointer"
+                                                    : "pointer was not allocated by emma",
+               p);
+}
+
 void emma_fatal(const char *func, const char *problem, const void *p)
 {
     char line[256];

@@ -376,6 +376,10 @@ static EMMA_NOINLINE void free_remote_stepping(segment_t *seg, page_t *page, voi
 void free_generic(void *p, const char *func)
 {
     segment_t *seg = segment_of(p);
+    if (header_bad(seg)) {
+        check_bad_header(p, func); /* never returns */
+        return;
+    }
     if (seg->kind == KIND_HUGE) {
         free_huge(seg, p, func);
         return;

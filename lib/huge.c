@@ -112,7 +112,7 @@ static bool huge_init(segment_t *seg, size_t map_size, size_t reserve, size_t of
      * what it had */
     if (seg->resident < map_size)
         seg->resident = map_size;
-    seg->cookie = (uintptr_t)seg ^ os_secret();
+    segment_stamp(seg);
     seg->next = seg->prev = NULL;
     page->in_use = 1;
     page->class_idx = CLASS_HUGE;
@@ -1177,7 +1177,7 @@ void *huge_realloc(segment_t *seg, void *p, size_t new_size, heap_t *self)
     atomic_fetch_add_explicit(&huge_stats_bytes, new_map - old_map, memory_order_relaxed);
     moved->reserve_size = new_reserve;
     moved->resident = new_map;
-    moved->cookie = (uintptr_t)moved ^ os_secret();
+    segment_stamp(moved);
     moved->pages[0].start = (uint8_t *)moved + offset;
     addrmap_mark_huge(moved, new_map);
     if (private)

@@ -82,6 +82,18 @@ EMMA_HIDDEN void addrmap_teardown(void);
 EMMA_HIDDEN EMMA_NORETURN EMMA_COLD void emma_fatal(const char *func, const char *problem,
                                                     const void *p);
 EMMA_HIDDEN void check_pointer(const void *p, const char *func);
+/* Every build, on free's, realloc's and malloc_usable_size's slow paths:
+ * a pointer whose 4 MiB chunk holds no segment header of ours (4 MiB or
+ * more into a huge block, whose bytes there are the program's) is
+ * reported (check_bad_header), not followed.  The header names itself
+ * (segment_t.self, written with the cookie: segment_stamp): a compare
+ * with a memory operand and a branch. */
+/* (Not declared noreturn, though it never returns: a caller that returns
+ * right after it reaches it by a jump, with no stack frame set up.) */
+EMMA_HIDDEN EMMA_COLD void check_bad_header(const void *p, const char *func);
+static inline bool header_bad(const segment_t *seg) { return unlikely(seg->self != seg); }
+/* segment.c: write seg's cookie and self */
+EMMA_HIDDEN void segment_stamp(segment_t *seg);
 /* Every build, on the slow path of free and realloc of a huge block: the
  * pointer must be the block's start and the block live (not in the huge
  * cache).  A pointer into a huge block's first 4 MiB masks to its header

@@ -221,4 +221,6 @@
 #define policy_locks_left emma__policy_locks_left
 #define salvage_locks_left emma__salvage_locks_left
 #define segment_locks_left emma__segment_locks_left
+#define check_bad_header emma__check_bad_header
+#define segment_stamp emma__segment_stamp
 #endif

@@ -142,7 +142,7 @@ static void segment_cut(heap_t *h, segment_t *seg, enum segment_kind kind, bool 
     seg->used_pages = 0;
     seg->free_mask = all_pages(mapped_pages(seg->map_size, kind));
     seg->dirty_mask = dirty_mask;
-    seg->cookie = (uintptr_t)seg ^ os_secret();
+    segment_stamp(seg);
     for (unsigned i = 0; i < pages; i++) {
         page_t *p = &seg->pages[i];
         if (!same_cut)
@@ -826,3 +826,9 @@ static void pool_recover(void)
 
 /* heap.c: heap_left_recover */
 void segment_locks_left(uint32_t me) { gen_release_left(&pool.lock, me, pool_recover); }
+
+void segment_stamp(segment_t *seg)
+{
+    seg->cookie = (uintptr_t)seg ^ os_secret();
+    seg->self = seg;
+}

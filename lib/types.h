@@ -222,6 +222,8 @@ typedef struct segment {
     uint64_t dirty_mask;         /* free pages that may hold resident memory */
     size_t map_size;             /* bytes mapped from the segment start */
     uintptr_t cookie;            /* address ^ secret: validates headers */
+    struct segment *self;        /* its own address: free's cheap check that
+                                    a 4 MiB chunk holds a header (check.h) */
     struct segment *next, *prev; /* heap's segments with free pages; pool; huge cache */
     struct heap *origin;         /* huge: the heap that allocated it */
     struct segment *all_next, *all_prev; /* private heap: all its segments */

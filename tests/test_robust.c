@@ -1456,6 +1456,32 @@ static void hm_realloc_freed(void)
     _exit(q ? 3 : 0);
 }
 
+/* 4 MiB and more into a huge block: the pointer's 4 MiB chunk holds the
+ * program's bytes, not a header (they are written here to look like
+ * nothing: all ones); it used to be followed (SIGSEGV) */
+static void hm_free_far_interior(void)
+{
+    char *p = malloc((size_t)12 << 20);
+    memset(p, 0xff, (size_t)12 << 20);
+    free(p + ((size_t)8 << 20));
+    _exit(0);
+}
+
+static void hm_realloc_far_interior(void)
+{
+    char *p = malloc((size_t)12 << 20);
+    memset(p, 0x01, (size_t)12 << 20);
+    char *q = realloc(p + ((size_t)4 << 20), 100);
+    _exit(q ? 3 : 0);
+}
+
+static void hm_usable_far_interior(void)
+{
+    char *p = malloc((size_t)12 << 20);
+    memset(p, 0, (size_t)12 << 20);
+    _exit(malloc_usable_size(p + ((size_t)5 << 20)) ? 3 : 0);
+}
+
 START_TEST(t_huge_interior_detected)
 {
     static const char interior[] = "interior or misaligned pointer";
@@ -1464,6 +1490,11 @@ START_TEST(t_huge_interior_detected)
     expect_misuse_abort(hm_realloc_interior, "realloc", interior, "realloc(p + 64 KiB), 5 MiB block");
     expect_misuse_abort(hm_emma_free_interior, "emma_free", interior, "emma_free(p + 128), 5 MiB block");
     expect_misuse_abort(hm_realloc_freed, "realloc", "double free", "realloc of a freed 5 MiB block");
+    expect_misuse_abort(hm_free_far_interior, "free", interior, "free(p + 8 MiB), 12 MiB block");
+    expect_misuse_abort(hm_realloc_far_interior, "realloc", interior,
+                        "realloc(p + 4 MiB), 12 MiB block");
+    expect_misuse_abort(hm_usable_far_interior, "malloc_usable_size", interior,
+                        "malloc_usable_size(p + 5 MiB), 12 MiB block");
 }
 END_TEST
 
