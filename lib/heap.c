@@ -188,22 +188,26 @@ heap_t heap_busy = {
  * signal frame (at least 1 KiB on x86_64: the red zone, the saved
  * registers and FPU state), or on the alternate signal stack; so a frame
  * whose recorded stack pointer lies less than FRAME_SLACK below ours, on
- * the same stack, is gone.  A call made from deeper than that after the
- * jump does not see it yet (it allocates from a spare heap); the next one
- * from the caller's own depth does. */
+ * the same stack, is gone, and so is one on the signal stack while we run
+ * on the thread's own (no handler uses the signal stack then).  On the
+ * signal stack, a frame on the thread's stack may be the one the handler
+ * interrupted: never taken for gone.  A call made from deeper than the
+ * frame after the jump does not see it yet (it allocates from a spare
+ * heap); the next one from the caller's own depth does.  The signal
+ * stack's range costs a system call, made only here: when the thread
+ * finds itself inside a slow path, or a spare heap held by itself. */
 #define FRAME_SLACK 512
 #define FUTEX_TID_MASK 0x3fffffffu
 
 bool frame_left(uintptr_t sp)
 {
-    uintptr_t here = stack_pointer();
-    if (here + FRAME_SLACK < sp)
-        return false; /* nested in it, or called from deeper down */
-    uintptr_t lo, hi;
-    if (os_on_altstack(&lo, &hi))
-        return false; /* a handler on its signal stack: cannot tell */
-    return true;      /* on the thread's stack: sp was there, or on the
-                         signal stack, which no handler uses now */
+    uintptr_t here = stack_pointer(), lo, hi;
+    bool on_signal_stack = os_on_altstack(&lo, &hi);
+    bool sp_on_signal_stack = sp >= lo && sp < hi;
+    if (!on_signal_stack)
+        return sp_on_signal_stack || here + FRAME_SLACK >= sp;
+    /* on the signal stack: only a frame on it too can be told gone */
+    return sp_on_signal_stack && here + FRAME_SLACK >= sp;
 }
 
 /* Spare heaps, for signal handlers that interrupted a slow path of their

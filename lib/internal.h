@@ -38,8 +38,9 @@ EMMA_HIDDEN int32_t os_getpid(void);
 EMMA_HIDDEN uint32_t os_gettid(void);
 EMMA_HIDDEN bool os_thread_gone(uint32_t tid);
 EMMA_HIDDEN bool os_seccomp_active(void);
-/* The calling thread's alternate signal stack: true if it runs on it now;
- * else [*lo, *hi) is its range (empty if it has none). */
+/* The calling thread's alternate signal stack: true if it runs on it now
+ * (or if that cannot be told); [*lo, *hi) is its range (empty if it has
+ * none). */
 EMMA_HIDDEN bool os_on_altstack(uintptr_t *lo, uintptr_t *hi);
 /* FUTEX_TRYLOCK_PI on a word holding its owner's TID */
 enum os_pi_result {

@@ -659,13 +659,11 @@ bool os_on_altstack(uintptr_t *lo, uintptr_t *hi)
     *lo = *hi = 0;
     if (sys_call2(SYS_sigaltstack, 0, (long)&ss) != 0)
         return true; /* cannot tell: as if on it (callers then wait) */
-    if (ss.flags & 1) /* SS_ONSTACK */
-        return true;
     if (!(ss.flags & 2)) { /* not SS_DISABLE */
         *lo = (uintptr_t)ss.sp;
         *hi = *lo + ss.size;
     }
-    return false;
+    return ss.flags & 1; /* SS_ONSTACK */
 }
 
 /* Does a seccomp mode (strict, or a filter that could kill us for a PI

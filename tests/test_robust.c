@@ -398,6 +398,137 @@ START_TEST(t_siglongjmp_out_of_emma)
 }
 END_TEST
 
+/* The same on a signal stack (SA_ONSTACK): a handler allocates there
+ * (maybe from a spare heap, recording its stack pointer on the signal
+ * stack) and a nested one jumps back to the thread's own stack.  With
+ * the signal stack above the thread's stack, emma took every later call
+ * for one nested in that frame and the thread lived on leaked spare heaps
+ * (6.8-22.6 million NULLs in 5 s, newcomer's t2_althi); below it, a spare
+ * heap left locked on the signal stack was never found gone (20k-102k
+ * NULLs in the handlers).  Both placements, 2 s each. */
+static sigjmp_buf ss_jump;
+static pthread_t ss_thread;
+static char *ss_alt;
+static atomic_int ss_stop;
+static atomic_long ss_progress, ss_jumps, ss_handler_runs, ss_nulls;
+static void *volatile ss_ring[64];
+
+static void ss_on_alloc(int sig)
+{
+    (void)sig;
+    for (int k = 0; k < 4; k++) {
+        size_t n = 16 + (size_t)(k * 977 + atomic_load(&ss_handler_runs) * 131) % 30000;
+        void *p = malloc(n);
+        if (!p)
+            atomic_fetch_add(&ss_nulls, 1);
+        free(p);
+    }
+    atomic_fetch_add(&ss_handler_runs, 1);
+}
+
+static void ss_on_jump(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&ss_jumps, 1);
+    siglongjmp(ss_jump, 1);
+}
+
+static void *ss_worker(void *arg)
+{
+    (void)arg;
+    stack_t ss = {.ss_sp = ss_alt, .ss_size = 1 << 20};
+    ck_assert_int_eq(sigaltstack(&ss, NULL), 0);
+    static volatile unsigned i;
+    i = 0;
+    sigsetjmp(ss_jump, 1);
+    while (!atomic_load(&ss_stop)) {
+        i++;
+        unsigned j = i % 64;
+        void *p = ss_ring[j];
+        ss_ring[j] = NULL;
+        free(p);
+        p = malloc((i * 2654435761u) % 200000 + 1);
+        if (!p)
+            atomic_fetch_add(&ss_nulls, 1);
+        ss_ring[j] = p;
+        atomic_fetch_add(&ss_progress, 1);
+    }
+    ss.ss_flags = SS_DISABLE;
+    sigaltstack(&ss, NULL);
+    return NULL;
+}
+
+static void *ss_sender(void *arg)
+{
+    int sig = (int)(intptr_t)arg;
+    long last = 0; /* the worker's sigsetjmp ran once progress moved */
+    while (!atomic_load(&ss_stop)) {
+        long p = atomic_load(&ss_progress);
+        if (p != last) {
+            last = p;
+            pthread_kill(ss_thread, sig);
+        }
+        if (sig == SIGUSR2)
+            usleep(50);
+        else
+            sched_yield();
+    }
+    return NULL;
+}
+
+START_TEST(t_siglongjmp_signal_stack)
+{
+    static char low_alt[1 << 20]; /* in .bss: below the thread's stack */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = ss_on_alloc;
+    sa.sa_flags = SA_ONSTACK;
+    ck_assert_int_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    sa.sa_handler = ss_on_jump;
+    sa.sa_flags = SA_ONSTACK | SA_NODEFER;
+    ck_assert_int_eq(sigaction(SIGUSR2, &sa, NULL), 0);
+    for (int above = 0; above < 2; above++) {
+        /* mapped before the thread: its stack is mapped below */
+        ss_alt = above ? mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                              -1, 0)
+                       : low_alt;
+        ck_assert_ptr_ne(ss_alt, MAP_FAILED);
+        atomic_store(&ss_stop, 0);
+        atomic_store(&ss_progress, 0);
+        atomic_store(&ss_jumps, 0);
+        atomic_store(&ss_handler_runs, 0);
+        atomic_store(&ss_nulls, 0);
+        pthread_t s1, s2;
+        ck_assert_int_eq(pthread_create(&ss_thread, NULL, ss_worker, NULL), 0);
+        ck_assert_int_eq(pthread_create(&s1, NULL, ss_sender, (void *)(intptr_t)SIGUSR1), 0);
+        ck_assert_int_eq(pthread_create(&s2, NULL, ss_sender, (void *)(intptr_t)SIGUSR2), 0);
+        double t0 = now_s();
+        while (now_s() - t0 < 2 * scale() ||
+               (atomic_load(&ss_jumps) < 100 && now_s() - t0 < 20))
+            usleep(20000);
+        atomic_store(&ss_stop, 1);
+        pthread_join(s1, NULL);
+        pthread_join(s2, NULL);
+        pthread_join(ss_thread, NULL);
+        for (int i = 0; i < 64; i++) {
+            free(ss_ring[i]);
+            ss_ring[i] = NULL;
+        }
+        fprintf(stderr, "# signal stack %s the thread's: %ld jumps, %ld handler runs, %ld steps\n",
+                above ? "above" : "below", (long)ss_jumps, (long)ss_handler_runs,
+                (long)ss_progress);
+        ck_assert_msg(atomic_load(&ss_nulls) == 0,
+                      "signal stack %s the thread's: malloc returned NULL %ld times",
+                      above ? "above" : "below", (long)ss_nulls);
+        ck_assert_msg(atomic_load(&ss_jumps) >= 100, "only %ld jumps", (long)ss_jumps);
+        if (above)
+            munmap(ss_alt, 1 << 20);
+    }
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+}
+END_TEST
+
 /* ================================================================== */
 /* fork while another thread is inside emma_stats' walk of the segments */
 /* ================================================================== */
@@ -1669,6 +1800,7 @@ int main(void)
     add(s, "fork_in_signal_handler", t_fork_in_signal_handler, 30);
     add(s, "signal_handler_allocates", t_signal_handler_allocates, 30);
     add(s, "siglongjmp_out_of_emma", t_siglongjmp_out_of_emma, 60);
+    add(s, "siglongjmp_signal_stack", t_siglongjmp_signal_stack, 60);
     add(s, "fork_during_stats_walk", t_fork_during_stats_walk, 30);
     add(s, "threads_die_inside", t_threads_die_inside, 30);
     add(s, "thread_dies_holding_lock", t_thread_dies_holding_lock, 30);
